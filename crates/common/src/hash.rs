@@ -1,0 +1,237 @@
+//! Content hashing: the content id and the BLAKE3 piece tree.
+//!
+//! The content id of a file is plain `blake3::hash` of its bytes (what `b3sum` prints).
+//! A file is cut into pieces of `P` bytes, `P` a power of two between [`MIN_PIECE_SIZE`] and
+//! whatever keeps the count at most [`MAX_PIECES`]. Every full piece covers a complete
+//! BLAKE3 subtree, so its chaining value ("CV") can be computed on its own with
+//! `blake3::hazmat` (`set_input_offset` + `finalize_non_root`).
+//!
+//! A [`Manifest`] is the file size, `P` and the CVs of all pieces. It is checked against the
+//! content id by merging the CVs the way BLAKE3 builds its tree (the left subtree of a span of
+//! `n` pieces holds the largest power of two of pieces smaller than `n`); the final merge is a
+//! root merge that yields the content id. A file of at most one piece has no CVs: its single
+//! piece is checked with `blake3::hash` directly.
+
+use std::io::Read;
+
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::ContentId;
+
+/// Smallest piece size (256 KiB): small enough for fine-grained scheduling, large enough that
+/// per-request overhead stays negligible.
+pub const MIN_PIECE_SIZE: u64 = 256 * 1024;
+
+/// Most pieces a file may have. Bounds the manifest to 128 KiB of CVs (one wire frame) and
+/// the downloader's bookkeeping; larger files get larger pieces.
+pub const MAX_PIECES: u64 = 4096;
+
+/// Largest piece size accepted from the network (64 MiB, i.e. files up to 256 GiB).
+pub const MAX_PIECE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Errors from hashing or checking content.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Reading the input failed.
+    #[error("reading input: {0}")]
+    Io(#[from] std::io::Error),
+    /// The manifest's shape is impossible (piece size, count or size out of range).
+    #[error("malformed manifest: {0}")]
+    Malformed(&'static str),
+    /// The manifest does not hash to the content id.
+    #[error("manifest does not match content id {0}")]
+    Mismatch(ContentId),
+    /// The input was not the length the manifest promised.
+    #[error("input length {got} differs from expected {expected}")]
+    Length {
+        /// What the manifest says.
+        expected: u64,
+        /// What was read.
+        got: u64,
+    },
+}
+
+/// Piece size for a file of `size` bytes: the smallest power of two ≥ [`MIN_PIECE_SIZE`] that
+/// keeps the piece count ≤ [`MAX_PIECES`].
+pub fn piece_size_for(size: u64) -> u64 {
+    let wanted = size.div_ceil(MAX_PIECES).max(MIN_PIECE_SIZE);
+    wanted.next_power_of_two()
+}
+
+/// Number of pieces of a file of `size` bytes cut in pieces of `piece_size` (0 for empty).
+pub fn piece_count(size: u64, piece_size: u64) -> u64 {
+    size.div_ceil(piece_size)
+}
+
+/// The verifiable description of a file: size, piece size and the pieces' chaining values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// File size in bytes.
+    pub size: u64,
+    /// Piece size in bytes (a power of two).
+    pub piece_size: u64,
+    /// Chaining value of every piece; empty when the file has at most one piece.
+    pub cvs: Vec<[u8; 32]>,
+}
+
+impl Manifest {
+    /// Number of pieces (0 for an empty file).
+    pub fn pieces(&self) -> u64 {
+        piece_count(self.size, self.piece_size)
+    }
+
+    /// Byte range `(offset, len)` of piece `index`.
+    pub fn piece_range(&self, index: u64) -> (u64, u64) {
+        let offset = index * self.piece_size;
+        (offset, self.piece_size.min(self.size.saturating_sub(offset)))
+    }
+
+    /// Checks the manifest's shape and that its CVs hash to `id`.
+    pub fn verify(&self, id: &ContentId) -> Result<(), HashError> {
+        if !self.piece_size.is_power_of_two()
+            || self.piece_size < MIN_PIECE_SIZE
+            || self.piece_size > MAX_PIECE_SIZE
+        {
+            return Err(HashError::Malformed("piece size"));
+        }
+        let n = self.pieces();
+        if n > MAX_PIECES {
+            return Err(HashError::Malformed("too many pieces"));
+        }
+        if n <= 1 {
+            return if self.cvs.is_empty() {
+                Ok(())
+            } else {
+                Err(HashError::Malformed("single-piece file carries CVs"))
+            };
+        }
+        if self.cvs.len() as u64 != n {
+            return Err(HashError::Malformed("CV count differs from piece count"));
+        }
+        let (left, right) = split(&self.cvs);
+        let root = merge_subtrees_root(&merge_span(left), &merge_span(right), Mode::Hash);
+        if ContentId::from(root) == *id {
+            Ok(())
+        } else {
+            Err(HashError::Mismatch(*id))
+        }
+    }
+
+    /// Checks the bytes of piece `index` against this (already verified) manifest and `id`.
+    pub fn verify_piece(&self, id: &ContentId, index: u64, data: &[u8]) -> bool {
+        let (offset, len) = self.piece_range(index);
+        if index >= self.pieces().max(1) || data.len() as u64 != len {
+            return false;
+        }
+        if self.cvs.is_empty() {
+            return ContentId::from(blake3::hash(data)) == *id;
+        }
+        piece_cv(offset, data) == self.cvs[index as usize]
+    }
+}
+
+/// Splits a span of CVs as BLAKE3 does: the left side gets the largest power of two < len.
+fn split(cvs: &[ChainingValue]) -> (&[ChainingValue], &[ChainingValue]) {
+    let left = (cvs.len() as u64 - 1).next_power_of_two() as usize;
+    let left = if left >= cvs.len() { left / 2 } else { left };
+    cvs.split_at(left)
+}
+
+/// Merges a non-empty span of piece CVs into the CV of its subtree (non-root).
+fn merge_span(cvs: &[ChainingValue]) -> ChainingValue {
+    if cvs.len() == 1 {
+        return cvs[0];
+    }
+    let (left, right) = split(cvs);
+    merge_subtrees_non_root(&merge_span(left), &merge_span(right), Mode::Hash)
+}
+
+/// Chaining value of a piece starting at byte `offset` of its file (non-root).
+pub fn piece_cv(offset: u64, data: &[u8]) -> ChainingValue {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    hasher.update(data);
+    hasher.finalize_non_root()
+}
+
+/// Hashes a whole input of `size` bytes: its content id and manifest in one pass.
+pub fn hash_reader(mut input: impl Read, size: u64) -> Result<(ContentId, Manifest), HashError> {
+    let piece_size = piece_size_for(size);
+    let pieces = piece_count(size, piece_size);
+    let mut buf = vec![0u8; piece_size.min(size.max(1)) as usize];
+    if pieces <= 1 {
+        let mut hasher = blake3::Hasher::new();
+        let got = read_piece(&mut input, &mut buf, &mut hasher)?;
+        check_end(&mut input, got, size)?;
+        let manifest = Manifest {
+            size,
+            piece_size,
+            cvs: Vec::new(),
+        };
+        return Ok((hasher.finalize().into(), manifest));
+    }
+    let mut cvs = Vec::with_capacity(pieces as usize);
+    let mut whole = blake3::Hasher::new();
+    let mut total = 0u64;
+    for index in 0..pieces {
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(index * piece_size);
+        let got = read_piece(&mut input, &mut buf, &mut hasher)?;
+        whole.update(&buf[..got as usize]);
+        total += got;
+        cvs.push(hasher.finalize_non_root());
+        if got < piece_size && index + 1 < pieces {
+            break;
+        }
+    }
+    check_end(&mut input, total, size)?;
+    let manifest = Manifest {
+        size,
+        piece_size,
+        cvs,
+    };
+    let id = ContentId::from(whole.finalize());
+    Ok((id, manifest))
+}
+
+/// Fills `buf` (or until EOF), feeding what was read to `hasher`; returns the bytes read.
+fn read_piece(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    hasher: &mut blake3::Hasher,
+) -> Result<u64, HashError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    hasher.update(&buf[..filled]);
+    Ok(filled as u64)
+}
+
+fn check_end(input: &mut impl Read, got: u64, expected: u64) -> Result<(), HashError> {
+    let mut probe = [0u8; 1];
+    let extra = input.read(&mut probe)? as u64;
+    if got != expected || extra != 0 {
+        return Err(HashError::Length {
+            expected,
+            got: got + extra,
+        });
+    }
+    Ok(())
+}
+
+/// Hashes a file on disk: content id and manifest.
+pub fn hash_file(path: &std::path::Path) -> Result<(ContentId, Manifest), HashError> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    hash_reader(std::io::BufReader::with_capacity(1 << 20, file), size)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! QUIC set-up and the connection handshake (see [`crate::wire`] for the protocol).
+//!
+//! [`endpoint`] binds one UDP socket that both accepts and dials, so the address a peer sees
+//! a node connect from is the address it listens on. [`dial`] and [`accept`] run the TLS and
+//! `Hello` handshakes and return a [`Link`]: the connection, the peer's proven id and `Hello`,
+//! and the control stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
+
+use crate::identity::Identity;
+use crate::tls;
+use crate::wire::{
+    self, CloseCode, ErrorCode, FrameError, Handshake, Hello, MAX_CONCURRENT_STREAMS,
+    PROTOCOL_VERSION,
+};
+use crate::NodeId;
+
+/// How long a handshake (TLS + `Hello`) may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// QUIC timing; short by default so a dead peer is noticed within seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Keep-alive ping interval.
+    pub keep_alive: Duration,
+    /// Connection declared dead after this long without hearing from the peer.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            keep_alive: Duration::from_secs(1),
+            idle: Duration::from_secs(4),
+        }
+    }
+}
+
+/// Errors setting up transport or connections.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS configuration failed.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Binding the socket failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Starting a connection failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: quinn::ConnectError,
+    },
+    /// The QUIC or TLS handshake, or the connection, failed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The handshake took too long.
+    #[error("handshake timed out")]
+    Timeout,
+    /// The peer's certificate is unusable.
+    #[error("{0}")]
+    Cert(#[from] tls::CertError),
+    /// The `Hello` exchange failed.
+    #[error("handshake: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer's `Hello` broke a rule.
+    #[error("handshake: {0}")]
+    Violation(String),
+    /// The peer refused us.
+    #[error("refused by peer ({code:?}): {reason}")]
+    Refused {
+        /// Its code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+fn transport_config(timeouts: Timeouts) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(timeouts.keep_alive));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(timeouts.idle).ok());
+    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Windows sized for ~1 GB/s on loopback; per connection memory stays ≤ 32 MiB.
+    t.stream_receive_window(VarInt::from_u32(8 << 20));
+    t.receive_window(VarInt::from_u32(32 << 20));
+    t.send_window(32 << 20);
+    Arc::new(t)
+}
+
+/// Binds a QUIC endpoint that accepts with `identity` and can dial.
+pub fn endpoint(
+    identity: &Identity,
+    listen: SocketAddr,
+    timeouts: Timeouts,
+) -> Result<Endpoint, TransportError> {
+    let tls = tls::server_config(identity)?;
+    let crypto = QuicServerConfig::try_from(tls)
+        .map_err(|e| TransportError::Violation(format!("server crypto: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport_config(timeouts));
+    Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
+        addr: listen,
+        source,
+    })
+}
+
+/// A client config for dialling a node whose id must be `expected` (any if `None`).
+pub fn client_config(
+    identity: &Identity,
+    expected: Option<NodeId>,
+    timeouts: Timeouts,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, TransportError> {
+    let tls = tls::client_config(identity, expected, alpn)?;
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|e| TransportError::Violation(format!("client crypto: {e}")))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport_config(timeouts));
+    Ok(client)
+}
+
+/// The node id proven by the peer's TLS certificate.
+pub fn peer_node_id(conn: &Connection) -> Result<NodeId, TransportError> {
+    let identity = conn
+        .peer_identity()
+        .ok_or_else(|| TransportError::Violation("peer presented no certificate".into()))?;
+    let certs = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| TransportError::Violation("unexpected peer identity type".into()))?;
+    let cert = certs
+        .first()
+        .ok_or_else(|| TransportError::Violation("empty certificate chain".into()))?;
+    Ok(tls::node_id_from_cert(cert)?)
+}
+
+/// An established connection after the `Hello` exchange.
+#[derive(Debug)]
+pub struct Link {
+    /// The QUIC connection.
+    pub conn: Connection,
+    /// The peer's `Hello` (its `node_id` is proven by TLS).
+    pub hello: Hello,
+    /// Control stream, send side.
+    pub control_send: SendStream,
+    /// Control stream, receive side.
+    pub control_recv: RecvStream,
+}
+
+impl Link {
+    /// The peer's proven node id.
+    pub fn peer(&self) -> NodeId {
+        self.hello.node_id
+    }
+
+    /// The peer's address as seen by us.
+    pub fn remote(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+}
+
+/// Closes `conn` with a close code and a reason the peer can log.
+pub fn close(conn: &Connection, code: u32, reason: &str) {
+    conn.close(VarInt::from_u32(code), reason.as_bytes());
+}
+
+fn check_hello(hello: &Hello, tls_id: NodeId) -> Result<(), (u32, ErrorCode, String)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            CloseCode::VERSION_MISMATCH,
+            ErrorCode::VersionMismatch,
+            format!(
+                "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                hello.version
+            ),
+        ));
+    }
+    if hello.node_id != tls_id {
+        return Err((
+            CloseCode::IDENTITY_MISMATCH,
+            ErrorCode::BadRequest,
+            format!(
+                "handshake claims node {} but TLS proves {}",
+                hello.node_id, tls_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Dials `addr`, requiring node id `expected` if given, and exchanges `Hello`s.
+pub async fn dial(
+    endpoint: &Endpoint,
+    identity: &Identity,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+    timeouts: Timeouts,
+    hello: Hello,
+) -> Result<Link, TransportError> {
+    let config = client_config(identity, expected, timeouts, wire::ALPN)?;
+    let connecting = endpoint
+        .connect_with(config, addr, "kazoo")
+        .map_err(|source| TransportError::Connect { addr, source })?;
+    let fut = async {
+        let conn = connecting.await?;
+        let tls_id = peer_node_id(&conn)?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        wire::write_frame(&mut send, &Handshake::Hello(hello)).await?;
+        match wire::read_frame::<Handshake>(&mut recv).await {
+            Ok(Handshake::Hello(theirs)) => {
+                if let Err((code, _, reason)) = check_hello(&theirs, tls_id) {
+                    close(&conn, code, &reason);
+                    return Err(TransportError::Violation(reason));
+                }
+                Ok(Link {
+                    conn,
+                    hello: theirs,
+                    control_send: send,
+                    control_recv: recv,
+                })
+            }
+            Ok(Handshake::Refused { code, reason }) => {
+                Err(TransportError::Refused { code, reason })
+            }
+            Err(e) => {
+                if e.is_violation() {
+                    close(&conn, CloseCode::PROTOCOL_VIOLATION, &e.to_string());
+                }
+                match conn.close_reason() {
+                    Some(reason) => Err(reason.into()),
+                    None => Err(e.into()),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+        .await
+        .map_err(|_| TransportError::Timeout)?
+}
+
+/// A connection whose peer said `Hello` and passed the version and identity checks; the
+/// application decides whether to [`admit`](Pending::admit) or [`refuse`](Pending::refuse).
+#[derive(Debug)]
+pub struct Pending {
+    conn: Connection,
+    hello: Hello,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+impl Pending {
+    /// The peer's `Hello`.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// The peer's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Answers with our `Hello` and returns the established link.
+    pub async fn admit(mut self, ours: Hello) -> Result<Link, TransportError> {
+        wire::write_frame(&mut self.send, &Handshake::Hello(ours)).await?;
+        Ok(Link {
+            conn: self.conn,
+            hello: self.hello,
+            control_send: self.send,
+            control_recv: self.recv,
+        })
+    }
+
+    /// Refuses with a reason, then closes the connection with `CloseCode::REFUSED`.
+    pub async fn refuse(mut self, code: ErrorCode, reason: &str) {
+        send_refusal(&mut self.send, code, reason).await;
+        close(&self.conn, CloseCode::REFUSED, reason);
+    }
+}
+
+/// Sends a refusal on the control stream and waits (briefly) until the peer has it.
+async fn send_refusal(send: &mut SendStream, code: ErrorCode, reason: &str) {
+    let refusal = Handshake::Refused {
+        code,
+        reason: reason.to_owned(),
+    };
+    if wire::write_frame(send, &refusal).await.is_ok() {
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+    }
+}
+
+/// Completes an incoming connection up to the peer's `Hello` (TLS, version, identity).
+pub async fn accept(incoming: quinn::Incoming) -> Result<Pending, TransportError> {
+    let fut = async {
+        let conn = incoming.await?;
+        let tls_id = peer_node_id(&conn)?;
+        let (mut send, mut recv) = conn.accept_bi().await?;
+        let hello = match wire::read_frame::<Handshake>(&mut recv).await {
+            Ok(Handshake::Hello(hello)) => hello,
+            Ok(Handshake::Refused { .. }) => {
+                close(&conn, CloseCode::PROTOCOL_VIOLATION, "refusal sent by dialler");
+                return Err(TransportError::Violation("dialler sent a refusal".into()));
+            }
+            Err(e) => {
+                close(&conn, CloseCode::PROTOCOL_VIOLATION, &e.to_string());
+                return Err(e.into());
+            }
+        };
+        if let Err((close_code, code, reason)) = check_hello(&hello, tls_id) {
+            send_refusal(&mut send, code, &reason).await;
+            close(&conn, close_code, &reason);
+            return Err(TransportError::Violation(reason));
+        }
+        Ok(Pending {
+            conn,
+            hello,
+            send,
+            recv,
+        })
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+        .await
+        .map_err(|_| TransportError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,419 @@
+//! The kazoo wire protocol, version 1. This module doc is the specification.
+//!
+//! # Transport
+//! QUIC with mutual TLS 1.3 (see [`crate::tls`]), ALPN [`ALPN`] (`kazoo/1`). A node id is the
+//! ed25519 key in the peer's certificate. One QUIC connection serves both directions of
+//! requests, but only the dialler speaks first.
+//!
+//! # Framing
+//! Every message is a *frame*: a 4-byte big-endian length `L` followed by `L` bytes of
+//! [postcard](https://docs.rs/postcard)-encoded message. `L` ≤ [`MAX_FRAME`]; a longer length
+//! prefix is a protocol violation and the reader stops before allocating anything.
+//!
+//! # Handshake
+//! The dialler opens the first bidirectional stream and sends a [`Handshake::Hello`]; the
+//! acceptor answers with its own `Hello`, or with [`Handshake::Refused`] and then closes the
+//! connection with the matching [`CloseCode`]. The acceptor checks that
+//! * `version` equals [`PROTOCOL_VERSION`] (else [`ErrorCode::VersionMismatch`],
+//!   [`CloseCode::VERSION_MISMATCH`]);
+//! * `node_id` equals the key in the TLS certificate (else [`CloseCode::IDENTITY_MISMATCH`]);
+//! * when `join` is set: it is a supernode with room for another leaf (else
+//!   [`ErrorCode::NotSupernode`] / [`ErrorCode::Busy`]).
+//!
+//! The dialler checks the same of the reply. The handshake stream then stays open as the
+//! *control stream* for the life of the connection; when either side finishes it the
+//! connection is over.
+//!
+//! # Requests
+//! After the handshake the dialler opens one bidirectional stream per [`Request`], sends the
+//! request frame and finishes its send side. The acceptor answers on the same stream:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `Register` (leaf → its SN) | `Registered` |
+//! | `Unregister` (leaf → its SN) | `Registered` |
+//! | `Search` (leaf → its SN) | zero or more `Hits` frames, then `End` |
+//! | `Lookup` (leaf → its SN) | `Providers` |
+//! | `GetManifest` (any → a provider) | `Manifest` |
+//! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
+//!
+//! Any request may instead be answered by [`Response::Error`]. At most
+//! [`MAX_CONCURRENT_STREAMS`] requests may be open at once on one connection (enforced by
+//! QUIC stream credit).
+//!
+//! # Limits
+//! | limit | value | on violation |
+//! |---|---|---|
+//! | frame size | [`MAX_FRAME`] | connection closed, [`CloseCode::PROTOCOL_VIOLATION`] |
+//! | name length (UTF-8 bytes) | [`MAX_NAME_LEN`] | request refused, [`ErrorCode::NameTooLong`] |
+//! | entries per `Register` frame | [`MAX_BATCH`] | request refused, [`ErrorCode::BadRequest`] |
+//! | entries per leaf | [`MAX_ENTRIES_PER_LEAF`] (SN config may lower it) | request refused, [`ErrorCode::TooManyEntries`] |
+//! | words per query / query bytes | [`MAX_QUERY_WORDS`] / [`MAX_QUERY_LEN`] | request refused, [`ErrorCode::BadRequest`] |
+//! | results per search | [`MAX_RESULTS`] | excess results are not sent |
+//! | providers per hit | [`MAX_PROVIDERS`] | excess providers are not sent |
+//! | pieces per manifest | [`crate::hash::MAX_PIECES`] | manifest rejected |
+//! | concurrent requests per connection | [`MAX_CONCURRENT_STREAMS`] | QUIC flow control |
+//!
+//! A frame that does not decode, or names a message kind this version does not know, is a
+//! protocol violation: the connection is closed with [`CloseCode::PROTOCOL_VIOLATION`] and a
+//! log line naming the peer and the reason. Nothing reachable from the network panics.
+//!
+//! # Close codes
+//! See [`CloseCode`]: `0` normal, `1` version mismatch, `2` protocol violation, `3` identity
+//! mismatch, `4` refused (busy / not a supernode), `5` shutting down.
+
+use std::net::SocketAddr;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::hash::Manifest;
+use crate::{ContentId, NodeId};
+
+/// ALPN of protocol version 1.
+pub const ALPN: &[u8] = b"kazoo/1";
+/// Protocol version carried in the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame body, in bytes (1 MiB): a full register batch or manifest fits.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Longest file name, in UTF-8 bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Most entries in one `Register` frame (2048 × ~300 bytes < [`MAX_FRAME`]).
+pub const MAX_BATCH: usize = 2048;
+/// Most entries one leaf may have indexed on its SN.
+pub const MAX_ENTRIES_PER_LEAF: usize = 100_000;
+/// Most words in a query.
+pub const MAX_QUERY_WORDS: usize = 16;
+/// Most bytes of all query words together.
+pub const MAX_QUERY_LEN: usize = 512;
+/// Most results one search returns.
+pub const MAX_RESULTS: usize = 200;
+/// Most providers listed per hit or lookup.
+pub const MAX_PROVIDERS: usize = 64;
+/// Most hits per `Hits` frame.
+pub const HITS_PER_FRAME: usize = 64;
+/// Most concurrently open request streams per connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// QUIC application close codes.
+pub struct CloseCode;
+
+impl CloseCode {
+    /// Orderly close.
+    pub const NORMAL: u32 = 0;
+    /// The peer speaks another protocol version.
+    pub const VERSION_MISMATCH: u32 = 1;
+    /// Malformed, oversized or unknown message.
+    pub const PROTOCOL_VIOLATION: u32 = 2;
+    /// The handshake's node id differs from the TLS key.
+    pub const IDENTITY_MISMATCH: u32 = 3;
+    /// Refused: no room for another leaf, or not a supernode.
+    pub const REFUSED: u32 = 4;
+    /// The node is shutting down.
+    pub const SHUTDOWN: u32 = 5;
+}
+
+/// Role a node plays now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Connects to a supernode, shares and downloads.
+    Leaf,
+    /// Indexes its leaves' shares and answers their searches.
+    Supernode,
+}
+
+impl Role {
+    /// Lowercase name, as in config and status.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Leaf => "leaf",
+            Role::Supernode => "supernode",
+        }
+    }
+}
+
+/// The opening message of a connection, in both directions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The sender's node id; must equal its TLS key.
+    pub node_id: NodeId,
+    /// The sender's current role.
+    pub role: Role,
+    /// The UDP port the sender accepts connections on.
+    pub listen_port: u16,
+    /// Advertised capacity (upload KiB/s), for election.
+    pub capacity: u32,
+    /// Dialler only: asks to become the acceptor's leaf.
+    pub join: bool,
+}
+
+/// A handshake frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handshake {
+    /// Accepted (or opening).
+    Hello(Hello),
+    /// Refused, with a reason; the connection closes next.
+    Refused {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        reason: String,
+    },
+}
+
+/// One shared file, as registered with a supernode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareEntry {
+    /// Content id.
+    pub id: ContentId,
+    /// Size in bytes.
+    pub size: u64,
+    /// File name (no directories), ≤ [`MAX_NAME_LEN`] bytes.
+    pub name: String,
+}
+
+/// A node that can serve a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Provider {
+    /// Its node id (pinned when dialling it).
+    pub node: NodeId,
+    /// Its address. An unspecified IP (`0.0.0.0`/`::`) means "the IP of whoever answered".
+    pub addr: SocketAddr,
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Content id.
+    pub id: ContentId,
+    /// Size in bytes.
+    pub size: u64,
+    /// The most common name it is shared under.
+    pub name: String,
+    /// How many sources the answering SN knows (may exceed `providers.len()`).
+    pub sources: u32,
+    /// Up to [`MAX_PROVIDERS`] sources.
+    pub providers: Vec<Provider>,
+}
+
+/// A request, one per bidirectional stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Adds entries to the sender's share list on its SN.
+    Register {
+        /// At most [`MAX_BATCH`] entries.
+        entries: Vec<ShareEntry>,
+    },
+    /// Removes entries from the sender's share list on its SN.
+    Unregister {
+        /// At most [`MAX_BATCH`] ids.
+        ids: Vec<ContentId>,
+    },
+    /// Keyword search: every word must match a name token (AND), case-insensitive.
+    /// A single 64-hex-digit word also matches that content id exactly.
+    Search {
+        /// Query words.
+        words: Vec<String>,
+        /// Most results wanted (capped at [`MAX_RESULTS`]).
+        max_results: u32,
+    },
+    /// Who provides this content?
+    Lookup {
+        /// The content id.
+        id: ContentId,
+    },
+    /// The manifest of a file the acceptor shares.
+    GetManifest {
+        /// The content id.
+        id: ContentId,
+    },
+    /// One piece of a file the acceptor shares.
+    GetPiece {
+        /// The content id.
+        id: ContentId,
+        /// Piece index.
+        index: u32,
+    },
+}
+
+/// Machine-readable error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The content is not shared here (or no longer matches its hash).
+    NotFound,
+    /// The request needs a supernode.
+    NotSupernode,
+    /// The leaf would exceed its entry limit.
+    TooManyEntries,
+    /// A name exceeds [`MAX_NAME_LEN`].
+    NameTooLong,
+    /// A request field is out of range.
+    BadRequest,
+    /// No room (leaves, streams, uploads); try elsewhere.
+    Busy,
+    /// The peer speaks another protocol version.
+    VersionMismatch,
+    /// Something failed on the answering node.
+    Internal,
+}
+
+/// An answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Register/Unregister done; total entries now indexed for this leaf.
+    Registered {
+        /// Entries indexed for the sender after this request.
+        total: u64,
+    },
+    /// A batch of search results (≤ [`HITS_PER_FRAME`]).
+    Hits(Vec<Hit>),
+    /// No more results.
+    End,
+    /// Sources of a content id (≤ [`MAX_PROVIDERS`]).
+    Providers(Vec<Provider>),
+    /// A file's manifest.
+    Manifest(Manifest),
+    /// Piece data follows: exactly `len` raw bytes.
+    Piece {
+        /// Byte count that follows.
+        len: u64,
+    },
+    /// The request failed.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error answer.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Number of variants of [`Request`], to tell an unknown message from a malformed one.
+const REQUEST_KINDS: u64 = 6;
+
+/// Errors reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended cleanly before a frame started.
+    #[error("stream finished")]
+    Finished,
+    /// The length prefix exceeds the limit.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    Oversized {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The frame names a message kind this version does not know.
+    #[error("unknown message kind {0}")]
+    UnknownMessage(u64),
+    /// The frame does not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// The stream failed.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// Whether this error is the peer's fault (close the connection as a violation).
+    pub fn is_violation(&self) -> bool {
+        matches!(
+            self,
+            FrameError::Oversized { .. } | FrameError::UnknownMessage(_) | FrameError::Malformed(_)
+        )
+    }
+}
+
+/// Encodes a message as a frame (length prefix + postcard body).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    let body = postcard::to_extend(msg, buf)?;
+    buf = body;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::Oversized {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf)
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(
+    out: &mut (impl AsyncWrite + Unpin),
+    msg: &T,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(msg)?;
+    out.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Reads one frame body (at most `max` bytes) without decoding it.
+pub async fn read_frame_bytes(
+    input: &mut (impl AsyncRead + Unpin),
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = input.read(&mut len[got..]).await?;
+        if n == 0 {
+            return Err(if got == 0 {
+                FrameError::Finished
+            } else {
+                FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::Oversized { len, max });
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Reads and decodes one frame of at most [`MAX_FRAME`] bytes.
+pub async fn read_frame<T: DeserializeOwned>(
+    input: &mut (impl AsyncRead + Unpin),
+) -> Result<T, FrameError> {
+    let body = read_frame_bytes(input, MAX_FRAME).await?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Decodes a request frame body, telling unknown kinds from malformed bodies.
+pub fn decode_request(body: &[u8]) -> Result<Request, FrameError> {
+    match postcard::from_bytes::<Request>(body) {
+        Ok(request) => Ok(request),
+        Err(e) => match postcard::take_from_bytes::<u64>(body) {
+            Ok((kind, _)) if kind >= REQUEST_KINDS => Err(FrameError::UnknownMessage(kind)),
+            _ => Err(FrameError::Malformed(e)),
+        },
+    }
+}
+
+/// Reads one request frame.
+pub async fn read_request(input: &mut (impl AsyncRead + Unpin)) -> Result<Request, FrameError> {
+    let body = read_frame_bytes(input, MAX_FRAME).await?;
+    decode_request(&body)
+}
+
+#[cfg(test)]
+mod tests;
