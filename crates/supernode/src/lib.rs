@@ -1,0 +1,13 @@
+//! The supernode role: an index of what its leaves share ([`index`]), the tokeniser that
+//! decides what a keyword matches ([`tokenize`]), and the leaf-facing service that turns
+//! wire requests into index operations ([`service`]).
+//!
+//! Everything here is plain state driven by the node runtime in `kazoo-leaf`, which owns the
+//! sockets; the same logic therefore runs over QUIC and in in-memory tests.
+
+pub mod index;
+pub mod service;
+pub mod tokenize;
+
+pub use index::{Index, IndexError, LeafKey};
+pub use service::{Admission, Supernode};

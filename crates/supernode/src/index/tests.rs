@@ -1,0 +1,157 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn entry(name: &str, content: &str) -> ShareEntry {
+    ShareEntry {
+        id: ContentId::from(blake3::hash(content.as_bytes())),
+        size: content.len() as u64,
+        name: name.into(),
+    }
+}
+
+fn leaf(index: &mut Index, n: u8) -> LeafKey {
+    index.add_leaf(NodeId([n; 32]), SocketAddr::from(([127, 0, 0, 1], 1000 + n as u16)))
+}
+
+fn words(q: &str) -> Vec<String> {
+    q.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn and_search_is_case_insensitive() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    index
+        .register(
+            a,
+            &[
+                entry("Daft Punk - Around The World.mp3", "1"),
+                entry("daft_punk_one_more_time.flac", "2"),
+                entry("world news.txt", "3"),
+            ],
+            100,
+        )
+        .unwrap();
+    let names = |q: &str| -> Vec<String> {
+        index
+            .search(&words(q), 10)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect()
+    };
+    assert_eq!(names("DAFT world"), vec!["Daft Punk - Around The World.mp3"]);
+    assert_eq!(names("daft").len(), 2);
+    assert_eq!(names("world").len(), 2);
+    assert!(names("daft news").is_empty());
+    assert!(names("absent").is_empty());
+    assert!(index.search(&words("--"), 10).is_err());
+}
+
+#[test]
+fn exact_id_and_providers_merge() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    let b = leaf(&mut index, 2);
+    let e = entry("song.ogg", "same bytes");
+    index.register(a, &[e.clone()], 10).unwrap();
+    index.register(b, &[entry("other name.ogg", "same bytes")], 10).unwrap();
+    let hits = index.search(&[e.id.to_hex()], 10).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].sources, 2);
+    assert_eq!(index.providers(&e.id).len(), 2);
+    assert_eq!(index.search(&words("other"), 10).unwrap()[0].id, e.id);
+    assert_eq!(index.file_count(), 1);
+    assert_eq!(index.entry_count(), 2);
+}
+
+#[test]
+fn removing_a_leaf_drops_its_entries() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    let b = leaf(&mut index, 2);
+    index.register(a, &[entry("x one", "1"), entry("x two", "2")], 10).unwrap();
+    index.register(b, &[entry("x two", "2")], 10).unwrap();
+    assert_eq!(index.remove_leaf(a), 2);
+    let hits = index.search(&words("x"), 10).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].providers[0].node, NodeId([2; 32]));
+    assert!(index.search(&words("one"), 10).unwrap().is_empty());
+    index.remove_leaf(b);
+    assert_eq!(index.entry_count(), 0);
+    assert_eq!(index.file_count(), 0);
+    assert!(index.postings.is_empty());
+    assert_eq!(index.leaf_count(), 0);
+}
+
+#[test]
+fn limits_refuse_the_whole_batch() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    index.register(a, &[entry("a", "1"), entry("b", "2")], 3).unwrap();
+    let err = index
+        .register(a, &[entry("c", "3"), entry("d", "4")], 3)
+        .unwrap_err();
+    assert_eq!(err, IndexError::TooManyEntries { would_have: 4, limit: 3 });
+    assert_eq!(index.leaf_entries(a), 2);
+    // Re-registering known entries does not count twice.
+    assert_eq!(index.register(a, &[entry("a", "1"), entry("c", "3")], 3), Ok(3));
+    let long = "n".repeat(MAX_NAME_LEN + 1);
+    assert_eq!(
+        index.register(a, &[entry(&long, "9")], 100),
+        Err(IndexError::NameTooLong(MAX_NAME_LEN + 1))
+    );
+    assert_eq!(index.register(a, &[entry("...", "9")], 100), Err(IndexError::EmptyName));
+}
+
+#[test]
+fn unregister_and_ranking() {
+    let mut index = Index::new();
+    let keys: Vec<_> = (1..=3).map(|n| leaf(&mut index, n)).collect();
+    for (i, &k) in keys.iter().enumerate() {
+        let mut batch = vec![entry("popular tune", "p")];
+        if i == 0 {
+            batch.push(entry("rare tune", "r"));
+        }
+        index.register(k, &batch, 10).unwrap();
+    }
+    let hits = index.search(&words("tune"), 10).unwrap();
+    assert_eq!(hits[0].name, "popular tune");
+    assert_eq!(hits[0].sources, 3);
+    assert_eq!(index.search(&words("tune"), 1).unwrap().len(), 1);
+    let rare = entry("rare tune", "r").id;
+    assert_eq!(index.unregister(keys[0], &[rare]), Ok(1));
+    assert!(index.search(&words("rare"), 10).unwrap().is_empty());
+}
+
+proptest! {
+    /// After any mix of registrations and leaf removals, every remaining entry is found by
+    /// each of its name's tokens and by its id, and nothing else is found.
+    #[test]
+    fn index_stays_consistent(ops in proptest::collection::vec((0u8..4, 0u8..12, any::<bool>()), 1..60)) {
+        let mut index = Index::new();
+        let keys: Vec<_> = (0..4).map(|n| leaf(&mut index, n)).collect();
+        let mut model: Vec<std::collections::HashSet<u8>> = vec![Default::default(); 4];
+        for (l, f, add) in ops {
+            let e = entry(&format!("file{f} tag{}", f % 3), &format!("content {f}"));
+            if add {
+                index.register(keys[l as usize], &[e], 1000).unwrap();
+                model[l as usize].insert(f);
+            } else {
+                index.unregister(keys[l as usize], &[e.id]).unwrap();
+                model[l as usize].remove(&f);
+            }
+        }
+        for f in 0u8..12 {
+            let holders = model.iter().filter(|m| m.contains(&f)).count();
+            let hits = index.search(&[format!("file{f}")], 10).unwrap();
+            prop_assert_eq!(hits.len(), usize::from(holders > 0));
+            if holders > 0 {
+                prop_assert_eq!(hits[0].sources as usize, holders);
+            }
+        }
+        let total: usize = model.iter().map(|m| m.len()).sum();
+        prop_assert_eq!(index.entry_count(), total);
+    }
+}

@@ -1,0 +1,265 @@
+//! The leaf-facing supernode service: admission of leaves (bounded by `max_leaves`) and the
+//! answers to `Register`, `Unregister`, `Search` and `Lookup`.
+//!
+//! It is plain state behind a mutex: the node runtime calls [`Supernode::admit`] when a
+//! joining `Hello` arrives, [`Supernode::answer`] for each request, and
+//! [`Supernode::depart`] when the connection ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use kazoo_common::config::SupernodeConfig;
+use kazoo_common::wire::{
+    ErrorCode, Request, Response, ShareEntry, HITS_PER_FRAME, MAX_BATCH, MAX_QUERY_LEN,
+    MAX_QUERY_WORDS,
+};
+use kazoo_common::{ContentId, NodeId};
+
+use crate::index::{Index, IndexError, LeafKey};
+
+/// Outcome of a leaf asking to join.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Joined; use this key for its requests and its departure.
+    Admitted(LeafKey),
+    /// No room; the reason is sent to the leaf.
+    Full(String),
+}
+
+#[derive(Debug)]
+struct State {
+    index: Index,
+    /// Current key of every joined leaf (a re-joining node replaces its old key).
+    leaves: HashMap<NodeId, LeafKey>,
+    /// This node's own shares, indexed like a leaf's.
+    own: LeafKey,
+}
+
+/// One supernode's service state.
+#[derive(Debug)]
+pub struct Supernode {
+    node_id: NodeId,
+    config: SupernodeConfig,
+    state: Mutex<State>,
+}
+
+/// Counts shown by `kazoo status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SupernodeStats {
+    /// Joined leaves.
+    pub leaves: usize,
+    /// Index entries (leaf, file), own shares included.
+    pub entries: usize,
+    /// Distinct files.
+    pub files: usize,
+}
+
+impl Supernode {
+    /// A supernode whose own shares are served from port `own_port` of its address.
+    pub fn new(node_id: NodeId, config: SupernodeConfig, own_port: u16) -> Self {
+        let mut index = Index::new();
+        let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
+        Supernode {
+            node_id,
+            config,
+            state: Mutex::new(State {
+                index,
+                leaves: HashMap::new(),
+                own,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the index; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This supernode's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Admits a leaf connecting from `addr` unless `max_leaves` are already joined.
+    pub fn admit(&self, node: NodeId, addr: SocketAddr) -> Admission {
+        let mut state = self.state();
+        let old = state.leaves.get(&node).copied();
+        if old.is_none() && state.leaves.len() >= self.config.max_leaves {
+            return Admission::Full(format!(
+                "supernode {} is full ({} leaves)",
+                self.node_id.short(),
+                self.config.max_leaves
+            ));
+        }
+        if let Some(old) = old {
+            state.index.remove_leaf(old);
+        }
+        let key = state.index.add_leaf(node, addr);
+        state.leaves.insert(node, key);
+        Admission::Admitted(key)
+    }
+
+    /// Forgets a leaf whose connection ended; returns how many entries were dropped.
+    pub fn depart(&self, node: NodeId, key: LeafKey) -> usize {
+        let mut state = self.state();
+        if state.leaves.get(&node) != Some(&key) {
+            return 0;
+        }
+        state.leaves.remove(&node);
+        state.index.remove_leaf(key)
+    }
+
+    /// Replaces this node's own share list in its index.
+    pub fn set_own_shares(&self, added: &[ShareEntry], removed: &[ContentId]) {
+        let mut state = self.state();
+        let own = state.own;
+        // Own shares are bounded by the share scanner, not by the per-leaf limit.
+        let _ = state.index.register(own, added, usize::MAX);
+        let _ = state.index.unregister(own, removed);
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> SupernodeStats {
+        let state = self.state();
+        SupernodeStats {
+            leaves: state.leaves.len(),
+            entries: state.index.entry_count(),
+            files: state.index.file_count(),
+        }
+    }
+
+    /// Answers one request from joined leaf `key`: the frames to send back, in order.
+    pub fn answer(&self, key: LeafKey, request: &Request) -> Vec<Response> {
+        let mut state = self.state();
+        match request {
+            Request::Register { entries } => {
+                if entries.len() > MAX_BATCH {
+                    return vec![Response::error(
+                        ErrorCode::BadRequest,
+                        format!("batch of {} entries exceeds {MAX_BATCH}", entries.len()),
+                    )];
+                }
+                let limit = self.config.max_entries_per_leaf;
+                vec![registered(state.index.register(key, entries, limit))]
+            }
+            Request::Unregister { ids } => {
+                if ids.len() > MAX_BATCH {
+                    return vec![Response::error(
+                        ErrorCode::BadRequest,
+                        format!("batch of {} ids exceeds {MAX_BATCH}", ids.len()),
+                    )];
+                }
+                vec![registered(state.index.unregister(key, ids))]
+            }
+            Request::Search { words, max_results } => {
+                let bytes: usize = words.iter().map(String::len).sum();
+                if words.len() > MAX_QUERY_WORDS || bytes > MAX_QUERY_LEN {
+                    return vec![Response::error(
+                        ErrorCode::BadRequest,
+                        format!("query exceeds {MAX_QUERY_WORDS} words or {MAX_QUERY_LEN} bytes"),
+                    )];
+                }
+                match state.index.search(words, *max_results as usize) {
+                    Ok(hits) => {
+                        let mut frames: Vec<Response> = hits
+                            .chunks(HITS_PER_FRAME)
+                            .map(|c| Response::Hits(c.to_vec()))
+                            .collect();
+                        frames.push(Response::End);
+                        frames
+                    }
+                    Err(e) => vec![Response::error(ErrorCode::BadRequest, e.to_string())],
+                }
+            }
+            Request::Lookup { id } => vec![Response::Providers(state.index.providers(id))],
+            Request::GetManifest { .. } | Request::GetPiece { .. } => vec![Response::error(
+                ErrorCode::BadRequest,
+                "not an index request",
+            )],
+        }
+    }
+}
+
+fn registered(result: Result<usize, IndexError>) -> Response {
+    match result {
+        Ok(total) => Response::Registered {
+            total: total as u64,
+        },
+        Err(e) => {
+            let code = match e {
+                IndexError::TooManyEntries { .. } => ErrorCode::TooManyEntries,
+                IndexError::NameTooLong(_) => ErrorCode::NameTooLong,
+                _ => ErrorCode::BadRequest,
+            };
+            Response::error(code, e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sn(max_leaves: usize) -> Supernode {
+        let config = SupernodeConfig {
+            max_leaves,
+            ..Default::default()
+        };
+        Supernode::new(NodeId([0; 32]), config, 4710)
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[test]
+    fn admission_is_bounded_and_rejoin_replaces() {
+        let sn = sn(2);
+        let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr()) else {
+            panic!("first leaf refused");
+        };
+        assert!(matches!(sn.admit(NodeId([2; 32]), addr()), Admission::Admitted(_)));
+        assert!(matches!(sn.admit(NodeId([3; 32]), addr()), Admission::Full(_)));
+        let Admission::Admitted(a2) = sn.admit(NodeId([1; 32]), addr()) else {
+            panic!("re-join refused");
+        };
+        assert_eq!(sn.depart(NodeId([1; 32]), a), 0, "stale key must not evict the new one");
+        assert_eq!(sn.stats().leaves, 2);
+        sn.depart(NodeId([1; 32]), a2);
+        assert_eq!(sn.stats().leaves, 1);
+    }
+
+    #[test]
+    fn search_streams_hits_then_end_and_own_shares_count() {
+        let sn = sn(5);
+        let Admission::Admitted(key) = sn.admit(NodeId([1; 32]), addr()) else {
+            panic!("refused");
+        };
+        let id = ContentId([5; 32]);
+        sn.set_own_shares(
+            &[ShareEntry {
+                id,
+                size: 3,
+                name: "own file".into(),
+            }],
+            &[],
+        );
+        let frames = sn.answer(
+            key,
+            &Request::Search {
+                words: vec!["own".into()],
+                max_results: 10,
+            },
+        );
+        assert!(matches!(&frames[..], [Response::Hits(h), Response::End] if h[0].id == id));
+        let big = Request::Search {
+            words: vec!["w".into(); MAX_QUERY_WORDS + 1],
+            max_results: 1,
+        };
+        assert!(matches!(
+            &sn.answer(key, &big)[..],
+            [Response::Error { code: ErrorCode::BadRequest, .. }]
+        ));
+    }
+}
