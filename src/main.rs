@@ -1,1 +1,383 @@
-fn main() {}
+//! `kazoo`: run a node of the kazoo network, or talk to one (search, get, status), or hash
+//! files the way the network does. See the README for the commands and config keys.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use kazoo_common::config::{Config, RoleSetting};
+use kazoo_common::ContentId;
+use kazoo_leaf::control::{self, ControlEvent, ControlRequest, SearchResult};
+use kazoo_leaf::download::{Progress, Report};
+use kazoo_leaf::{Node, StartOptions, Status};
+
+/// A two-tier peer-to-peer file-sharing network over QUIC with BLAKE3 content ids.
+#[derive(Parser)]
+#[command(name = "kazoo", version, about)]
+struct Cli {
+    /// Config file (TOML). Without it every key has its default.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with the config until interrupted.
+    Run,
+    /// Search the network: every word must match (case-insensitive), or give a content id.
+    Search {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Most results.
+        #[arg(long, default_value_t = 50)]
+        max: u32,
+        /// Words to match.
+        #[arg(required = true)]
+        words: Vec<String>,
+    },
+    /// Download a file by content id, verifying every piece.
+    Get {
+        /// Print one final JSON object instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+        /// Content id (64 hex digits, as `kazoo hash` prints).
+        hash: ContentId,
+        /// Where to write the file (default: the download folder).
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Print the content id of files, in the same format as `b3sum`.
+    Hash {
+        /// Files to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the running node's role, id, address, supernode or leaves, and shares.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a three-node demo network on loopback: share, search, download, verify.
+    Demo,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Run => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kazoo: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kazoo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Hash { files } = &cli.command {
+        return hash(files);
+    }
+    let config = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => run(config).await,
+        Command::Search { json, max, words } => search(config, json, max, words).await,
+        Command::Get { json, hash, output } => get(config, json, hash, output).await,
+        Command::Status { json } => status(config, json).await,
+        Command::Demo => kazoo_leaf::demo::run(&mut std::io::stdout()).await,
+        Command::Hash { .. } => Ok(()),
+    }
+}
+
+fn hash(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for path in files {
+        let result = std::fs::File::open(path)
+            .and_then(|file| blake3::Hasher::new().update_reader(file).map(|h| h.finalize()));
+        match result {
+            Ok(hash) => writeln!(out, "{}  {}", hash.to_hex(), path.display())?,
+            Err(e) => {
+                eprintln!("kazoo: {}: {e}", path.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("some files could not be hashed");
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let node = Node::start(config, StartOptions::default())
+        .await
+        .context("starting the node")?;
+    let status = node.status();
+    println!(
+        "kazoo node {} ({}) listening on {}",
+        status.node_id, status.role, status.listen
+    );
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Asks the node running with this config; `None` when none runs.
+async fn ask(config: &Config, request: &ControlRequest) -> anyhow::Result<Option<Vec<ControlEvent>>> {
+    let mut events = Vec::new();
+    match control::request(&config.node.data_dir, request, |e| events.push(e)).await {
+        None => Ok(None),
+        Some(Ok(())) => Ok(Some(events)),
+        Some(Err(e)) => Err(e).context("talking to the running node"),
+    }
+}
+
+/// Starts a short-lived leaf for one command when no node runs with this config.
+async fn short_lived_leaf(config: Config) -> anyhow::Result<Node> {
+    if config.network.bootstrap.is_empty() {
+        bail!(
+            "no kazoo node is running with data_dir {} and no [network] bootstrap is configured; \
+             start one with `kazoo run` or give a config with a bootstrap supernode",
+            config.node.data_dir.display()
+        );
+    }
+    let listen = match config.node.listen {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let options = StartOptions {
+        control_socket: false,
+        share: false,
+        role: Some(RoleSetting::Leaf),
+        listen: Some(listen),
+        ..StartOptions::default()
+    };
+    let node = Node::start(config, options).await?;
+    node.wait_ready(Duration::from_secs(10)).await?;
+    Ok(node)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> anyhow::Result<()> {
+    let request = ControlRequest::Search {
+        words: words.clone(),
+        max_results: max,
+    };
+    let results: Vec<SearchResult> = match ask(&config, &request).await? {
+        Some(events) => {
+            let mut results = Vec::new();
+            for event in events {
+                match event {
+                    ControlEvent::Hit { hit } => results.push(hit),
+                    ControlEvent::Error { message } => bail!("{message}"),
+                    _ => {}
+                }
+            }
+            results
+        }
+        None => {
+            let node = short_lived_leaf(config).await?;
+            let hits = node.search(&words, max).await;
+            node.shutdown().await;
+            hits?.into_iter().map(SearchResult::from).collect()
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        for r in &results {
+            let line = serde_json::json!({
+                "hash": r.hash, "name": r.name, "size": r.size, "sources": r.sources,
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    if results.is_empty() {
+        writeln!(out, "no results")?;
+        return Ok(());
+    }
+    let width = results.iter().map(|r| r.name.chars().count()).max().unwrap_or(4).clamp(4, 60);
+    writeln!(out, "{:<width$}  {:>10}  {:>7}  HASH", "NAME", "SIZE", "SOURCES")?;
+    for r in &results {
+        let name: String = r.name.chars().take(60).collect();
+        writeln!(out, "{name:<width$}  {:>10}  {:>7}  {}", human(r.size), r.sources, r.hash)?;
+    }
+    Ok(())
+}
+
+/// Shows progress on a terminal (stderr); a no-op otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(enabled: bool) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Bar(Some(bar))
+    }
+
+    fn update(&self, p: &Progress) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(p.total);
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("{} sources", p.sources_active));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn get(config: Config, json: bool, hash: ContentId, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let output = match output {
+        Some(path) if path.is_relative() => Some(std::env::current_dir()?.join(path)),
+        other => other,
+    };
+    let bar = Bar::new(!json);
+    let request = ControlRequest::Get {
+        hash,
+        out: output.clone(),
+    };
+    let mut report: Option<anyhow::Result<Report>> = None;
+    let asked = control::request(&config.node.data_dir, &request, |event| match event {
+        ControlEvent::Progress { progress } => bar.update(&progress),
+        ControlEvent::Done { report: r } => report = Some(Ok(r)),
+        ControlEvent::Error { message } => report = Some(Err(anyhow::anyhow!(message))),
+        _ => {}
+    })
+    .await;
+    let report = match asked {
+        Some(result) => {
+            result.context("talking to the running node")?;
+            report.unwrap_or_else(|| Err(anyhow::anyhow!("the node closed the connection without a result")))
+        }
+        None => {
+            let node = short_lived_leaf(config).await?;
+            let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
+            let fetch = node.get(hash, output, tx);
+            tokio::pin!(fetch);
+            let result = loop {
+                tokio::select! {
+                    r = &mut fetch => break r,
+                    changed = rx.changed() => if changed.is_ok() { bar.update(&rx.borrow_and_update()) },
+                }
+            };
+            node.shutdown().await;
+            result.map_err(anyhow::Error::from)
+        }
+    };
+    bar.finish();
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let used = report.sources.iter().filter(|s| s.bytes > 0).count();
+        let rate = report.bytes as f64 / report.seconds.max(1e-9) / 1e6;
+        println!(
+            "{}  {} ({}, {rate:.1} MB/s from {used} source{}, verified)",
+            report.hash,
+            report.path.display(),
+            human(report.bytes),
+            if used == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+async fn status(config: Config, json: bool) -> anyhow::Result<()> {
+    let Some(events) = ask(&config, &ControlRequest::Status).await? else {
+        bail!(
+            "no kazoo node is running with data_dir {}",
+            config.node.data_dir.display()
+        );
+    };
+    let status: Status = events
+        .into_iter()
+        .find_map(|e| match e {
+            ControlEvent::Status { status } => Some(status),
+            _ => None,
+        })
+        .context("the node sent no status")?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "role:          {} (since unix {}; {})", status.role, status.since, status.reason)?;
+    writeln!(out, "node_id:       {}", status.node_id)?;
+    writeln!(out, "listen:        {}", status.listen)?;
+    if status.role == "leaf" {
+        match (status.supernode, status.supernode_addr) {
+            (Some(sn), Some(addr)) => writeln!(out, "supernode:     {sn} at {addr}")?,
+            _ => writeln!(out, "supernode:     none (joining)")?,
+        }
+    }
+    if let Some(leaves) = status.leaves {
+        writeln!(out, "leaves:        {leaves}")?;
+    }
+    if let Some(peers) = status.peers {
+        writeln!(out, "peers:         {peers}")?;
+    }
+    writeln!(out, "shared files:  {}", status.shared_files)?;
+    if let (Some(entries), Some(files)) = (status.index_entries, status.index_files) {
+        writeln!(out, "index:         {entries} entries, {files} files")?;
+    }
+    Ok(())
+}

@@ -99,6 +99,9 @@ impl Manifest {
         if n > MAX_PIECES {
             return Err(HashError::Malformed("too many pieces"));
         }
+        if n == 0 && *id != ContentId::from(blake3::hash(b"")) {
+            return Err(HashError::Mismatch(*id));
+        }
         if n <= 1 {
             return if self.cvs.is_empty() {
                 Ok(())
@@ -109,9 +112,7 @@ impl Manifest {
         if self.cvs.len() as u64 != n {
             return Err(HashError::Malformed("CV count differs from piece count"));
         }
-        let (left, right) = split(&self.cvs);
-        let root = merge_subtrees_root(&merge_span(left), &merge_span(right), Mode::Hash);
-        if ContentId::from(root) == *id {
+        if root_of(&self.cvs) == *id {
             Ok(())
         } else {
             Err(HashError::Mismatch(*id))
@@ -136,6 +137,12 @@ fn split(cvs: &[ChainingValue]) -> (&[ChainingValue], &[ChainingValue]) {
     let left = (cvs.len() as u64 - 1).next_power_of_two() as usize;
     let left = if left >= cvs.len() { left / 2 } else { left };
     cvs.split_at(left)
+}
+
+/// The content id of a file of two or more pieces, from its piece CVs (the root merge).
+fn root_of(cvs: &[ChainingValue]) -> ContentId {
+    let (left, right) = split(cvs);
+    merge_subtrees_root(&merge_span(left), &merge_span(right), Mode::Hash).into()
 }
 
 /// Merges a non-empty span of piece CVs into the CV of its subtree (non-root).
@@ -172,13 +179,11 @@ pub fn hash_reader(mut input: impl Read, size: u64) -> Result<(ContentId, Manife
         return Ok((hasher.finalize().into(), manifest));
     }
     let mut cvs = Vec::with_capacity(pieces as usize);
-    let mut whole = blake3::Hasher::new();
     let mut total = 0u64;
     for index in 0..pieces {
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(index * piece_size);
         let got = read_piece(&mut input, &mut buf, &mut hasher)?;
-        whole.update(&buf[..got as usize]);
         total += got;
         cvs.push(hasher.finalize_non_root());
         if got < piece_size && index + 1 < pieces {
@@ -186,12 +191,12 @@ pub fn hash_reader(mut input: impl Read, size: u64) -> Result<(ContentId, Manife
         }
     }
     check_end(&mut input, total, size)?;
+    let id = root_of(&cvs);
     let manifest = Manifest {
         size,
         piece_size,
         cvs,
     };
-    let id = ContentId::from(whole.finalize());
     Ok((id, manifest))
 }
 

@@ -22,8 +22,32 @@ fn parse_hex32(s: &str) -> Result<[u8; 32], ParseIdError> {
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        ///
+        /// Serialised as 64 hex digits in human-readable formats (JSON, TOML) and as 32 raw
+        /// bytes in binary ones (postcard).
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub [u8; 32]);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_hex())
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    s.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 32]>::deserialize(d).map(Self)
+                }
+            }
+        }
 
         impl $name {
             /// The raw 32 bytes.
@@ -90,5 +114,16 @@ mod tests {
         assert_eq!(text.parse::<ContentId>(), Ok(id));
         assert!("xyz".parse::<NodeId>().is_err());
         assert!(text[..62].parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn json_is_hex_and_postcard_is_raw() {
+        let id = NodeId([0xab; 32]);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
+        let bytes = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(postcard::from_bytes::<NodeId>(&bytes).unwrap(), id);
     }
 }

@@ -1,0 +1,22 @@
+//! The kazoo node runtime: a leaf that shares files, searches through its supernode and
+//! downloads from every source in parallel — and, when its role says so, runs the supernode
+//! service in-process.
+//!
+//! * [`node`] — start a node, its tasks, status, search, get.
+//! * [`share`] — the shared files, the hash cache, rescans.
+//! * [`serve`] — answering manifest and piece requests.
+//! * [`download`] — the parallel, verified, resumable downloader.
+//! * [`control`] — the local control socket the CLI talks to.
+//! * [`demo`] — a three-node network in one process (`kazoo demo`).
+//! * [`names`] — keeping names from the network inside the download folder.
+
+pub mod client;
+pub mod control;
+pub mod demo;
+pub mod download;
+pub mod names;
+pub mod node;
+pub mod serve;
+pub mod share;
+
+pub use node::{Node, StartOptions, Status};

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
-    ErrorCode, Request, Response, ShareEntry, HITS_PER_FRAME, MAX_BATCH, MAX_QUERY_LEN,
+    ErrorCode, Hit, Request, Response, ShareEntry, HITS_PER_FRAME, MAX_BATCH, MAX_QUERY_LEN,
     MAX_QUERY_WORDS,
 };
 use kazoo_common::{ContentId, NodeId};
@@ -129,6 +129,11 @@ impl Supernode {
         }
     }
 
+    /// Searches this supernode's index (see [`Index::search`]).
+    pub fn search(&self, words: &[String], max: usize) -> Result<Vec<Hit>, IndexError> {
+        self.state().index.search(words, max)
+    }
+
     /// Answers one request from joined leaf `key`: the frames to send back, in order.
     pub fn answer(&self, key: LeafKey, request: &Request) -> Vec<Response> {
         let mut state = self.state();
@@ -160,7 +165,8 @@ impl Supernode {
                         format!("query exceeds {MAX_QUERY_WORDS} words or {MAX_QUERY_LEN} bytes"),
                     )];
                 }
-                match state.index.search(words, *max_results as usize) {
+                drop(state);
+                match self.search(words, *max_results as usize) {
                     Ok(hits) => {
                         let mut frames: Vec<Response> = hits
                             .chunks(HITS_PER_FRAME)

@@ -75,6 +75,13 @@ fn tampered_manifest_is_rejected() {
 }
 
 #[test]
+fn an_empty_manifest_only_verifies_the_empty_file() {
+    let (id, manifest) = hash_reader(&b""[..], 0).unwrap();
+    assert!(manifest.verify(&id).is_ok());
+    assert!(manifest.verify(&ContentId([1; 32])).is_err());
+}
+
+#[test]
 fn short_input_is_an_error() {
     let bytes = data(1000, 3);
     assert!(hash_reader(&bytes[..], 2000).is_err());

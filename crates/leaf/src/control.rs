@@ -1,0 +1,245 @@
+//! The local control channel: a Unix socket at `<data_dir>/control.sock` (mode 0600) over
+//! which the CLI talks to a running node. One JSON request line per connection; the node
+//! answers with JSON event lines and closes.
+//!
+//! ```text
+//! → {"op":"status"}
+//! ← {"event":"status","status":{...}}
+//! → {"op":"search","words":["daft","punk"],"max_results":50}
+//! ← {"event":"hit","hit":{...}} ... {"event":"end"}
+//! → {"op":"get","hash":"<64 hex>","out":null}
+//! ← {"event":"progress","progress":{...}} ... {"event":"done","report":{...}}
+//! ```
+//! Any request may end with `{"event":"error","message":"..."}`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kazoo_common::wire::{Hit, Provider};
+use kazoo_common::ContentId;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::download::{Progress, Report};
+use crate::node::{Node, Status};
+
+/// File name of the socket in `data_dir`.
+pub const SOCKET: &str = "control.sock";
+/// Longest request line accepted.
+const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Control connections served at once.
+const MAX_CONTROL_CLIENTS: usize = 16;
+
+/// A request from the CLI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Node status.
+    Status,
+    /// Search the network.
+    Search {
+        /// Query words.
+        words: Vec<String>,
+        /// Most results.
+        max_results: u32,
+    },
+    /// Download a file.
+    Get {
+        /// Content id.
+        hash: ContentId,
+        /// Output path (absolute), or the download folder when null.
+        out: Option<PathBuf>,
+    },
+}
+
+/// One search result as the CLI shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SearchResult {
+    /// Content id.
+    pub hash: ContentId,
+    /// Name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Known sources.
+    pub sources: u32,
+    /// Some of the sources.
+    pub providers: Vec<Provider>,
+}
+
+impl From<Hit> for SearchResult {
+    fn from(hit: Hit) -> Self {
+        SearchResult {
+            hash: hit.id,
+            name: hit.name,
+            size: hit.size,
+            sources: hit.sources,
+            providers: hit.providers,
+        }
+    }
+}
+
+/// An answer line from the node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ControlEvent {
+    /// Answer to `status`.
+    Status {
+        /// The status.
+        status: Status,
+    },
+    /// One search result.
+    Hit {
+        /// The result.
+        hit: SearchResult,
+    },
+    /// Download progress.
+    Progress {
+        /// The progress.
+        progress: Progress,
+    },
+    /// Download finished and verified.
+    Done {
+        /// The report.
+        report: Report,
+    },
+    /// End of search results.
+    End,
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Path of the control socket for `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET)
+}
+
+/// Removes the socket file (on shutdown).
+pub fn remove_socket(data_dir: &Path) {
+    let _ = std::fs::remove_file(socket_path(data_dir));
+}
+
+/// Binds the control socket and returns the task that serves it.
+pub async fn serve(
+    node: Node,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let path = socket_path(&node.config().node.data_dir);
+    if path.exists() {
+        if UnixStream::connect(&path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("a node is already running with this data_dir ({})", path.display()),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CLIENTS));
+    Ok(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(permit) = std::sync::Arc::clone(&clients).acquire_owned().await else {
+                return;
+            };
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_client(node, stream).await {
+                    tracing::debug!(error = %e, "control client ended");
+                }
+                drop(permit);
+            });
+        }
+    })
+}
+
+async fn send(out: &mut (impl AsyncWriteExt + Unpin), event: &ControlEvent) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line).await
+}
+
+async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST_LINE as u64);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let request: ControlRequest = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("bad control request: {e}");
+            return send(&mut write, &ControlEvent::Error { message }).await;
+        }
+    };
+    match request {
+        ControlRequest::Status => {
+            let status = node.status();
+            send(&mut write, &ControlEvent::Status { status }).await
+        }
+        ControlRequest::Search { words, max_results } => match node.search(&words, max_results).await {
+            Ok(hits) => {
+                for hit in hits {
+                    let hit = SearchResult::from(hit);
+                    send(&mut write, &ControlEvent::Hit { hit }).await?;
+                }
+                send(&mut write, &ControlEvent::End).await
+            }
+            Err(e) => send(&mut write, &ControlEvent::Error { message: e.to_string() }).await,
+        },
+        ControlRequest::Get { hash, out } => {
+            let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
+            let get = node.get(hash, out, tx);
+            tokio::pin!(get);
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let result = loop {
+                tokio::select! {
+                    result = &mut get => break result,
+                    _ = tick.tick() => {
+                        if rx.has_changed().unwrap_or(false) {
+                            let progress = *rx.borrow_and_update();
+                            send(&mut write, &ControlEvent::Progress { progress }).await?;
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(report) => send(&mut write, &ControlEvent::Done { report }).await,
+                Err(e) => send(&mut write, &ControlEvent::Error { message: e.to_string() }).await,
+            }
+        }
+    }
+}
+
+/// Sends `request` to the node running with `data_dir`; `None` if no node is running there.
+/// Each answer line is passed to `on_event`.
+pub async fn request(
+    data_dir: &Path,
+    request: &ControlRequest,
+    mut on_event: impl FnMut(ControlEvent),
+) -> Option<std::io::Result<()>> {
+    let stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
+    let result = async {
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        write.write_all(&line).await?;
+        let mut lines = BufReader::new(read).lines();
+        while let Some(line) = lines.next_line().await? {
+            let event: ControlEvent = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+            on_event(event);
+        }
+        Ok(())
+    }
+    .await;
+    Some(result)
+}

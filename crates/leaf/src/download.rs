@@ -1,0 +1,530 @@
+//! Downloading one file from every source that has it, in parallel, every piece verified.
+//!
+//! 1. Connect to all sources (their node ids are pinned in the TLS handshake).
+//! 2. Fetch the manifest from the first source whose manifest hashes to the content id; a
+//!    source with a bad manifest is dropped and reported.
+//! 3. Pieces go to `<partial_dir>/<id>.part` at their offsets; a bitfield of verified pieces
+//!    is kept in `<id>.have` so a killed download resumes (pieces marked done are re-verified
+//!    from the `.part` file on resume). Scheduling is in [`scheduler`].
+//! 4. Each source has [`SLOTS_PER_SOURCE`] requests in flight; total piece memory is bounded
+//!    by [`MAX_INFLIGHT_BYTES`]. A piece that fails verification is re-fetched elsewhere and
+//!    its source dropped for this download; a source that errors gives its pieces back.
+//! 5. When every piece is verified the `.part` file is renamed into place.
+
+pub mod scheduler;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kazoo_common::hash::Manifest;
+use kazoo_common::wire::{CloseCode, Provider, Request, Response};
+use kazoo_common::{ContentId, NodeId};
+use quinn::Connection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::client::{self, RequestError};
+use crate::names::{safe_file_name, unused_path};
+use scheduler::{Next, Scheduler};
+
+/// Requests in flight per source.
+pub const SLOTS_PER_SOURCE: usize = 4;
+/// Most piece bytes held in memory by one download.
+pub const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
+/// A piece request that takes longer than this drops its source.
+pub const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Granularity of reads from a piece stream (and of endgame cancellation checks).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a download failed. Verified pieces stay in the partial file for the next attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Nobody reported having the file.
+    #[error("no sources for {0}: nobody in reach shares it")]
+    NoSources(ContentId),
+    /// No source could be connected to.
+    #[error("none of the {0} sources could be reached")]
+    Unreachable(usize),
+    /// No source gave a manifest that matches the content id.
+    #[error("no source sent a valid manifest for {0}")]
+    NoManifest(ContentId),
+    /// Every source failed before the file was complete.
+    #[error("all sources failed with {missing} of {total} pieces missing; run the same get again to resume")]
+    Incomplete {
+        /// Pieces still missing.
+        missing: usize,
+        /// Pieces in the file.
+        total: usize,
+    },
+    /// Local file trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DownloadError {
+    let context = context.into();
+    move |source| DownloadError::Io { context, source }
+}
+
+/// Where the finished file goes.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// Exactly this path (`-o PATH`; a directory gets the safe name inside it).
+    Path(PathBuf),
+    /// A fresh name in this folder, from the (untrusted) name the network gave.
+    Folder {
+        /// The download folder.
+        dir: PathBuf,
+        /// The name offered by the network.
+        name: String,
+    },
+}
+
+/// A download to run.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Content id.
+    pub id: ContentId,
+    /// Sources.
+    pub sources: Vec<Provider>,
+    /// Where the finished file goes.
+    pub destination: Destination,
+    /// Where partial files live.
+    pub partial_dir: PathBuf,
+}
+
+/// Download progress, published while it runs.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    /// Verified bytes (including resumed ones).
+    pub bytes_done: u64,
+    /// File size (0 until the manifest arrived).
+    pub total: u64,
+    /// Sources currently delivering.
+    pub sources_active: usize,
+}
+
+/// What one source contributed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceReport {
+    /// Its node id.
+    pub node: NodeId,
+    /// Verified bytes it delivered that were used.
+    pub bytes: u64,
+    /// Pieces from it that failed verification.
+    pub bad_pieces: u32,
+    /// Why it was dropped, if it was.
+    pub dropped: Option<String>,
+}
+
+/// The outcome of a finished download (also the `kazoo get --json` object).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// Content id.
+    pub hash: ContentId,
+    /// Where the file is now.
+    pub path: PathBuf,
+    /// File size.
+    pub bytes: u64,
+    /// Bytes that were already on disk from an earlier attempt.
+    pub resumed_bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Per-source contributions.
+    pub sources: Vec<SourceReport>,
+    /// Pieces that failed verification.
+    pub bad_pieces: u32,
+}
+
+/// Opens connections to sources; implemented by the node runtime.
+pub trait Dialer: Send + Sync {
+    /// Connects to `provider`, pinning its node id.
+    fn dial(
+        &self,
+        provider: Provider,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, String>> + Send + '_>>;
+}
+
+struct Source {
+    node: NodeId,
+    conn: Connection,
+    bytes: AtomicU64,
+    bad: AtomicU32,
+    dead: AtomicBool,
+    dropped: Mutex<Option<String>>,
+}
+
+impl Source {
+    fn drop_with(&self, reason: String) {
+        if !self.dead.swap(true, Ordering::SeqCst) {
+            tracing::warn!(source = %self.node.short(), %reason, "dropping source");
+            self.conn
+                .close(CloseCode::NORMAL.into(), b"dropped by downloader");
+            *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        }
+    }
+}
+
+struct Ctx {
+    id: ContentId,
+    manifest: Manifest,
+    part: std::fs::File,
+    have: Mutex<std::fs::File>,
+    sched: Mutex<Scheduler>,
+    wake: Notify,
+    memory: Semaphore,
+    bytes_done: AtomicU64,
+    progress: watch::Sender<Progress>,
+    sources: Vec<Source>,
+}
+
+impl Ctx {
+    fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self) {
+        let active = self
+            .sources
+            .iter()
+            .filter(|s| !s.dead.load(Ordering::SeqCst))
+            .count();
+        self.progress.send_replace(Progress {
+            bytes_done: self.bytes_done.load(Ordering::SeqCst),
+            total: self.manifest.size,
+            sources_active: active,
+        });
+    }
+}
+
+/// Runs a download to completion.
+pub async fn run(
+    dialer: &dyn Dialer,
+    job: Job,
+    progress: watch::Sender<Progress>,
+) -> Result<(Report, Manifest), DownloadError> {
+    let started = Instant::now();
+    if job.sources.is_empty() {
+        return Err(DownloadError::NoSources(job.id));
+    }
+    let mut connected = Vec::new();
+    let dials = job.sources.iter().map(|p| async move { (*p, dialer.dial(*p).await) });
+    for (provider, result) in futures_util::future::join_all(dials).await {
+        match result {
+            Ok(conn) => connected.push((provider, conn)),
+            Err(e) => tracing::warn!(source = %provider.node.short(), addr = %provider.addr, error = %e, "source unreachable"),
+        }
+    }
+    if connected.is_empty() {
+        return Err(DownloadError::Unreachable(job.sources.len()));
+    }
+    let mut reports: Vec<SourceReport> = Vec::new();
+    let mut manifest = None;
+    let mut usable = Vec::new();
+    for (provider, conn) in connected {
+        if manifest.is_none() {
+            match client::call(&conn, &Request::GetManifest { id: job.id }).await {
+                Ok(Response::Manifest(m)) if m.verify(&job.id).is_ok() => manifest = Some(m),
+                Ok(Response::Manifest(_)) => {
+                    tracing::warn!(source = %provider.node.short(), "manifest does not match the content id; dropping source");
+                    conn.close(CloseCode::NORMAL.into(), b"bad manifest");
+                    reports.push(SourceReport {
+                        node: provider.node,
+                        bytes: 0,
+                        bad_pieces: 0,
+                        dropped: Some("sent a manifest that does not match the content id".into()),
+                    });
+                    continue;
+                }
+                Ok(other) => tracing::warn!(source = %provider.node.short(), answer = ?other, "unexpected answer to GetManifest"),
+                Err(e) => {
+                    tracing::warn!(source = %provider.node.short(), error = %e, "no manifest from source");
+                    continue;
+                }
+            }
+        }
+        usable.push((provider, conn));
+    }
+    let manifest = manifest.ok_or(DownloadError::NoManifest(job.id))?;
+    std::fs::create_dir_all(&job.partial_dir).map_err(io("creating the partial folder"))?;
+    let part_path = job.partial_dir.join(format!("{}.part", job.id));
+    let have_path = job.partial_dir.join(format!("{}.have", job.id));
+    let pieces = manifest.pieces() as usize;
+    let (part, have, done) = open_partial(&part_path, &have_path, &manifest, &job.id).await?;
+    let resumed_bytes: u64 = done
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(i, _)| manifest.piece_range(i as u64).1)
+        .sum();
+    let mut sched = Scheduler::new(pieces, &done);
+    let sources: Vec<Source> = usable
+        .into_iter()
+        .map(|(provider, conn)| {
+            sched.add_source();
+            Source {
+                node: provider.node,
+                conn,
+                bytes: AtomicU64::new(0),
+                bad: AtomicU32::new(0),
+                dead: AtomicBool::new(false),
+                dropped: Mutex::new(None),
+            }
+        })
+        .collect();
+    let inflight_pieces = (MAX_INFLIGHT_BYTES / manifest.piece_size).max(2) as usize;
+    let ctx = Arc::new(Ctx {
+        id: job.id,
+        part,
+        have: Mutex::new(have),
+        sched: Mutex::new(sched),
+        wake: Notify::new(),
+        memory: Semaphore::new(inflight_pieces),
+        bytes_done: AtomicU64::new(resumed_bytes),
+        progress,
+        sources,
+        manifest,
+    });
+    ctx.publish();
+    let mut slots = tokio::task::JoinSet::new();
+    for source in 0..ctx.sources.len() {
+        for _ in 0..SLOTS_PER_SOURCE {
+            slots.spawn(slot(Arc::clone(&ctx), source));
+        }
+    }
+    while slots.join_next().await.is_some() {}
+    let missing = ctx.sched().remaining();
+    for source in &ctx.sources {
+        source.conn.close(CloseCode::NORMAL.into(), b"download over");
+        reports.push(SourceReport {
+            node: source.node,
+            bytes: source.bytes.load(Ordering::SeqCst),
+            bad_pieces: source.bad.load(Ordering::SeqCst),
+            dropped: source.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        });
+    }
+    if missing > 0 {
+        return Err(DownloadError::Incomplete {
+            missing,
+            total: pieces,
+        });
+    }
+    ctx.part.sync_all().map_err(io("syncing the partial file"))?;
+    let path = finish(&part_path, &job.destination, &job.id)?;
+    let _ = std::fs::remove_file(&have_path);
+    let bad_pieces = reports.iter().map(|r| r.bad_pieces).sum();
+    let report = Report {
+        hash: job.id,
+        path,
+        bytes: ctx.manifest.size,
+        resumed_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        sources: reports,
+        bad_pieces,
+    };
+    Ok((report, ctx.manifest.clone()))
+}
+
+/// Opens (or creates) the partial file and its bitfield; pieces marked done are re-verified.
+async fn open_partial(
+    part_path: &Path,
+    have_path: &Path,
+    manifest: &Manifest,
+    id: &ContentId,
+) -> Result<(std::fs::File, std::fs::File, Vec<bool>), DownloadError> {
+    let part = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part_path)
+        .map_err(io(format!("opening {}", part_path.display())))?;
+    let have = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(have_path)
+        .map_err(io(format!("opening {}", have_path.display())))?;
+    let pieces = manifest.pieces() as usize;
+    let len = part.metadata().map_err(io("reading the partial file"))?.len();
+    let mut bits = vec![0u8; pieces.div_ceil(8)];
+    if len == manifest.size {
+        // A short or missing bitfield just means fewer pieces are known to be done.
+        let _ = have.read_exact_at(&mut bits, 0);
+    } else {
+        part.set_len(manifest.size).map_err(io("sizing the partial file"))?;
+    }
+    have.set_len(bits.len() as u64).map_err(io("sizing the bitfield"))?;
+    let marked: Vec<bool> = (0..pieces).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect();
+    if !marked.iter().any(|d| *d) {
+        return Ok((part, have, marked));
+    }
+    let part = Arc::new(part);
+    let check = Arc::clone(&part);
+    let manifest = manifest.clone();
+    let id = *id;
+    let done = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        marked
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| {
+                if !m {
+                    return false;
+                }
+                let (offset, len) = manifest.piece_range(i as u64);
+                buf.resize(len as usize, 0);
+                check.read_exact_at(&mut buf, offset).is_ok()
+                    && manifest.verify_piece(&id, i as u64, &buf)
+            })
+            .collect::<Vec<bool>>()
+    })
+    .await
+    .map_err(|e| DownloadError::Io {
+        context: "re-verifying resumed pieces".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let part = Arc::try_unwrap(part).map_err(|_| DownloadError::Io {
+        context: "re-verifying resumed pieces".into(),
+        source: std::io::Error::other("partial file still in use"),
+    })?;
+    Ok((part, have, done))
+}
+
+/// Moves the finished partial file to its destination.
+fn finish(part: &Path, destination: &Destination, id: &ContentId) -> Result<PathBuf, DownloadError> {
+    let target = match destination {
+        Destination::Path(path) if path.is_dir() => path.join(id.to_hex()),
+        Destination::Path(path) => path.clone(),
+        Destination::Folder { dir, name } => {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            unused_path(dir, &safe_file_name(name, id))
+        }
+    };
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    if std::fs::rename(part, &target).is_err() {
+        // Different file systems: copy, then remove the partial file.
+        std::fs::copy(part, &target).map_err(io(format!("writing {}", target.display())))?;
+        let _ = std::fs::remove_file(part);
+    }
+    Ok(target)
+}
+
+enum Fetched {
+    Data(Vec<u8>),
+    Cancelled,
+}
+
+async fn fetch(ctx: &Ctx, conn: &Connection, piece: u32) -> Result<Fetched, RequestError> {
+    let (_, len) = ctx.manifest.piece_range(u64::from(piece));
+    let request = Request::GetPiece {
+        id: ctx.id,
+        index: piece,
+    };
+    let mut recv = client::send(conn, &request).await?;
+    match client::read_answer(&mut recv).await? {
+        Response::Piece { len: got } if got == len => {}
+        other => return Err(RequestError::Unexpected(format!("{other:?}"))),
+    }
+    let mut buf = vec![0u8; len as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let end = (filled + READ_CHUNK).min(buf.len());
+        match recv.read(&mut buf[filled..end]).await? {
+            Some(n) => filled += n,
+            None => return Err(RequestError::Eof),
+        }
+        if ctx.sched().is_done(piece) {
+            let _ = recv.stop(0u32.into());
+            return Ok(Fetched::Cancelled);
+        }
+    }
+    Ok(Fetched::Data(buf))
+}
+
+async fn slot(ctx: Arc<Ctx>, source: usize) {
+    let src = &ctx.sources[source];
+    loop {
+        if src.dead.load(Ordering::SeqCst) {
+            ctx.sched().drop_source(source);
+            ctx.wake.notify_waiters();
+            return;
+        }
+        let next = ctx.sched().next(source);
+        let piece = match next {
+            Next::Finished => {
+                ctx.wake.notify_waiters();
+                return;
+            }
+            Next::Wait => {
+                let _ = tokio::time::timeout(Duration::from_millis(200), ctx.wake.notified()).await;
+                continue;
+            }
+            Next::Piece(piece) => piece,
+        };
+        let Ok(permit) = ctx.memory.acquire().await else {
+            return;
+        };
+        let fetched = tokio::time::timeout(PIECE_TIMEOUT, fetch(&ctx, &src.conn, piece))
+            .await
+            .unwrap_or(Err(RequestError::Timeout));
+        match fetched {
+            Ok(Fetched::Data(data)) => {
+                if !ctx.manifest.verify_piece(&ctx.id, u64::from(piece), &data) {
+                    src.bad.fetch_add(1, Ordering::SeqCst);
+                    ctx.sched().release(source, piece);
+                    src.drop_with(format!("piece {piece} failed verification"));
+                    continue;
+                }
+                let (offset, _) = ctx.manifest.piece_range(u64::from(piece));
+                let writer = Arc::clone(&ctx);
+                let len = data.len() as u64;
+                let written = tokio::task::spawn_blocking(move || {
+                    writer.part.write_all_at(&data, offset)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                drop(permit);
+                if let Err(e) = written {
+                    ctx.sched().release(source, piece);
+                    src.drop_with(format!("writing piece {piece} failed: {e}"));
+                    continue;
+                }
+                let first = ctx.sched().complete(source, piece);
+                if first {
+                    src.bytes.fetch_add(len, Ordering::SeqCst);
+                    ctx.bytes_done.fetch_add(len, Ordering::SeqCst);
+                    persist_bit(&ctx, piece);
+                    ctx.publish();
+                }
+                ctx.wake.notify_waiters();
+            }
+            Ok(Fetched::Cancelled) => ctx.sched().release(source, piece),
+            Err(e) => {
+                ctx.sched().release(source, piece);
+                src.drop_with(format!("request for piece {piece} failed: {e}"));
+                ctx.publish();
+            }
+        }
+    }
+}
+
+/// Writes the bitfield byte holding `piece` (its current value, so writes never go back).
+fn persist_bit(ctx: &Ctx, piece: u32) {
+    let have = ctx.have.lock().unwrap_or_else(|p| p.into_inner());
+    let byte = ctx.sched().bitfield()[piece as usize / 8];
+    if let Err(e) = have.write_all_at(&[byte], u64::from(piece / 8)) {
+        tracing::warn!(error = %e, "could not record a finished piece; it will be fetched again on resume");
+    }
+}

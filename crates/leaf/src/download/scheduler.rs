@@ -1,0 +1,228 @@
+//! Which piece each source fetches next.
+//!
+//! Pull-based: every source has a few request slots; a free slot asks [`Scheduler::next`] for
+//! work. Fast sources free their slots sooner and so take more pieces; a slow source only
+//! holds the pieces in its slots. When no piece is missing any more (the *endgame*), a free
+//! slot duplicates an in-flight piece held by another source, so a slow or stalled source
+//! cannot hold back the end of the download; the first verified copy wins and the losers
+//! are cancelled (see [`Scheduler::is_done`]).
+//!
+//! Invariants:
+//! * a piece is `Missing`, `Active(n)` with `n` ≥ 1 requests in flight, or `Done`;
+//! * `n` equals the number of sources whose `inflight` set holds that piece;
+//! * `remaining` = number of pieces not `Done`; the download is finished iff it is 0;
+//! * a `Done` piece is never requested again and its bit in [`Scheduler::bitfield`] is set.
+
+use std::collections::HashSet;
+
+/// Most requests for one piece at once (endgame duplication).
+pub const MAX_DUPLICATES: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    Active(u8),
+    Done,
+}
+
+/// What a free slot should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Fetch this piece.
+    Piece(u32),
+    /// Nothing to do now; ask again later.
+    Wait,
+    /// Every piece is done.
+    Finished,
+}
+
+/// Piece bookkeeping for one download.
+#[derive(Debug)]
+pub struct Scheduler {
+    pieces: Vec<PieceState>,
+    remaining: usize,
+    /// Lowest index that may still be `Missing`.
+    cursor: usize,
+    inflight: Vec<HashSet<u32>>,
+}
+
+impl Scheduler {
+    /// A scheduler for `count` pieces, those in `done` already verified on disk.
+    pub fn new(count: usize, done: &[bool]) -> Self {
+        let pieces: Vec<PieceState> = (0..count)
+            .map(|i| {
+                if done.get(i).copied().unwrap_or(false) {
+                    PieceState::Done
+                } else {
+                    PieceState::Missing
+                }
+            })
+            .collect();
+        let remaining = pieces.iter().filter(|p| **p != PieceState::Done).count();
+        Scheduler {
+            pieces,
+            remaining,
+            cursor: 0,
+            inflight: Vec::new(),
+        }
+    }
+
+    /// Registers a source; returns its index.
+    pub fn add_source(&mut self) -> usize {
+        self.inflight.push(HashSet::new());
+        self.inflight.len() - 1
+    }
+
+    /// Pieces not yet verified.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Work for a free slot of `source`.
+    pub fn next(&mut self, source: usize) -> Next {
+        if self.remaining == 0 {
+            return Next::Finished;
+        }
+        while self.cursor < self.pieces.len() && self.pieces[self.cursor] != PieceState::Missing {
+            self.cursor += 1;
+        }
+        if self.cursor < self.pieces.len() {
+            let piece = self.cursor as u32;
+            self.start(source, piece);
+            return Next::Piece(piece);
+        }
+        // Endgame: duplicate the least-requested in-flight piece this source is not fetching.
+        let held = &self.inflight[source];
+        let candidate = self
+            .pieces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                PieceState::Active(n) if *n < MAX_DUPLICATES && !held.contains(&(i as u32)) => {
+                    Some((*n, i as u32))
+                }
+                _ => None,
+            })
+            .min();
+        match candidate {
+            Some((_, piece)) => {
+                self.start(source, piece);
+                Next::Piece(piece)
+            }
+            None => Next::Wait,
+        }
+    }
+
+    fn start(&mut self, source: usize, piece: u32) {
+        let state = &mut self.pieces[piece as usize];
+        *state = match *state {
+            PieceState::Active(n) => PieceState::Active(n + 1),
+            _ => PieceState::Active(1),
+        };
+        self.inflight[source].insert(piece);
+    }
+
+    /// `source` delivered a verified `piece`. Returns false if another source was first.
+    pub fn complete(&mut self, source: usize, piece: u32) -> bool {
+        self.inflight[source].remove(&piece);
+        let state = &mut self.pieces[piece as usize];
+        if *state == PieceState::Done {
+            return false;
+        }
+        *state = PieceState::Done;
+        self.remaining -= 1;
+        true
+    }
+
+    /// `source` will not deliver `piece` (error, bad data, cancelled): it goes back to the pool
+    /// unless another source is still fetching it or it is done.
+    pub fn release(&mut self, source: usize, piece: u32) {
+        if !self.inflight[source].remove(&piece) {
+            return;
+        }
+        let state = &mut self.pieces[piece as usize];
+        *state = match *state {
+            PieceState::Active(n) if n > 1 => PieceState::Active(n - 1),
+            PieceState::Active(_) => {
+                self.cursor = self.cursor.min(piece as usize);
+                PieceState::Missing
+            }
+            other => other,
+        };
+    }
+
+    /// Releases everything `source` holds (it disconnected or was dropped).
+    pub fn drop_source(&mut self, source: usize) {
+        let held: Vec<u32> = self.inflight[source].iter().copied().collect();
+        for piece in held {
+            self.release(source, piece);
+        }
+    }
+
+    /// Whether `piece` is verified (a duplicate request for it can be cancelled).
+    pub fn is_done(&self, piece: u32) -> bool {
+        self.pieces.get(piece as usize) == Some(&PieceState::Done)
+    }
+
+    /// One bit per piece, set when done (least significant bit first).
+    pub fn bitfield(&self) -> Vec<u8> {
+        let mut bits = vec![0u8; self.pieces.len().div_ceil(8)];
+        for (i, p) in self.pieces.iter().enumerate() {
+            if *p == PieceState::Done {
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        bits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_spread_then_endgame_duplicates() {
+        let mut s = Scheduler::new(3, &[]);
+        let a = s.add_source();
+        let b = s.add_source();
+        assert_eq!(s.next(a), Next::Piece(0));
+        assert_eq!(s.next(b), Next::Piece(1));
+        assert_eq!(s.next(a), Next::Piece(2));
+        // Endgame: b duplicates a piece a holds, never one it holds itself.
+        assert_eq!(s.next(b), Next::Piece(0));
+        assert_eq!(s.next(b), Next::Piece(2));
+        assert_eq!(s.next(b), Next::Wait);
+        assert!(s.complete(b, 0));
+        assert!(s.is_done(0));
+        assert!(!s.complete(a, 0), "the loser's copy is not counted");
+        s.complete(b, 1);
+        s.complete(a, 2);
+        assert_eq!(s.next(a), Next::Finished);
+        assert_eq!(s.bitfield(), vec![0b111]);
+    }
+
+    #[test]
+    fn a_dropped_source_returns_its_pieces() {
+        let mut s = Scheduler::new(4, &[true, false, false, false]);
+        assert_eq!(s.remaining(), 3);
+        let a = s.add_source();
+        let b = s.add_source();
+        assert_eq!(s.next(a), Next::Piece(1));
+        assert_eq!(s.next(a), Next::Piece(2));
+        s.drop_source(a);
+        assert_eq!(s.next(b), Next::Piece(1));
+        assert_eq!(s.next(b), Next::Piece(2));
+        assert_eq!(s.next(b), Next::Piece(3));
+        s.release(b, 3);
+        assert_eq!(s.next(b), Next::Piece(3));
+    }
+
+    #[test]
+    fn duplicates_are_bounded() {
+        let mut s = Scheduler::new(1, &[]);
+        let sources: Vec<_> = (0..4).map(|_| s.add_source()).collect();
+        assert_eq!(s.next(sources[0]), Next::Piece(0));
+        assert_eq!(s.next(sources[1]), Next::Piece(0));
+        assert_eq!(s.next(sources[2]), Next::Wait);
+    }
+}

@@ -1,0 +1,532 @@
+//! The node runtime: one QUIC endpoint, the share store, the uploads server, and either an
+//! uplink to a supernode (leaf role) or the in-process supernode service (supernode role).
+//!
+//! [`Node::start`] spawns the tasks; the returned handle answers status, search and get, and
+//! is what the control socket and the tests drive.
+
+mod accept;
+mod uplink;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kazoo_common::config::{Config, RoleSetting};
+use kazoo_common::identity::Identity;
+use kazoo_common::transport::{self, Link, Timeouts};
+use kazoo_common::wire::{CloseCode, Hello, Hit, Provider, Request, Response, Role, PROTOCOL_VERSION};
+use kazoo_common::{ContentId, NodeId};
+use kazoo_supernode::Supernode;
+use quinn::{Connection, Endpoint};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::{self, RequestError};
+use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
+use crate::serve::Uploads;
+use crate::share::ShareStore;
+
+/// How a node is started (beyond its config).
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// QUIC keep-alive and idle timeout.
+    pub timeouts: Timeouts,
+    /// Serve the control socket in `data_dir`.
+    pub control_socket: bool,
+    /// Scan and share `share.dirs` (off for a short-lived CLI leaf).
+    pub share: bool,
+    /// Override the configured role.
+    pub role: Option<RoleSetting>,
+    /// Override the configured listen address.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            timeouts: Timeouts::default(),
+            control_socket: true,
+            share: true,
+            role: None,
+            listen: None,
+        }
+    }
+}
+
+/// Errors of node operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Start-up failed.
+    #[error("{0}")]
+    Start(String),
+    /// The node has no supernode to ask.
+    #[error("not connected to a supernode (bootstrap: {0})")]
+    NoSupernode(String),
+    /// The supernode request failed.
+    #[error("supernode request failed: {0}")]
+    Request(#[from] RequestError),
+    /// The query was refused.
+    #[error("{0}")]
+    Query(String),
+    /// The download failed.
+    #[error("{0}")]
+    Download(#[from] DownloadError),
+}
+
+/// The role, since when, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoleState {
+    /// Current role.
+    pub role: Role,
+    /// Unix seconds of the last change.
+    pub since: u64,
+    /// Why the node has this role.
+    pub reason: String,
+}
+
+/// What `kazoo status` shows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// `"leaf"` or `"supernode"`.
+    pub role: String,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Bound UDP address.
+    pub listen: SocketAddr,
+    /// Unix seconds of the last role change.
+    pub since: u64,
+    /// Why the node has its role.
+    pub reason: String,
+    /// Leaf: its supernode's id (null when not connected).
+    pub supernode: Option<NodeId>,
+    /// Leaf: its supernode's address.
+    pub supernode_addr: Option<SocketAddr>,
+    /// Supernode: joined leaves.
+    pub leaves: Option<usize>,
+    /// Supernode: connected peer supernodes.
+    pub peers: Option<usize>,
+    /// Distinct files shared by this node.
+    pub shared_files: usize,
+    /// Supernode: index entries (leaf, file).
+    pub index_entries: Option<usize>,
+    /// Supernode: distinct files in the index.
+    pub index_files: Option<usize>,
+}
+
+/// The connection to this leaf's supernode.
+#[derive(Clone, Debug)]
+struct Uplink {
+    conn: Connection,
+    node: NodeId,
+}
+
+struct Inner {
+    config: Config,
+    identity: Identity,
+    endpoint: Endpoint,
+    listen: SocketAddr,
+    timeouts: Timeouts,
+    shares: Arc<ShareStore>,
+    uploads: Uploads,
+    role: RwLock<RoleState>,
+    supernode: RwLock<Option<Arc<Supernode>>>,
+    uplink: watch::Sender<Option<Uplink>>,
+    connections: AtomicUsize,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
+pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// A running node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.inner.identity.node_id())
+            .field("listen", &self.inner.listen)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts a node: identity, endpoint, sharing, role, control socket.
+    pub async fn start(config: Config, options: StartOptions) -> Result<Node, NodeError> {
+        let data_dir = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| NodeError::Start(format!("creating {}: {e}", data_dir.display())))?;
+        let identity =
+            Identity::load_or_create(&data_dir).map_err(|e| NodeError::Start(e.to_string()))?;
+        let listen = options.listen.unwrap_or(config.node.listen);
+        let endpoint = transport::endpoint(&identity, listen, options.timeouts)
+            .map_err(|e| NodeError::Start(e.to_string()))?;
+        let listen = endpoint
+            .local_addr()
+            .map_err(|e| NodeError::Start(format!("reading bound address: {e}")))?;
+        let download_dir = config.download_dir();
+        let mut dirs = config.share.dirs.clone();
+        dirs.push(download_dir);
+        let shares = Arc::new(ShareStore::new(
+            if options.share { dirs } else { Vec::new() },
+            vec![partial_dir(&config)],
+            data_dir.join("hashcache.bin"),
+        ));
+        let setting = options.role.unwrap_or(config.node.role);
+        let inner = Arc::new(Inner {
+            identity,
+            endpoint,
+            listen,
+            timeouts: options.timeouts,
+            uploads: Uploads::new(Arc::clone(&shares)),
+            shares,
+            role: RwLock::new(RoleState {
+                role: Role::Leaf,
+                since: now_secs(),
+                reason: "starting".into(),
+            }),
+            supernode: RwLock::new(None),
+            uplink: watch::channel(None).0,
+            connections: AtomicUsize::new(0),
+            tasks: Mutex::new(Vec::new()),
+            config,
+        });
+        let node = Node { inner };
+        tracing::info!(node = %node.node_id(), listen = %listen, role = ?setting, "node starting");
+        if options.share {
+            let first = node.inner.shares.rescan().await;
+            tracing::info!(files = node.inner.shares.len(), hashed = first.hashed, "shares scanned");
+            node.spawn(rescan_loop(Arc::clone(&node.inner)));
+        }
+        node.spawn(accept::accept_loop(Arc::clone(&node.inner)));
+        let bootstrap_empty = node.inner.config.network.bootstrap.is_empty();
+        match setting {
+            RoleSetting::Supernode => node.promote("configured as supernode"),
+            RoleSetting::Auto if bootstrap_empty => {
+                node.promote("auto: no bootstrap supernodes configured, first node of its network")
+            }
+            RoleSetting::Auto | RoleSetting::Leaf => {
+                node.set_role(Role::Leaf, "joining a supernode");
+                node.spawn(uplink::uplink_loop(node.clone(), setting));
+            }
+        }
+        if options.control_socket {
+            let control = crate::control::serve(node.clone())
+                .await
+                .map_err(|e| NodeError::Start(e.to_string()))?;
+            node.spawn(control);
+        }
+        Ok(node)
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+
+    fn set_role(&self, role: Role, reason: &str) {
+        tracing::info!(node = %self.node_id().short(), role = role.as_str(), reason, "role set");
+        *self.inner.role.write().unwrap_or_else(|p| p.into_inner()) = RoleState {
+            role,
+            since: now_secs(),
+            reason: reason.to_owned(),
+        };
+    }
+
+    /// Becomes a supernode (its own shares go into its index).
+    fn promote(&self, reason: &str) {
+        let sn = Arc::new(Supernode::new(
+            self.node_id(),
+            self.inner.config.supernode.clone(),
+            self.inner.listen.port(),
+        ));
+        *self.inner.supernode.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
+        self.set_role(Role::Supernode, reason);
+        self.spawn(own_shares_loop(Arc::clone(&self.inner.shares), sn));
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.identity.node_id()
+    }
+
+    /// The bound UDP address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen
+    }
+
+    /// The config it runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The share store.
+    pub fn shares(&self) -> &Arc<ShareStore> {
+        &self.inner.shares
+    }
+
+    fn supernode(&self) -> Option<Arc<Supernode>> {
+        self.inner
+            .supernode
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        let role = self.inner.role.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let uplink = self.inner.uplink.borrow().clone();
+        let sn = self.supernode().map(|sn| sn.stats());
+        Status {
+            role: role.role.as_str().to_owned(),
+            node_id: self.node_id(),
+            listen: self.inner.listen,
+            since: role.since,
+            reason: role.reason,
+            supernode: uplink.as_ref().map(|u| u.node),
+            supernode_addr: uplink.as_ref().map(|u| u.conn.remote_address()),
+            leaves: sn.map(|s| s.leaves),
+            peers: sn.map(|_| 0),
+            shared_files: self.inner.shares.len(),
+            index_entries: sn.map(|s| s.entries),
+            index_files: sn.map(|s| s.files),
+        }
+    }
+
+    /// Waits until this node is a supernode or joined to one.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), NodeError> {
+        let mut uplink = self.inner.uplink.subscribe();
+        let ready = async {
+            loop {
+                if self.supernode().is_some() || uplink.borrow_and_update().is_some() {
+                    return;
+                }
+                if uplink.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, ready)
+            .await
+            .map_err(|_| NodeError::NoSupernode(self.bootstrap_list()))
+    }
+
+    fn bootstrap_list(&self) -> String {
+        let list = &self.inner.config.network.bootstrap;
+        if list.is_empty() {
+            "none configured".into()
+        } else {
+            list.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+        }
+    }
+
+    /// Searches the network (through this node's supernode, or its own index).
+    pub async fn search(&self, words: &[String], max: u32) -> Result<Vec<Hit>, NodeError> {
+        if let Some(sn) = self.supernode() {
+            let mut hits = sn
+                .search(words, max as usize)
+                .map_err(|e| NodeError::Query(e.to_string()))?;
+            for hit in &mut hits {
+                resolve(&mut hit.providers, std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            return Ok(hits);
+        }
+        let uplink = self
+            .inner
+            .uplink
+            .borrow()
+            .clone()
+            .ok_or_else(|| NodeError::NoSupernode(self.bootstrap_list()))?;
+        let request = Request::Search {
+            words: words.to_vec(),
+            max_results: max,
+        };
+        let mut recv = client::send(&uplink.conn, &request).await?;
+        let mut hits = Vec::new();
+        loop {
+            match client::read_answer(&mut recv).await {
+                Ok(Response::Hits(batch)) => hits.extend(batch),
+                Ok(Response::End) => break,
+                Ok(other) => {
+                    return Err(RequestError::Unexpected(format!("{other:?}")).into());
+                }
+                Err(RequestError::Remote { message, .. }) => return Err(NodeError::Query(message)),
+                Err(e) => return Err(e.into()),
+            }
+            if hits.len() > max as usize {
+                break;
+            }
+        }
+        hits.truncate(max as usize);
+        let sn_ip = uplink.conn.remote_address().ip();
+        for hit in &mut hits {
+            resolve(&mut hit.providers, sn_ip);
+        }
+        Ok(hits)
+    }
+
+    /// Downloads `id` to `destination` (or the download folder), publishing progress.
+    pub async fn get(
+        &self,
+        id: ContentId,
+        output: Option<PathBuf>,
+        progress: watch::Sender<Progress>,
+    ) -> Result<Report, NodeError> {
+        let hits = self.search(&[id.to_hex()], 1).await?;
+        let hit = hits.into_iter().find(|h| h.id == id);
+        let name = hit.as_ref().map(|h| h.name.clone()).unwrap_or_default();
+        let me = self.node_id();
+        let sources: Vec<Provider> = hit
+            .map(|h| h.providers)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.node != me)
+            .collect();
+        let destination = match output {
+            Some(path) => Destination::Path(path),
+            None => Destination::Folder {
+                dir: self.inner.config.download_dir(),
+                name,
+            },
+        };
+        let job = Job {
+            id,
+            sources,
+            destination,
+            partial_dir: partial_dir(&self.inner.config),
+        };
+        tracing::info!(id = %id, sources = job.sources.len(), "download starting");
+        let (report, manifest) = download::run(self, job, progress).await?;
+        tracing::info!(id = %id, path = %report.path.display(), seconds = report.seconds, "download finished");
+        self.inner
+            .shares
+            .add_file(report.path.clone(), id, manifest)
+            .await;
+        Ok(report)
+    }
+
+    /// Stops the node: closes every connection and ends its tasks.
+    pub async fn shutdown(&self) {
+        self.inner
+            .endpoint
+            .close(CloseCode::SHUTDOWN.into(), b"shutting down");
+        let tasks: Vec<_> = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for task in tasks {
+            task.abort();
+        }
+        crate::control::remove_socket(&self.inner.config.node.data_dir);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+
+    /// Our `Hello`.
+    fn hello(&self, join: bool) -> Hello {
+        hello(&self.inner, join)
+    }
+
+    /// Dials `addr` (pinning `expected` if known).
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+        join: bool,
+    ) -> Result<Link, transport::TransportError> {
+        transport::dial(
+            &self.inner.endpoint,
+            &self.inner.identity,
+            addr,
+            expected,
+            self.inner.timeouts,
+            self.hello(join),
+        )
+        .await
+    }
+}
+
+fn hello(inner: &Inner, join: bool) -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        node_id: inner.identity.node_id(),
+        role: inner.role.read().unwrap_or_else(|p| p.into_inner()).role,
+        listen_port: inner.listen.port(),
+        capacity: 0,
+        join,
+    }
+}
+
+impl download::Dialer for Node {
+    fn dial(
+        &self,
+        provider: Provider,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            Node::dial(self, provider.addr, Some(provider.node), false)
+                .await
+                .map(|link| link.conn)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Replaces unspecified provider IPs ("the node that answered") with `ip`.
+fn resolve(providers: &mut [Provider], ip: std::net::IpAddr) {
+    for p in providers {
+        if p.addr.ip().is_unspecified() {
+            p.addr.set_ip(ip);
+        }
+    }
+}
+
+/// Where partial downloads live.
+pub fn partial_dir(config: &Config) -> PathBuf {
+    config.node.data_dir.join("partial")
+}
+
+async fn rescan_loop(inner: Arc<Inner>) {
+    let period = Duration::from_secs(inner.config.share.rescan_secs);
+    loop {
+        tokio::time::sleep(period).await;
+        inner.shares.rescan().await;
+    }
+}
+
+/// Keeps a supernode's own shares in its index.
+async fn own_shares_loop(shares: Arc<ShareStore>, sn: Arc<Supernode>) {
+    let mut version = shares.subscribe();
+    let mut indexed = std::collections::HashMap::new();
+    loop {
+        let (added, removed) = uplink::diff(&indexed, shares.entries());
+        sn.set_own_shares(&added, &removed);
+        for id in &removed {
+            indexed.remove(id);
+        }
+        indexed.extend(added.into_iter().map(|e| (e.id, e)));
+        if version.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Sharing: the files under `share.dirs` (and the download folder), hashed once and
+//! remembered in a persisted hash cache, rescanned every `share.rescan_secs` for files that
+//! were added, removed or changed.
+//!
+//! The store is keyed by path; each content id is offered once (by the first path that has
+//! it). Subscribers (the uplink to the supernode, a supernode's own index) watch a version
+//! counter and diff [`ShareStore::entries`] against what they last sent.
+
+mod cache;
+mod scan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use kazoo_common::hash::Manifest;
+use kazoo_common::wire::{ShareEntry, MAX_ENTRIES_PER_LEAF};
+use kazoo_common::ContentId;
+use tokio::sync::watch;
+
+pub use cache::HashCache;
+pub use scan::ScanReport;
+
+/// Most files a node shares (the per-leaf index limit).
+pub const MAX_SHARED_FILES: usize = MAX_ENTRIES_PER_LEAF;
+
+/// One shared file.
+#[derive(Clone, Debug)]
+pub struct SharedFile {
+    /// Where it is on disk.
+    pub path: PathBuf,
+    /// Size when hashed.
+    pub size: u64,
+    /// Modification time when hashed.
+    pub mtime: SystemTime,
+    /// Content id.
+    pub id: ContentId,
+    /// Piece manifest.
+    pub manifest: Arc<Manifest>,
+    /// Name offered to the network (the file name).
+    pub name: String,
+}
+
+impl SharedFile {
+    /// Whether the file on disk still has the size and mtime it had when hashed.
+    pub fn unchanged_on_disk(&self) -> bool {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len() == self.size && m.modified().ok() == Some(self.mtime))
+            .unwrap_or(false)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Files {
+    by_path: BTreeMap<PathBuf, SharedFile>,
+    by_id: HashMap<ContentId, PathBuf>,
+}
+
+impl Files {
+    fn insert(&mut self, file: SharedFile) {
+        self.by_id.entry(file.id).or_insert_with(|| file.path.clone());
+        self.by_path.insert(file.path.clone(), file);
+    }
+
+    fn remove(&mut self, path: &Path) -> Option<SharedFile> {
+        let file = self.by_path.remove(path)?;
+        if self.by_id.get(&file.id).map(PathBuf::as_path) == Some(path) {
+            self.by_id.remove(&file.id);
+            if let Some(other) = self.by_path.values().find(|f| f.id == file.id) {
+                self.by_id.insert(file.id, other.path.clone());
+            }
+        }
+        Some(file)
+    }
+}
+
+/// The set of shared files.
+#[derive(Debug)]
+pub struct ShareStore {
+    dirs: Vec<PathBuf>,
+    exclude: Vec<PathBuf>,
+    files: RwLock<Files>,
+    cache: HashCache,
+    /// Paths already warned about, so a rescan does not repeat itself.
+    warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    version: watch::Sender<u64>,
+    /// Serialises rescans.
+    scanning: tokio::sync::Mutex<()>,
+}
+
+impl ShareStore {
+    /// A store over `dirs` (skipping anything under `exclude`), with its hash cache at
+    /// `cache_path`. Nothing is scanned yet.
+    pub fn new(dirs: Vec<PathBuf>, exclude: Vec<PathBuf>, cache_path: PathBuf) -> Self {
+        ShareStore {
+            dirs,
+            exclude,
+            files: RwLock::new(Files::default()),
+            cache: HashCache::load(cache_path),
+            warned: Default::default(),
+            version: watch::channel(0).0,
+            scanning: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Files> {
+        self.files.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Files> {
+        self.files.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches the share list's version (bumped on every change).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The entries to register: one per content id.
+    pub fn entries(&self) -> Vec<ShareEntry> {
+        let files = self.read();
+        files
+            .by_id
+            .values()
+            .filter_map(|p| files.by_path.get(p))
+            .map(|f| ShareEntry {
+                id: f.id,
+                size: f.size,
+                name: f.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Number of distinct shared contents.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    /// Whether nothing is shared.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shared file with content `id`.
+    pub fn get(&self, id: &ContentId) -> Option<SharedFile> {
+        let files = self.read();
+        files.by_id.get(id).and_then(|p| files.by_path.get(p)).cloned()
+    }
+
+    /// Walks the share dirs, hashing new or changed files and dropping vanished ones.
+    pub async fn rescan(self: &Arc<Self>) -> ScanReport {
+        let _guard = self.scanning.lock().await;
+        let store = Arc::clone(self);
+        let report = tokio::task::spawn_blocking(move || store.rescan_blocking())
+            .await
+            .unwrap_or_default();
+        if report.changed() {
+            self.version.send_modify(|v| *v += 1);
+        }
+        report
+    }
+
+    /// Adds one file (a finished download) without waiting for the next rescan.
+    pub async fn add_file(self: &Arc<Self>, path: PathBuf, id: ContentId, manifest: Manifest) {
+        let _guard = self.scanning.lock().await;
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        let Some(name) = scan::share_name(&path) else {
+            return;
+        };
+        let file = SharedFile {
+            size: meta.len(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            id,
+            manifest: Arc::new(manifest),
+            name,
+            path,
+        };
+        self.cache.remember(&file);
+        self.cache.save();
+        self.write().insert(file);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Drops a file that no longer matches its hash; the next rescan re-hashes it.
+    pub fn forget_changed(&self, path: &Path) {
+        if self.write().remove(path).is_some() {
+            tracing::warn!(path = %path.display(), "shared file changed on disk; re-hashing");
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Walking the share dirs and reconciling what is on disk with the store.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kazoo_common::hash::hash_file;
+use kazoo_common::wire::MAX_NAME_LEN;
+use kazoo_supernode::tokenize::tokens;
+
+use super::{ShareStore, SharedFile, MAX_SHARED_FILES};
+
+/// Deepest directory nesting followed.
+const MAX_DEPTH: usize = 32;
+
+/// What a rescan did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Files newly shared.
+    pub added: usize,
+    /// Files no longer shared (gone from disk).
+    pub removed: usize,
+    /// Files whose content changed (re-hashed).
+    pub changed: usize,
+    /// Files hashed (not found in the hash cache).
+    pub hashed: usize,
+    /// Files skipped (unreadable, bad name, over the limit).
+    pub skipped: usize,
+}
+
+impl ScanReport {
+    /// Whether the share list changed.
+    pub fn changed(&self) -> bool {
+        self.added + self.removed + self.changed > 0
+    }
+}
+
+/// The name a file is shared under, if it is usable: valid UTF-8, ≤ `MAX_NAME_LEN` bytes and
+/// at least one searchable token.
+pub fn share_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    (name.len() <= MAX_NAME_LEN && !tokens(name).is_empty()).then(|| name.to_owned())
+}
+
+impl ShareStore {
+    fn warn_once(&self, path: &Path, reason: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.insert(path.to_path_buf()) {
+            tracing::warn!(path = %path.display(), reason, "skipping file");
+        }
+    }
+
+    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<(PathBuf, Metadata)>, report: &mut ScanReport) {
+        if depth > MAX_DEPTH || self.exclude.iter().any(|e| dir.starts_with(e)) {
+            return;
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.warn_once(dir, &format!("cannot read directory: {e}"));
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                self.walk(&path, depth + 1, out, report);
+                continue;
+            }
+            // Files (and symlinks to files; symlinked directories are not followed).
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {
+                    if out.len() >= MAX_SHARED_FILES {
+                        self.warn_once(&path, "share limit reached");
+                        report.skipped += 1;
+                    } else {
+                        out.push((path, meta));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.warn_once(&path, &format!("cannot stat: {e}"));
+                    report.skipped += 1;
+                }
+            }
+        }
+    }
+
+    pub(super) fn rescan_blocking(self: Arc<Self>) -> ScanReport {
+        let mut report = ScanReport::default();
+        let mut seen = Vec::new();
+        for dir in &self.dirs {
+            if dir.exists() {
+                self.walk(dir, 0, &mut seen, &mut report);
+            }
+        }
+        let current: HashMap<PathBuf, (u64, SystemTime)> = self
+            .read()
+            .by_path
+            .values()
+            .map(|f| (f.path.clone(), (f.size, f.mtime)))
+            .collect();
+        let mut fresh = Vec::new();
+        let mut on_disk = std::collections::HashSet::new();
+        for (path, meta) in seen {
+            let size = meta.len();
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            on_disk.insert(path.clone());
+            let known = current.get(&path);
+            if known == Some(&(size, mtime)) {
+                continue;
+            }
+            let Some(name) = share_name(&path) else {
+                self.warn_once(&path, "name is not UTF-8, too long, or has no searchable word");
+                report.skipped += 1;
+                continue;
+            };
+            let (id, manifest) = match self.cache.lookup(&path, size, mtime) {
+                Some(hit) => hit,
+                None => match hash_file(&path) {
+                    Ok(hashed) => {
+                        report.hashed += 1;
+                        tracing::debug!(path = %path.display(), id = %hashed.0, "hashed");
+                        hashed
+                    }
+                    Err(e) => {
+                        self.warn_once(&path, &format!("cannot hash: {e}"));
+                        report.skipped += 1;
+                        continue;
+                    }
+                },
+            };
+            // The file may have changed while hashing; the next rescan catches that.
+            if known.is_some() {
+                report.changed += 1;
+            } else {
+                report.added += 1;
+            }
+            fresh.push(SharedFile {
+                path,
+                size,
+                mtime,
+                id,
+                manifest: Arc::new(manifest),
+                name,
+            });
+        }
+        for file in &fresh {
+            self.cache.remember(file);
+        }
+        let gone: Vec<PathBuf> = current
+            .keys()
+            .filter(|p| !on_disk.contains(*p))
+            .cloned()
+            .collect();
+        report.removed = gone.len();
+        {
+            let mut files = self.write();
+            for path in &gone {
+                files.remove(path);
+            }
+            for file in fresh {
+                files.remove(&file.path.clone());
+                files.insert(file);
+            }
+        }
+        if report.hashed > 0 || report.removed > 0 {
+            self.cache.retain(|p| on_disk.contains(p));
+            self.cache.save();
+        }
+        if report.changed() {
+            tracing::info!(
+                added = report.added,
+                removed = report.removed,
+                changed = report.changed,
+                hashed = report.hashed,
+                "share list updated"
+            );
+        }
+        report
+    }
+}
