@@ -1,0 +1,128 @@
+//! Helpers for the in-process tests: nodes on 127.0.0.1:0 under one temporary directory,
+//! and waiting on conditions with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kazoo_common::config::{BootstrapEntry, Config, RoleSetting};
+use kazoo_common::wire::Hit;
+use kazoo_leaf::{Node, StartOptions};
+
+/// How long any condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A temporary directory holding every node of one test.
+pub struct Net {
+    pub root: tempfile::TempDir,
+}
+
+impl Net {
+    pub fn new() -> Self {
+        Net {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// `root/<node>/shared`, created.
+    pub fn share_dir(&self, node: &str) -> PathBuf {
+        let dir = self.root.path().join(node).join("shared");
+        std::fs::create_dir_all(&dir).expect("share dir");
+        dir
+    }
+
+    pub fn download_dir(&self, node: &str) -> PathBuf {
+        self.root.path().join(node).join("downloads")
+    }
+
+    pub fn config(&self, node: &str, role: RoleSetting, bootstrap: Option<SocketAddr>) -> Config {
+        let mut config = Config::default();
+        config.node.role = role;
+        config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.node.data_dir = self.root.path().join(node).join("data");
+        config.share.dirs = vec![self.share_dir(node)];
+        config.share.download_dir = Some(self.download_dir(node));
+        config.share.rescan_secs = 1;
+        config.network.bootstrap = bootstrap
+            .map(|addr| vec![BootstrapEntry { node: None, addr }])
+            .unwrap_or_default();
+        config
+    }
+
+    pub async fn supernode(&self, name: &str) -> Node {
+        self.start(self.config(name, RoleSetting::Supernode, None)).await
+    }
+
+    pub async fn leaf(&self, name: &str, sn: &Node) -> Node {
+        let node = self
+            .start(self.config(name, RoleSetting::Leaf, Some(sn.listen_addr())))
+            .await;
+        node.wait_ready(DEADLINE).await.expect("leaf joins");
+        node
+    }
+
+    pub async fn start(&self, config: Config) -> Node {
+        let options = StartOptions {
+            control_socket: false,
+            ..StartOptions::default()
+        };
+        Node::start(config, options).await.expect("node starts")
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `data` to `dir/name`.
+pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("write file");
+    path
+}
+
+/// Searches from `node` until a hit for `words` satisfies `ok`.
+pub async fn search_until(node: &Node, words: &[&str], ok: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    eventually(&format!("search {words:?}"), || {
+        let words = words.clone();
+        let ok = &ok;
+        async move {
+            let hits = node.search(&words, 50).await.ok()?;
+            ok(&hits).then_some(hits)
+        }
+    })
+    .await
+}
+
+/// A progress sender nobody listens to.
+pub fn no_progress() -> tokio::sync::watch::Sender<kazoo_leaf::download::Progress> {
+    tokio::sync::watch::channel(Default::default()).0
+}
