@@ -126,8 +126,11 @@ fn hash(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut failed = false;
     let mut out = std::io::stdout().lock();
     for path in files {
-        let result = std::fs::File::open(path)
-            .and_then(|file| blake3::Hasher::new().update_reader(file).map(|h| h.finalize()));
+        let result = std::fs::File::open(path).and_then(|file| {
+            blake3::Hasher::new()
+                .update_reader(file)
+                .map(|h| h.finalize())
+        });
         match result {
             Ok(hash) => writeln!(out, "{}  {}", hash.to_hex(), path.display())?,
             Err(e) => {
@@ -151,13 +154,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "kazoo node {} ({}) listening on {}",
         status.node_id, status.role, status.listen
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     node.shutdown().await;
     Ok(())
 }
 
 /// Asks the node running with this config; `None` when none runs.
-async fn ask(config: &Config, request: &ControlRequest) -> anyhow::Result<Option<Vec<ControlEvent>>> {
+async fn ask(
+    config: &Config,
+    request: &ControlRequest,
+) -> anyhow::Result<Option<Vec<ControlEvent>>> {
     let mut events = Vec::new();
     match control::request(&config.node.data_dir, request, |e| events.push(e)).await {
         None => Ok(None),
@@ -244,11 +252,26 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
         writeln!(out, "no results")?;
         return Ok(());
     }
-    let width = results.iter().map(|r| r.name.chars().count()).max().unwrap_or(4).clamp(4, 60);
-    writeln!(out, "{:<width$}  {:>10}  {:>7}  HASH", "NAME", "SIZE", "SOURCES")?;
+    let width = results
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 60);
+    writeln!(
+        out,
+        "{:<width$}  {:>10}  {:>7}  HASH",
+        "NAME", "SIZE", "SOURCES"
+    )?;
     for r in &results {
         let name: String = r.name.chars().take(60).collect();
-        writeln!(out, "{name:<width$}  {:>10}  {:>7}  {}", human(r.size), r.sources, r.hash)?;
+        writeln!(
+            out,
+            "{name:<width$}  {:>10}  {:>7}  {}",
+            human(r.size),
+            r.sources,
+            r.hash
+        )?;
     }
     Ok(())
 }
@@ -285,7 +308,12 @@ impl Bar {
     }
 }
 
-async fn get(config: Config, json: bool, hash: ContentId, output: Option<PathBuf>) -> anyhow::Result<()> {
+async fn get(
+    config: Config,
+    json: bool,
+    hash: ContentId,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let output = match output {
         Some(path) if path.is_relative() => Some(std::env::current_dir()?.join(path)),
         other => other,
@@ -306,7 +334,11 @@ async fn get(config: Config, json: bool, hash: ContentId, output: Option<PathBuf
     let report = match asked {
         Some(result) => {
             result.context("talking to the running node")?;
-            report.unwrap_or_else(|| Err(anyhow::anyhow!("the node closed the connection without a result")))
+            report.unwrap_or_else(|| {
+                Err(anyhow::anyhow!(
+                    "the node closed the connection without a result"
+                ))
+            })
         }
         None => {
             let node = short_lived_leaf(config).await?;
@@ -360,7 +392,11 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "role:          {} (since unix {}; {})", status.role, status.since, status.reason)?;
+    writeln!(
+        out,
+        "role:          {} (since unix {}; {})",
+        status.role, status.since, status.reason
+    )?;
     writeln!(out, "node_id:       {}", status.node_id)?;
     writeln!(out, "listen:        {}", status.listen)?;
     if status.role == "leaf" {

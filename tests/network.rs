@@ -24,17 +24,30 @@ async fn share_search_download_between_two_leaves() {
     assert_eq!(hits[0].size, song.len() as u64);
     assert_eq!(hits[0].sources, 1);
     assert_eq!(hits[0].providers[0].node, a.node_id());
-    assert!(b.search(&["daft".into(), "notes".into()], 10).await.unwrap().is_empty(), "words are ANDed");
+    assert!(
+        b.search(&["daft".into(), "notes".into()], 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "words are ANDed"
+    );
 
     let report = b.get(song_id, None, no_progress()).await.expect("download");
     assert_eq!(std::fs::read(&report.path).unwrap(), song);
-    assert_eq!(report.path, net.download_dir("b").join("Daft Punk - Around the World.mp3"));
+    assert_eq!(
+        report.path,
+        net.download_dir("b")
+            .join("Daft Punk - Around the World.mp3")
+    );
     assert_eq!(report.sources.len(), 1);
     assert_eq!(report.sources[0].node, a.node_id());
     assert_eq!(report.sources[0].bytes, song.len() as u64);
 
     // The finished file is shared: the supernode now knows two sources.
-    search_until(&a, &[&song_id.to_hex()], |h| h.first().is_some_and(|h| h.sources == 2)).await;
+    search_until(&a, &[&song_id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 2)
+    })
+    .await;
 
     let sn_status = sn.status();
     assert_eq!(sn_status.role, "supernode");
@@ -91,11 +104,19 @@ async fn edge_sizes_and_hostile_names() {
     let a = net.leaf("a", &sn).await;
     let b = net.leaf("b", &sn).await;
     search_until(&b, &["bin"], |h| h.len() == 2).await;
-    for (name, content) in [("empty", &b""[..]), ("one", &b"x"[..]), ("escape", &b"stay inside"[..])] {
+    for (name, content) in [
+        ("empty", &b""[..]),
+        ("one", &b"x"[..]),
+        ("escape", &b"stay inside"[..]),
+    ] {
         let hit = search_until(&b, &[name], |h| h.len() == 1).await.remove(0);
         let report = b.get(hit.id, None, no_progress()).await.expect(name);
         assert_eq!(std::fs::read(&report.path).unwrap(), content, "{name}");
-        assert_eq!(report.path.parent(), Some(net.download_dir("b").as_path()), "{name}");
+        assert_eq!(
+            report.path.parent(),
+            Some(net.download_dir("b").as_path()),
+            "{name}"
+        );
     }
     // A file nobody has fails with a clear message.
     let nobody = ContentId::from(blake3::hash(b"nobody has this"));
@@ -118,14 +139,24 @@ async fn download_uses_every_source_and_survives_a_corrupt_one() {
         sources.push(net.leaf(name, &sn).await);
     }
     let d = net.leaf("d", &sn).await;
-    search_until(&d, &[&id.to_hex()], |h| h.first().is_some_and(|h| h.sources == 3)).await;
+    search_until(&d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 3)
+    })
+    .await;
     let report = d.get(id, None, no_progress()).await.unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), content);
     assert_eq!(report.sources.len(), 3);
     for s in &report.sources {
-        assert!(s.bytes > 0, "every source contributes: {:?}", report.sources);
+        assert!(
+            s.bytes > 0,
+            "every source contributes: {:?}",
+            report.sources
+        );
     }
-    assert_eq!(report.sources.iter().map(|s| s.bytes).sum::<u64>(), content.len() as u64);
+    assert_eq!(
+        report.sources.iter().map(|s| s.bytes).sum::<u64>(),
+        content.len() as u64
+    );
 
     // s3's copy is overwritten with garbage of the same size and mtime: it still claims the
     // hash, but every piece it sends fails verification.
@@ -140,7 +171,11 @@ async fn download_uses_every_source_and_survives_a_corrupt_one() {
         .unwrap();
     let e = net.leaf("e", &sn).await;
     let report = e.get(id, None, no_progress()).await.unwrap();
-    assert_eq!(std::fs::read(&report.path).unwrap(), content, "result is exact");
+    assert_eq!(
+        std::fs::read(&report.path).unwrap(),
+        content,
+        "result is exact"
+    );
     let bad = report
         .sources
         .iter()

@@ -68,7 +68,8 @@ impl Net {
     }
 
     pub async fn supernode(&self, name: &str) -> Node {
-        self.start(self.config(name, RoleSetting::Supernode, None)).await
+        self.start(self.config(name, RoleSetting::Supernode, None))
+            .await
     }
 
     pub async fn leaf(&self, name: &str, sn: &Node) -> Node {

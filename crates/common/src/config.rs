@@ -183,10 +183,7 @@ impl FromStr for BootstrapEntry {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (node, addr) = match s.split_once('@') {
-            Some((id, addr)) => (
-                Some(id.parse::<NodeId>().map_err(|e| e.to_string())?),
-                addr,
-            ),
+            Some((id, addr)) => (Some(id.parse::<NodeId>().map_err(|e| e.to_string())?), addr),
             None => (None, s),
         };
         let addr = addr
@@ -251,7 +248,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Loads a config file; relative paths in it are taken relative to the file's directory.
+    /// Loads a config file; relative paths in it are taken relative to the file's directory
+    /// (made absolute).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -263,7 +261,11 @@ impl Config {
             message: e.to_string(),
         })?;
         config.validate(&origin)?;
-        config.resolve_paths(path.parent());
+        let base = path.parent().map(|dir| match std::env::current_dir() {
+            Ok(cwd) if dir.is_relative() => cwd.join(dir),
+            _ => dir.to_path_buf(),
+        });
+        config.resolve_paths(base.as_deref());
         Ok(config)
     }
 
@@ -276,10 +278,18 @@ impl Config {
         };
         let sn = &self.supernode;
         if !(1..=10_000).contains(&sn.max_leaves) {
-            return Err(range("supernode.max_leaves", sn.max_leaves.to_string(), "1-10000"));
+            return Err(range(
+                "supernode.max_leaves",
+                sn.max_leaves.to_string(),
+                "1-10000",
+            ));
         }
         if sn.max_peers > 50 {
-            return Err(range("supernode.max_peers", sn.max_peers.to_string(), "0-50"));
+            return Err(range(
+                "supernode.max_peers",
+                sn.max_peers.to_string(),
+                "0-50",
+            ));
         }
         if !(1..=MAX_ENTRIES_PER_LEAF).contains(&sn.max_entries_per_leaf) {
             return Err(range(
@@ -381,7 +391,11 @@ mod tests {
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(&path, "[node]\ndata_dir = \"data\"\n[share]\ndirs = [\"music\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "[node]\ndata_dir = \"data\"\n[share]\ndirs = [\"music\"]\n",
+        )
+        .unwrap();
         let c = Config::load(&path).unwrap();
         assert_eq!(c.node.data_dir, dir.path().join("data"));
         assert_eq!(c.share.dirs, vec![dir.path().join("music")]);

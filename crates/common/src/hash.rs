@@ -14,7 +14,9 @@
 
 use std::io::Read;
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::ContentId;
@@ -84,7 +86,10 @@ impl Manifest {
     /// Byte range `(offset, len)` of piece `index`.
     pub fn piece_range(&self, index: u64) -> (u64, u64) {
         let offset = index * self.piece_size;
-        (offset, self.piece_size.min(self.size.saturating_sub(offset)))
+        (
+            offset,
+            self.piece_size.min(self.size.saturating_sub(offset)),
+        )
     }
 
     /// Checks the manifest's shape and that its CVs hash to `id`.
@@ -235,7 +240,8 @@ fn check_end(input: &mut impl Read, got: u64, expected: u64) -> Result<(), HashE
 pub fn hash_file(path: &std::path::Path) -> Result<(ContentId, Manifest), HashError> {
     let file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
-    hash_reader(std::io::BufReader::with_capacity(1 << 20, file), size)
+    // Pieces are read whole into one buffer, so a BufReader would only add a copy.
+    hash_reader(file, size)
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), CertError> {
         if n == 0 || n > 4 || rest.len() < n {
             return Err(bad);
         }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -227,7 +229,13 @@ mod tests {
 
     #[test]
     fn garbage_certificates_are_rejected() {
-        for bytes in [&b""[..], &[0x30], &[0x30, 0x82, 0xff], &[0x04, 0x00], &[0x30, 0x00]] {
+        for bytes in [
+            &b""[..],
+            &[0x30],
+            &[0x30, 0x82, 0xff],
+            &[0x04, 0x00],
+            &[0x30, 0x00],
+        ] {
             assert!(node_id_from_cert(&CertificateDer::from(bytes.to_vec())).is_err());
         }
     }

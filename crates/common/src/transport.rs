@@ -312,7 +312,11 @@ pub async fn accept(incoming: quinn::Incoming) -> Result<Pending, TransportError
         let hello = match wire::read_frame::<Handshake>(&mut recv).await {
             Ok(Handshake::Hello(hello)) => hello,
             Ok(Handshake::Refused { .. }) => {
-                close(&conn, CloseCode::PROTOCOL_VIOLATION, "refusal sent by dialler");
+                close(
+                    &conn,
+                    CloseCode::PROTOCOL_VIOLATION,
+                    "refusal sent by dialler",
+                );
                 return Err(TransportError::Violation("dialler sent a refusal".into()));
             }
             Err(e) => {

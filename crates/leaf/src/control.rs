@@ -132,7 +132,10 @@ pub async fn serve(
         if UnixStream::connect(&path).await.is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("a node is already running with this data_dir ({})", path.display()),
+                format!(
+                    "a node is already running with this data_dir ({})",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(&path)?;
@@ -186,16 +189,26 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
             let status = node.status();
             send(&mut write, &ControlEvent::Status { status }).await
         }
-        ControlRequest::Search { words, max_results } => match node.search(&words, max_results).await {
-            Ok(hits) => {
-                for hit in hits {
-                    let hit = SearchResult::from(hit);
-                    send(&mut write, &ControlEvent::Hit { hit }).await?;
+        ControlRequest::Search { words, max_results } => {
+            match node.search(&words, max_results).await {
+                Ok(hits) => {
+                    for hit in hits {
+                        let hit = SearchResult::from(hit);
+                        send(&mut write, &ControlEvent::Hit { hit }).await?;
+                    }
+                    send(&mut write, &ControlEvent::End).await
                 }
-                send(&mut write, &ControlEvent::End).await
+                Err(e) => {
+                    send(
+                        &mut write,
+                        &ControlEvent::Error {
+                            message: e.to_string(),
+                        },
+                    )
+                    .await
+                }
             }
-            Err(e) => send(&mut write, &ControlEvent::Error { message: e.to_string() }).await,
-        },
+        }
         ControlRequest::Get { hash, out } => {
             let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
             let get = node.get(hash, out, tx);
@@ -214,7 +227,15 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
             };
             match result {
                 Ok(report) => send(&mut write, &ControlEvent::Done { report }).await,
-                Err(e) => send(&mut write, &ControlEvent::Error { message: e.to_string() }).await,
+                Err(e) => {
+                    send(
+                        &mut write,
+                        &ControlEvent::Error {
+                            message: e.to_string(),
+                        },
+                    )
+                    .await
+                }
             }
         }
     }

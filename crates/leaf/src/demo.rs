@@ -39,7 +39,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let sn_config = config(root.path(), "supernode", RoleSetting::Supernode, None);
     let sn = Node::start(sn_config, options.clone()).await?;
     let sn_addr = sn.listen_addr();
-    writeln!(out, "supernode {} listening on {sn_addr}", sn.node_id().short())?;
+    writeln!(
+        out,
+        "supernode {} listening on {sn_addr}",
+        sn.node_id().short()
+    )?;
 
     let a_config = config(root.path(), "leaf-a", RoleSetting::Leaf, Some(sn_addr));
     let shared = a_config.share.dirs[0].clone();
@@ -51,7 +55,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     std::fs::write(shared.join("kazoo demo song.ogg"), &content)?;
     let a = Node::start(a_config, options.clone()).await?;
     a.wait_ready(Duration::from_secs(10)).await?;
-    writeln!(out, "leaf A {} joined; shares 'kazoo demo song.ogg' ({id})", a.node_id().short())?;
+    writeln!(
+        out,
+        "leaf A {} joined; shares 'kazoo demo song.ogg' ({id})",
+        a.node_id().short()
+    )?;
 
     let b_config = config(root.path(), "leaf-b", RoleSetting::Leaf, Some(sn_addr));
     let b = Node::start(b_config, options).await?;
@@ -69,7 +77,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    writeln!(out, "leaf B searched 'demo SONG': {} ({} bytes, {} source)", hit.name, hit.size, hit.sources)?;
+    writeln!(
+        out,
+        "leaf B searched 'demo SONG': {} ({} bytes, {} source)",
+        hit.name, hit.size, hit.sources
+    )?;
 
     let (progress, _) = tokio::sync::watch::channel(Default::default());
     let report = b.get(hit.id, None, progress).await?;

@@ -216,11 +216,16 @@ pub async fn run(
         return Err(DownloadError::NoSources(job.id));
     }
     let mut connected = Vec::new();
-    let dials = job.sources.iter().map(|p| async move { (*p, dialer.dial(*p).await) });
+    let dials = job
+        .sources
+        .iter()
+        .map(|p| async move { (*p, dialer.dial(*p).await) });
     for (provider, result) in futures_util::future::join_all(dials).await {
         match result {
             Ok(conn) => connected.push((provider, conn)),
-            Err(e) => tracing::warn!(source = %provider.node.short(), addr = %provider.addr, error = %e, "source unreachable"),
+            Err(e) => {
+                tracing::warn!(source = %provider.node.short(), addr = %provider.addr, error = %e, "source unreachable")
+            }
         }
     }
     if connected.is_empty() {
@@ -244,7 +249,9 @@ pub async fn run(
                     });
                     continue;
                 }
-                Ok(other) => tracing::warn!(source = %provider.node.short(), answer = ?other, "unexpected answer to GetManifest"),
+                Ok(other) => {
+                    tracing::warn!(source = %provider.node.short(), answer = ?other, "unexpected answer to GetManifest")
+                }
                 Err(e) => {
                     tracing::warn!(source = %provider.node.short(), error = %e, "no manifest from source");
                     continue;
@@ -303,12 +310,18 @@ pub async fn run(
     while slots.join_next().await.is_some() {}
     let missing = ctx.sched().remaining();
     for source in &ctx.sources {
-        source.conn.close(CloseCode::NORMAL.into(), b"download over");
+        source
+            .conn
+            .close(CloseCode::NORMAL.into(), b"download over");
         reports.push(SourceReport {
             node: source.node,
             bytes: source.bytes.load(Ordering::SeqCst),
             bad_pieces: source.bad.load(Ordering::SeqCst),
-            dropped: source.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            dropped: source
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         });
     }
     if missing > 0 {
@@ -317,7 +330,9 @@ pub async fn run(
             total: pieces,
         });
     }
-    ctx.part.sync_all().map_err(io("syncing the partial file"))?;
+    ctx.part
+        .sync_all()
+        .map_err(io("syncing the partial file"))?;
     let path = finish(&part_path, &job.destination, &job.id)?;
     let _ = std::fs::remove_file(&have_path);
     let bad_pieces = reports.iter().map(|r| r.bad_pieces).sum();
@@ -355,16 +370,23 @@ async fn open_partial(
         .open(have_path)
         .map_err(io(format!("opening {}", have_path.display())))?;
     let pieces = manifest.pieces() as usize;
-    let len = part.metadata().map_err(io("reading the partial file"))?.len();
+    let len = part
+        .metadata()
+        .map_err(io("reading the partial file"))?
+        .len();
     let mut bits = vec![0u8; pieces.div_ceil(8)];
     if len == manifest.size {
         // A short or missing bitfield just means fewer pieces are known to be done.
         let _ = have.read_exact_at(&mut bits, 0);
     } else {
-        part.set_len(manifest.size).map_err(io("sizing the partial file"))?;
+        part.set_len(manifest.size)
+            .map_err(io("sizing the partial file"))?;
     }
-    have.set_len(bits.len() as u64).map_err(io("sizing the bitfield"))?;
-    let marked: Vec<bool> = (0..pieces).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect();
+    have.set_len(bits.len() as u64)
+        .map_err(io("sizing the bitfield"))?;
+    let marked: Vec<bool> = (0..pieces)
+        .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+        .collect();
     if !marked.iter().any(|d| *d) {
         return Ok((part, have, marked));
     }
@@ -401,7 +423,11 @@ async fn open_partial(
 }
 
 /// Moves the finished partial file to its destination.
-fn finish(part: &Path, destination: &Destination, id: &ContentId) -> Result<PathBuf, DownloadError> {
+fn finish(
+    part: &Path,
+    destination: &Destination,
+    id: &ContentId,
+) -> Result<PathBuf, DownloadError> {
     let target = match destination {
         Destination::Path(path) if path.is_dir() => path.join(id.to_hex()),
         Destination::Path(path) => path.clone(),
@@ -490,11 +516,10 @@ async fn slot(ctx: Arc<Ctx>, source: usize) {
                 let (offset, _) = ctx.manifest.piece_range(u64::from(piece));
                 let writer = Arc::clone(&ctx);
                 let len = data.len() as u64;
-                let written = tokio::task::spawn_blocking(move || {
-                    writer.part.write_all_at(&data, offset)
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                let written =
+                    tokio::task::spawn_blocking(move || writer.part.write_all_at(&data, offset))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 drop(permit);
                 if let Err(e) = written {
                     ctx.sched().release(source, piece);

@@ -87,7 +87,10 @@ mod tests {
     fn existing_names_get_a_counter() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"x").unwrap();
-        assert_eq!(unused_path(dir.path(), "a.txt"), dir.path().join("a (1).txt"));
+        assert_eq!(
+            unused_path(dir.path(), "a.txt"),
+            dir.path().join("a (1).txt")
+        );
         assert_eq!(unused_path(dir.path(), "b"), dir.path().join("b"));
     }
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
-use kazoo_common::wire::{CloseCode, Hello, Hit, Provider, Request, Response, Role, PROTOCOL_VERSION};
+use kazoo_common::wire::{
+    CloseCode, Hello, Hit, Provider, Request, Response, Role, PROTOCOL_VERSION,
+};
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::Supernode;
 use quinn::{Connection, Endpoint};
@@ -182,7 +184,7 @@ impl Node {
         dirs.push(download_dir);
         let shares = Arc::new(ShareStore::new(
             if options.share { dirs } else { Vec::new() },
-            vec![partial_dir(&config)],
+            vec![data_dir.clone()],
             data_dir.join("hashcache.bin"),
         ));
         let setting = options.role.unwrap_or(config.node.role);
@@ -208,7 +210,11 @@ impl Node {
         tracing::info!(node = %node.node_id(), listen = %listen, role = ?setting, "node starting");
         if options.share {
             let first = node.inner.shares.rescan().await;
-            tracing::info!(files = node.inner.shares.len(), hashed = first.hashed, "shares scanned");
+            tracing::info!(
+                files = node.inner.shares.len(),
+                hashed = first.hashed,
+                "shares scanned"
+            );
             node.spawn(rescan_loop(Arc::clone(&node.inner)));
         }
         node.spawn(accept::accept_loop(Arc::clone(&node.inner)));
@@ -257,7 +263,11 @@ impl Node {
             self.inner.config.supernode.clone(),
             self.inner.listen.port(),
         ));
-        *self.inner.supernode.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
+        *self
+            .inner
+            .supernode
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
         self.set_role(Role::Supernode, reason);
         self.spawn(own_shares_loop(Arc::clone(&self.inner.shares), sn));
     }
@@ -292,7 +302,12 @@ impl Node {
 
     /// Current status.
     pub fn status(&self) -> Status {
-        let role = self.inner.role.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let role = self
+            .inner
+            .role
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let uplink = self.inner.uplink.borrow().clone();
         let sn = self.supernode().map(|sn| sn.stats());
         Status {
@@ -334,7 +349,10 @@ impl Node {
         if list.is_empty() {
             "none configured".into()
         } else {
-            list.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+            list.iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 

@@ -80,7 +80,9 @@ impl Uploads {
         let check = file.clone();
         let data = tokio::task::spawn_blocking(move || {
             if !check.unchanged_on_disk() {
-                return Err(std::io::Error::other("file changed on disk since it was hashed"));
+                return Err(std::io::Error::other(
+                    "file changed on disk since it was hashed",
+                ));
             }
             let mut buf = vec![0u8; len as usize];
             std::fs::File::open(&path)?.read_exact_at(&mut buf, offset)?;

@@ -59,7 +59,9 @@ struct Files {
 
 impl Files {
     fn insert(&mut self, file: SharedFile) {
-        self.by_id.entry(file.id).or_insert_with(|| file.path.clone());
+        self.by_id
+            .entry(file.id)
+            .or_insert_with(|| file.path.clone());
         self.by_path.insert(file.path.clone(), file);
     }
 
@@ -90,9 +92,13 @@ pub struct ShareStore {
 }
 
 impl ShareStore {
-    /// A store over `dirs` (skipping anything under `exclude`), with its hash cache at
-    /// `cache_path`. Nothing is scanned yet.
+    /// A store over `dirs` (never entering the directories in `exclude`, e.g. the data dir
+    /// with the node key), with its hash cache at `cache_path`. Nothing is scanned yet.
     pub fn new(dirs: Vec<PathBuf>, exclude: Vec<PathBuf>, cache_path: PathBuf) -> Self {
+        let exclude = exclude
+            .into_iter()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect();
         ShareStore {
             dirs,
             exclude,
@@ -145,7 +151,11 @@ impl ShareStore {
     /// The shared file with content `id`.
     pub fn get(&self, id: &ContentId) -> Option<SharedFile> {
         let files = self.read();
-        files.by_id.get(id).and_then(|p| files.by_path.get(p)).cloned()
+        files
+            .by_id
+            .get(id)
+            .and_then(|p| files.by_path.get(p))
+            .cloned()
     }
 
     /// Walks the share dirs, hashing new or changed files and dropping vanished ones.

@@ -225,12 +225,22 @@ mod tests {
         let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr()) else {
             panic!("first leaf refused");
         };
-        assert!(matches!(sn.admit(NodeId([2; 32]), addr()), Admission::Admitted(_)));
-        assert!(matches!(sn.admit(NodeId([3; 32]), addr()), Admission::Full(_)));
+        assert!(matches!(
+            sn.admit(NodeId([2; 32]), addr()),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            sn.admit(NodeId([3; 32]), addr()),
+            Admission::Full(_)
+        ));
         let Admission::Admitted(a2) = sn.admit(NodeId([1; 32]), addr()) else {
             panic!("re-join refused");
         };
-        assert_eq!(sn.depart(NodeId([1; 32]), a), 0, "stale key must not evict the new one");
+        assert_eq!(
+            sn.depart(NodeId([1; 32]), a),
+            0,
+            "stale key must not evict the new one"
+        );
         assert_eq!(sn.stats().leaves, 2);
         sn.depart(NodeId([1; 32]), a2);
         assert_eq!(sn.stats().leaves, 1);
@@ -265,7 +275,10 @@ mod tests {
         };
         assert!(matches!(
             &sn.answer(key, &big)[..],
-            [Response::Error { code: ErrorCode::BadRequest, .. }]
+            [Response::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }]
         ));
     }
 }

@@ -11,12 +11,19 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 fn check(len: usize) {
     let bytes = data(len, 7);
     let (id, manifest) = hash_reader(&bytes[..], len as u64).unwrap();
-    assert_eq!(id, ContentId::from(blake3::hash(&bytes)), "id for len {len}");
+    assert_eq!(
+        id,
+        ContentId::from(blake3::hash(&bytes)),
+        "id for len {len}"
+    );
     manifest.verify(&id).unwrap();
     for index in 0..manifest.pieces() {
         let (offset, plen) = manifest.piece_range(index);
         let piece = &bytes[offset as usize..(offset + plen) as usize];
-        assert!(manifest.verify_piece(&id, index, piece), "piece {index} of {len}");
+        assert!(
+            manifest.verify_piece(&id, index, piece),
+            "piece {index} of {len}"
+        );
         let mut bad = piece.to_vec();
         bad[0] ^= 1;
         assert!(!manifest.verify_piece(&id, index, &bad));

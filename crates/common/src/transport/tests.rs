@@ -22,7 +22,12 @@ struct Server {
 /// A server that admits every peer and reports each handshake's outcome.
 fn server() -> Server {
     let identity = Identity::generate().unwrap();
-    let endpoint = endpoint(&identity, "127.0.0.1:0".parse().unwrap(), Timeouts::default()).unwrap();
+    let endpoint = endpoint(
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        Timeouts::default(),
+    )
+    .unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (tx, results) = tokio::sync::mpsc::channel(8);
     let ours = hello(&identity, false);
@@ -58,7 +63,12 @@ fn server() -> Server {
 
 fn client() -> (Identity, Endpoint) {
     let identity = Identity::generate().unwrap();
-    let endpoint = endpoint(&identity, "127.0.0.1:0".parse().unwrap(), Timeouts::default()).unwrap();
+    let endpoint = endpoint(
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        Timeouts::default(),
+    )
+    .unwrap();
     (identity, endpoint)
 }
 
@@ -66,9 +76,16 @@ fn client() -> (Identity, Endpoint) {
 async fn handshake_proves_both_ids() {
     let mut server = server();
     let (id, ep) = client();
-    let link = dial(&ep, &id, server.addr, Some(server.identity.node_id()), Timeouts::default(), hello(&id, true))
-        .await
-        .unwrap();
+    let link = dial(
+        &ep,
+        &id,
+        server.addr,
+        Some(server.identity.node_id()),
+        Timeouts::default(),
+        hello(&id, true),
+    )
+    .await
+    .unwrap();
     assert_eq!(link.peer(), server.identity.node_id());
     let seen = server.results.recv().await.unwrap().unwrap();
     assert_eq!(seen.node_id, id.node_id());
@@ -81,9 +98,16 @@ async fn wrong_expected_id_fails_the_handshake() {
     let server = server();
     let (id, ep) = client();
     let other = Identity::generate().unwrap().node_id();
-    let err = dial(&ep, &id, server.addr, Some(other), Timeouts::default(), hello(&id, false))
-        .await
-        .unwrap_err();
+    let err = dial(
+        &ep,
+        &id,
+        server.addr,
+        Some(other),
+        Timeouts::default(),
+        hello(&id, false),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, TransportError::Connection(_)), "{err}");
 }
 
@@ -93,7 +117,9 @@ async fn version_mismatch_is_refused_clearly() {
     let (id, ep) = client();
     let mut ours = hello(&id, false);
     ours.version = 99;
-    let err = dial(&ep, &id, server.addr, None, Timeouts::default(), ours).await.unwrap_err();
+    let err = dial(&ep, &id, server.addr, None, Timeouts::default(), ours)
+        .await
+        .unwrap_err();
     match err {
         TransportError::Refused { code, reason } => {
             assert_eq!(code, ErrorCode::VersionMismatch);
@@ -111,7 +137,9 @@ async fn claimed_id_must_match_tls_key() {
     let (id, ep) = client();
     let mut ours = hello(&id, false);
     ours.node_id = NodeId([7; 32]);
-    let err = dial(&ep, &id, server.addr, None, Timeouts::default(), ours).await.unwrap_err();
+    let err = dial(&ep, &id, server.addr, None, Timeouts::default(), ours)
+        .await
+        .unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
     let seen = server.results.recv().await.unwrap().unwrap_err();
     assert!(seen.contains("TLS proves"), "{seen}");
@@ -125,7 +153,15 @@ async fn wrong_alpn_is_rejected_and_server_keeps_serving() {
     let err = ep.connect_with(config, server.addr, "kazoo").unwrap().await;
     assert!(err.is_err());
     assert!(server.results.recv().await.unwrap().is_err());
-    let link = dial(&ep, &id, server.addr, None, Timeouts::default(), hello(&id, false)).await;
+    let link = dial(
+        &ep,
+        &id,
+        server.addr,
+        None,
+        Timeouts::default(),
+        hello(&id, false),
+    )
+    .await;
     assert!(link.is_ok());
     assert!(server.results.recv().await.unwrap().is_ok());
 }

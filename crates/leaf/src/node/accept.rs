@@ -108,7 +108,11 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         let mut byte = [0u8; 1];
         if let Ok(Some(_)) = control_recv.read(&mut byte).await {
             tracing::warn!(peer = %peer.short(), reason = "data on the control stream", "protocol violation; closing");
-            transport::close(&watch_conn, CloseCode::PROTOCOL_VIOLATION, "unexpected data on control stream");
+            transport::close(
+                &watch_conn,
+                CloseCode::PROTOCOL_VIOLATION,
+                "unexpected data on control stream",
+            );
         }
     });
     loop {

@@ -56,7 +56,12 @@ impl HashCache {
     }
 
     /// The cached hash of `path` if its size and mtime are unchanged.
-    pub fn lookup(&self, path: &Path, size: u64, mtime: SystemTime) -> Option<(ContentId, Manifest)> {
+    pub fn lookup(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime: SystemTime,
+    ) -> Option<(ContentId, Manifest)> {
         let records = self.records();
         let record = records.get(path)?;
         (record.size == size && record.mtime_ns == nanos(mtime))

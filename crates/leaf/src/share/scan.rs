@@ -52,8 +52,14 @@ impl ShareStore {
         }
     }
 
-    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<(PathBuf, Metadata)>, report: &mut ScanReport) {
-        if depth > MAX_DEPTH || self.exclude.iter().any(|e| dir.starts_with(e)) {
+    fn walk(
+        &self,
+        dir: &Path,
+        depth: usize,
+        out: &mut Vec<(PathBuf, Metadata)>,
+        report: &mut ScanReport,
+    ) {
+        if depth > MAX_DEPTH || self.exclude.iter().any(|e| e == dir) {
             return;
         }
         let entries = match std::fs::read_dir(dir) {
@@ -98,10 +104,13 @@ impl ShareStore {
         let mut report = ScanReport::default();
         let mut seen = Vec::new();
         for dir in &self.dirs {
-            if dir.exists() {
-                self.walk(dir, 0, &mut seen, &mut report);
+            if let Ok(dir) = std::fs::canonicalize(dir) {
+                self.walk(&dir, 0, &mut seen, &mut report);
             }
         }
+        // A download folder inside a share dir is walked twice.
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen.dedup_by(|a, b| a.0 == b.0);
         let current: HashMap<PathBuf, (u64, SystemTime)> = self
             .read()
             .by_path
@@ -119,7 +128,10 @@ impl ShareStore {
                 continue;
             }
             let Some(name) = share_name(&path) else {
-                self.warn_once(&path, "name is not UTF-8, too long, or has no searchable word");
+                self.warn_once(
+                    &path,
+                    "name is not UTF-8, too long, or has no searchable word",
+                );
                 report.skipped += 1;
                 continue;
             };

@@ -29,7 +29,10 @@ async fn scans_recursively_and_caches_hashes() {
     let report = s.rescan().await;
     assert_eq!(report.added, 2);
     assert_eq!(report.hashed, 2);
-    assert_eq!(report.skipped, 2, "dangling link and wordless name are skipped");
+    assert_eq!(
+        report.skipped, 2,
+        "dangling link and wordless name are skipped"
+    );
     assert_eq!(names(&s), vec!["one.txt", "two.bin"]);
     let two = s
         .entries()
@@ -84,4 +87,22 @@ async fn duplicate_content_is_offered_once() {
     let entries = s.entries();
     assert_eq!(entries.len(), 1);
     assert_eq!(s.get(&entries[0].id).unwrap().name, "y.txt");
+}
+
+#[tokio::test]
+async fn the_data_dir_is_never_shared() {
+    let share = tempfile::tempdir().unwrap();
+    let data = share.path().join("state");
+    std::fs::create_dir_all(data.join("downloads")).unwrap();
+    std::fs::write(data.join("node.key"), b"private key").unwrap();
+    std::fs::write(data.join("downloads").join("got it.bin"), b"downloaded").unwrap();
+    std::fs::write(share.path().join("public.txt"), b"public").unwrap();
+    let relative_root = share.path().join(".");
+    let s = Arc::new(ShareStore::new(
+        vec![relative_root, data.join("downloads")],
+        vec![data.clone()],
+        data.join("hashcache.bin"),
+    ));
+    s.rescan().await;
+    assert_eq!(names(&s), vec!["got it.bin", "public.txt"]);
 }

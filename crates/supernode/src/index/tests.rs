@@ -11,7 +11,10 @@ fn entry(name: &str, content: &str) -> ShareEntry {
 }
 
 fn leaf(index: &mut Index, n: u8) -> LeafKey {
-    index.add_leaf(NodeId([n; 32]), SocketAddr::from(([127, 0, 0, 1], 1000 + n as u16)))
+    index.add_leaf(
+        NodeId([n; 32]),
+        SocketAddr::from(([127, 0, 0, 1], 1000 + n as u16)),
+    )
 }
 
 fn words(q: &str) -> Vec<String> {
@@ -41,7 +44,10 @@ fn and_search_is_case_insensitive() {
             .map(|h| h.name)
             .collect()
     };
-    assert_eq!(names("DAFT world"), vec!["Daft Punk - Around The World.mp3"]);
+    assert_eq!(
+        names("DAFT world"),
+        vec!["Daft Punk - Around The World.mp3"]
+    );
     assert_eq!(names("daft").len(), 2);
     assert_eq!(names("world").len(), 2);
     assert!(names("daft news").is_empty());
@@ -55,8 +61,10 @@ fn exact_id_and_providers_merge() {
     let a = leaf(&mut index, 1);
     let b = leaf(&mut index, 2);
     let e = entry("song.ogg", "same bytes");
-    index.register(a, &[e.clone()], 10).unwrap();
-    index.register(b, &[entry("other name.ogg", "same bytes")], 10).unwrap();
+    index.register(a, std::slice::from_ref(&e), 10).unwrap();
+    index
+        .register(b, &[entry("other name.ogg", "same bytes")], 10)
+        .unwrap();
     let hits = index.search(&[e.id.to_hex()], 10).unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].sources, 2);
@@ -71,7 +79,9 @@ fn removing_a_leaf_drops_its_entries() {
     let mut index = Index::new();
     let a = leaf(&mut index, 1);
     let b = leaf(&mut index, 2);
-    index.register(a, &[entry("x one", "1"), entry("x two", "2")], 10).unwrap();
+    index
+        .register(a, &[entry("x one", "1"), entry("x two", "2")], 10)
+        .unwrap();
     index.register(b, &[entry("x two", "2")], 10).unwrap();
     assert_eq!(index.remove_leaf(a), 2);
     let hits = index.search(&words("x"), 10).unwrap();
@@ -89,20 +99,34 @@ fn removing_a_leaf_drops_its_entries() {
 fn limits_refuse_the_whole_batch() {
     let mut index = Index::new();
     let a = leaf(&mut index, 1);
-    index.register(a, &[entry("a", "1"), entry("b", "2")], 3).unwrap();
+    index
+        .register(a, &[entry("a", "1"), entry("b", "2")], 3)
+        .unwrap();
     let err = index
         .register(a, &[entry("c", "3"), entry("d", "4")], 3)
         .unwrap_err();
-    assert_eq!(err, IndexError::TooManyEntries { would_have: 4, limit: 3 });
+    assert_eq!(
+        err,
+        IndexError::TooManyEntries {
+            would_have: 4,
+            limit: 3
+        }
+    );
     assert_eq!(index.leaf_entries(a), 2);
     // Re-registering known entries does not count twice.
-    assert_eq!(index.register(a, &[entry("a", "1"), entry("c", "3")], 3), Ok(3));
+    assert_eq!(
+        index.register(a, &[entry("a", "1"), entry("c", "3")], 3),
+        Ok(3)
+    );
     let long = "n".repeat(MAX_NAME_LEN + 1);
     assert_eq!(
         index.register(a, &[entry(&long, "9")], 100),
         Err(IndexError::NameTooLong(MAX_NAME_LEN + 1))
     );
-    assert_eq!(index.register(a, &[entry("...", "9")], 100), Err(IndexError::EmptyName));
+    assert_eq!(
+        index.register(a, &[entry("...", "9")], 100),
+        Err(IndexError::EmptyName)
+    );
 }
 
 #[test]

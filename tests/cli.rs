@@ -1,0 +1,176 @@
+//! The real `kazoo` binary, several processes on loopback: a supernode, a sharing leaf, and
+//! one-shot `search`/`get` commands that join as short-lived leaves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `kazoo` process, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kazoo(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kazoo"));
+    cmd.arg("--config").arg(config).args(args);
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    kazoo(config, args).output().expect("kazoo runs")
+}
+
+fn spawn(config: &Path) -> Proc {
+    let child = kazoo(config, &["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kazoo run starts");
+    Proc(child)
+}
+
+/// Runs `args` until `ok` accepts the output, failing after [`DEADLINE`].
+fn until(config: &Path, args: &[&str], ok: impl Fn(&Output) -> bool) -> Output {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = run(config, args);
+        if ok(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: kazoo {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn supernode_leaf_and_one_shot_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sn_cfg = write_config(
+        dir,
+        "sn",
+        "[node]\nrole = \"supernode\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"sn\"\n",
+    );
+    let _sn = spawn(&sn_cfg);
+    let status = until(&sn_cfg, &["status", "--json"], |o| o.status.success());
+    let status = json(&status);
+    assert_eq!(status["role"], "supernode");
+    assert_eq!(status["leaves"], 0);
+    let sn_id = status["node_id"].as_str().unwrap().to_owned();
+    let sn_addr = status["listen"].as_str().unwrap().to_owned();
+
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(shared.join("Hello World.ogg"), &content).unwrap();
+    let leaf_cfg = write_config(
+        dir,
+        "leaf",
+        &format!(
+            "[node]\nrole = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"leaf\"\n\
+             [share]\ndirs = [\"shared\"]\nrescan_secs = 1\n\
+             [network]\nbootstrap = [\"{sn_id}@{sn_addr}\"]\n"
+        ),
+    );
+    let _leaf = spawn(&leaf_cfg);
+    let leaf_status = until(&leaf_cfg, &["status", "--json"], |o| {
+        o.status.success() && json(o)["supernode"] == sn_id.as_str()
+    });
+    let leaf_status = json(&leaf_status);
+    assert_eq!(leaf_status["role"], "leaf");
+    assert_eq!(leaf_status["shared_files"], 1);
+
+    // kazoo hash prints what b3sum prints.
+    let file = shared.join("Hello World.ogg");
+    let hashed = run(&leaf_cfg, &["hash", file.to_str().unwrap()]);
+    assert!(hashed.status.success());
+    let expected = blake3::hash(&content).to_hex().to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&hashed.stdout),
+        format!("{expected}  {}\n", file.display())
+    );
+
+    // One-shot search and get from a config with no running node.
+    let getter_cfg = write_config(
+        dir,
+        "getter",
+        &format!(
+            "[node]\ndata_dir = \"getter\"\n[share]\ndownload_dir = \"got\"\n\
+             [network]\nbootstrap = [\"{sn_addr}\"]\n"
+        ),
+    );
+    let found = until(&getter_cfg, &["search", "--json", "hello", "WORLD"], |o| {
+        o.status.success() && !o.stdout.is_empty()
+    });
+    let hit = json(&found);
+    assert_eq!(hit["hash"], expected.as_str());
+    assert_eq!(hit["name"], "Hello World.ogg");
+    assert_eq!(hit["size"], content.len());
+    assert_eq!(hit["sources"], 1);
+    let table = run(&getter_cfg, &["search", "hello"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("Hello World.ogg"));
+
+    let got = run(&getter_cfg, &["get", "--json", &expected]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let report = json(&got);
+    assert_eq!(report["hash"], expected.as_str());
+    assert_eq!(report["bytes"], content.len());
+    assert!(report["seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(report["sources"][0]["node"], leaf_status["node_id"]);
+    assert_eq!(report["sources"][0]["bytes"], content.len());
+    let path = PathBuf::from(report["path"].as_str().unwrap());
+    assert_eq!(path, dir.join("got").join("Hello World.ogg"));
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+
+    let out = dir.join("copy.ogg");
+    let got = run(
+        &getter_cfg,
+        &["get", &expected, "-o", out.to_str().unwrap()],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+
+    // Errors are clear and the exit code says so.
+    let missing = blake3::hash(b"not shared anywhere").to_hex().to_string();
+    let failed = run(&getter_cfg, &["get", &missing]);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("no sources"));
+    let bad_cfg = write_config(dir, "bad", "[node]\nrolle = \"leaf\"\n");
+    let failed = run(&bad_cfg, &["status"]);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("rolle"));
+    let failed = run(&getter_cfg, &["status"]);
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("no kazoo node is running"));
+}
