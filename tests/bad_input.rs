@@ -15,8 +15,8 @@ use kazoo_common::ContentId;
 use kazoo_leaf::client::{self, RequestError};
 use kazoo_leaf::Node;
 
-/// Joins `sn` as a raw leaf (no node runtime), so the test can send anything.
-async fn raw_leaf(sn: &Node) -> (Link, quinn::Endpoint) {
+/// A bare QUIC endpoint with a fresh identity (no node runtime), so a test can send anything.
+fn raw_node() -> (Identity, quinn::Endpoint) {
     let identity = Identity::generate().unwrap();
     let endpoint = transport::endpoint(
         &identity,
@@ -24,25 +24,51 @@ async fn raw_leaf(sn: &Node) -> (Link, quinn::Endpoint) {
         Timeouts::default(),
     )
     .unwrap();
-    let hello = Hello {
+    (identity, endpoint)
+}
+
+fn hello(identity: &Identity, join: bool) -> Hello {
+    Hello {
         version: PROTOCOL_VERSION,
         node_id: identity.node_id(),
         role: Role::Leaf,
         listen_port: 0,
         capacity: 0,
-        join: true,
-    };
+        join,
+    }
+}
+
+/// Dials `node` from a raw endpoint.
+async fn raw_dial(
+    node: &Node,
+    join: bool,
+) -> (Result<Link, transport::TransportError>, quinn::Endpoint) {
+    let (identity, endpoint) = raw_node();
     let link = transport::dial(
         &endpoint,
         &identity,
-        sn.listen_addr(),
-        Some(sn.node_id()),
+        node.listen_addr(),
+        Some(node.node_id()),
         Timeouts::default(),
-        hello,
+        hello(&identity, join),
     )
-    .await
-    .expect("raw leaf joins");
+    .await;
     (link, endpoint)
+}
+
+/// Joins `sn` as a raw leaf.
+async fn raw_leaf(sn: &Node) -> (Link, quinn::Endpoint) {
+    let (link, endpoint) = raw_dial(sn, true).await;
+    (link.expect("raw leaf joins"), endpoint)
+}
+
+/// The refusal code `node` answers a join with.
+async fn join_refusal(node: &Node) -> ErrorCode {
+    match raw_dial(node, true).await.0 {
+        Err(transport::TransportError::Refused { code, .. }) => code,
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, got admitted"),
+    }
 }
 
 /// Sends raw bytes as a request and expects the supernode to close with PROTOCOL_VIOLATION.
@@ -187,27 +213,8 @@ async fn entry_and_name_limits_refuse_the_request_not_the_leaf() {
     assert_eq!(sn.status().index_entries, Some(5));
 
     // A connection that did not join may not use the index.
-    let plain = Identity::generate().unwrap();
-    let endpoint =
-        transport::endpoint(&plain, "127.0.0.1:0".parse().unwrap(), Timeouts::default()).unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        node_id: plain.node_id(),
-        role: Role::Leaf,
-        listen_port: 0,
-        capacity: 0,
-        join: false,
-    };
-    let stranger = transport::dial(
-        &endpoint,
-        &plain,
-        sn.listen_addr(),
-        None,
-        Timeouts::default(),
-        hello,
-    )
-    .await
-    .unwrap();
+    let (stranger, _stranger_endpoint) = raw_dial(&sn, false).await;
+    let stranger = stranger.unwrap();
     let err = client::call(
         &stranger.conn,
         &Request::Search {
@@ -238,60 +245,8 @@ async fn a_full_supernode_refuses_joins_and_a_leaf_cannot_be_joined() {
     config.supernode.max_leaves = 1;
     let sn = net.start(config).await;
     let first = net.leaf("first", &sn).await;
-    let (identity, endpoint) = {
-        let id = Identity::generate().unwrap();
-        let ep =
-            transport::endpoint(&id, "127.0.0.1:0".parse().unwrap(), Timeouts::default()).unwrap();
-        (id, ep)
-    };
-    let hello = |join| Hello {
-        version: PROTOCOL_VERSION,
-        node_id: identity.node_id(),
-        role: Role::Leaf,
-        listen_port: 0,
-        capacity: 0,
-        join,
-    };
-    let err = transport::dial(
-        &endpoint,
-        &identity,
-        sn.listen_addr(),
-        None,
-        Timeouts::default(),
-        hello(true),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            transport::TransportError::Refused {
-                code: ErrorCode::Busy,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = transport::dial(
-        &endpoint,
-        &identity,
-        first.listen_addr(),
-        None,
-        Timeouts::default(),
-        hello(true),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            transport::TransportError::Refused {
-                code: ErrorCode::NotSupernode,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(join_refusal(&sn).await, ErrorCode::Busy);
+    assert_eq!(join_refusal(&first).await, ErrorCode::NotSupernode);
     // The refused peer did not disturb the admitted leaf.
     assert_eq!(sn.status().leaves, Some(1));
     first.shutdown().await;

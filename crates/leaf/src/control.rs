@@ -113,6 +113,22 @@ pub enum ControlEvent {
     },
 }
 
+impl ControlEvent {
+    /// An `error` event.
+    pub fn failed(error: impl std::fmt::Display) -> Self {
+        ControlEvent::Error {
+            message: error.to_string(),
+        }
+    }
+}
+
+/// One JSON line.
+fn json_line(value: &impl Serialize) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 /// Path of the control socket for `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET)
@@ -167,9 +183,7 @@ pub async fn serve(
 }
 
 async fn send(out: &mut (impl AsyncWriteExt + Unpin), event: &ControlEvent) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    out.write_all(&line).await
+    out.write_all(&json_line(event)?).await
 }
 
 async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
@@ -198,15 +212,7 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
                     }
                     send(&mut write, &ControlEvent::End).await
                 }
-                Err(e) => {
-                    send(
-                        &mut write,
-                        &ControlEvent::Error {
-                            message: e.to_string(),
-                        },
-                    )
-                    .await
-                }
+                Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
             }
         }
         ControlRequest::Get { hash, out } => {
@@ -227,15 +233,7 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
             };
             match result {
                 Ok(report) => send(&mut write, &ControlEvent::Done { report }).await,
-                Err(e) => {
-                    send(
-                        &mut write,
-                        &ControlEvent::Error {
-                            message: e.to_string(),
-                        },
-                    )
-                    .await
-                }
+                Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
             }
         }
     }
@@ -251,9 +249,7 @@ pub async fn request(
     let stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
     let result = async {
         let (read, mut write) = stream.into_split();
-        let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        write.write_all(&line).await?;
+        write.write_all(&json_line(request)?).await?;
         let mut lines = BufReader::new(read).lines();
         while let Some(line) = lines.next_line().await? {
             let event: ControlEvent = serde_json::from_str(&line).map_err(std::io::Error::other)?;
