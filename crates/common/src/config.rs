@@ -11,6 +11,7 @@
 //! dirs = ["~/Music"]
 //! download_dir = "~/.local/share/kazoo/downloads"
 //! rescan_secs = 2
+//! upload_rate_kib = 0           # 0 = unlimited
 //!
 //! [network]
 //! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@198.51.100.2:4710"]
@@ -128,6 +129,8 @@ pub struct ShareConfig {
     /// Seconds between checks of the share dirs for added, removed or changed files.
     /// Default 2; range 1–3600.
     pub rescan_secs: u64,
+    /// Upload rate cap for the whole node, in KiB/s; 0 (default) means unlimited.
+    pub upload_rate_kib: u64,
 }
 
 impl Default for ShareConfig {
@@ -136,6 +139,7 @@ impl Default for ShareConfig {
             dirs: Vec::new(),
             download_dir: None,
             rescan_secs: 2,
+            upload_rate_kib: 0,
         }
     }
 }

@@ -8,11 +8,14 @@
 //!    from the `.part` file on resume). Scheduling is in [`scheduler`].
 //! 4. Each source has [`SLOTS_PER_SOURCE`] requests in flight; total piece memory is bounded
 //!    by [`MAX_INFLIGHT_BYTES`]. A piece that fails verification is re-fetched elsewhere and
-//!    its source dropped for this download; a source that errors gives its pieces back.
+//!    its source dropped (banned) for this download; a source that errors or times out gives
+//!    its pieces back. Every [`REFRESH_INTERVAL`], and when every source is gone, the network
+//!    is asked for sources again and new ones join (at most [`MAX_SOURCES`] at once).
 //! 5. When every piece is verified the `.part` file is renamed into place.
 
 pub mod scheduler;
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -25,6 +28,7 @@ use kazoo_common::{ContentId, NodeId};
 use quinn::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::client::{self, RequestError};
 use crate::names::{safe_file_name, unused_path};
@@ -36,6 +40,10 @@ pub const SLOTS_PER_SOURCE: usize = 4;
 pub const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
 /// A piece request that takes longer than this drops its source.
 pub const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most sources one download uses at once.
+pub const MAX_SOURCES: usize = 32;
+/// How often the network is asked for new sources while a download runs.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Granularity of reads from a piece stream (and of endgame cancellation checks).
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -144,16 +152,19 @@ pub struct Report {
     pub bad_pieces: u32,
 }
 
-/// Opens connections to sources; implemented by the node runtime.
-pub trait Dialer: Send + Sync {
+/// What the downloader needs from the network; implemented by the node runtime.
+pub trait Network: Send + Sync {
     /// Connects to `provider`, pinning its node id.
-    fn dial(
-        &self,
-        provider: Provider,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, String>> + Send + '_>>;
+    fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<Connection, String>>;
+    /// The current sources of `id` (asked again during the download).
+    fn sources(&self, id: ContentId) -> BoxFuture<'_, Vec<Provider>>;
 }
 
+/// A boxed future, for the object-safe [`Network`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 struct Source {
+    index: usize,
     node: NodeId,
     conn: Connection,
     bytes: AtomicU64,
@@ -171,6 +182,19 @@ impl Source {
             *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }
     }
+
+    fn report(&self) -> SourceReport {
+        SourceReport {
+            node: self.node,
+            bytes: self.bytes.load(Ordering::SeqCst),
+            bad_pieces: self.bad.load(Ordering::SeqCst),
+            dropped: self
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
 }
 
 struct Ctx {
@@ -183,7 +207,7 @@ struct Ctx {
     memory: Semaphore,
     bytes_done: AtomicU64,
     progress: watch::Sender<Progress>,
-    sources: Vec<Source>,
+    sources: Mutex<Vec<Arc<Source>>>,
 }
 
 impl Ctx {
@@ -191,9 +215,16 @@ impl Ctx {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn sources(&self) -> Vec<Arc<Source>> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn publish(&self) {
         let active = self
-            .sources
+            .sources()
             .iter()
             .filter(|s| !s.dead.load(Ordering::SeqCst))
             .count();
@@ -203,23 +234,36 @@ impl Ctx {
             sources_active: active,
         });
     }
+
+    /// Adds a connected source and starts its request slots.
+    fn add_source(self: &Arc<Self>, node: NodeId, conn: Connection, slots: &mut JoinSet<()>) {
+        let index = self.sched().add_source();
+        let source = Arc::new(Source {
+            index,
+            node,
+            conn,
+            bytes: AtomicU64::new(0),
+            bad: AtomicU32::new(0),
+            dead: AtomicBool::new(false),
+            dropped: Mutex::new(None),
+        });
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&source));
+        for _ in 0..SLOTS_PER_SOURCE {
+            slots.spawn(slot(Arc::clone(self), Arc::clone(&source)));
+        }
+        self.publish();
+    }
 }
 
-/// Runs a download to completion.
-pub async fn run(
-    dialer: &dyn Dialer,
-    job: Job,
-    progress: watch::Sender<Progress>,
-) -> Result<(Report, Manifest), DownloadError> {
-    let started = Instant::now();
-    if job.sources.is_empty() {
-        return Err(DownloadError::NoSources(job.id));
-    }
+/// Dials every provider at once; returns those that answered.
+async fn dial_all(network: &dyn Network, providers: Vec<Provider>) -> Vec<(Provider, Connection)> {
+    let dials = providers
+        .into_iter()
+        .map(|p| async move { (p, network.dial(p).await) });
     let mut connected = Vec::new();
-    let dials = job
-        .sources
-        .iter()
-        .map(|p| async move { (*p, dialer.dial(*p).await) });
     for (provider, result) in futures_util::future::join_all(dials).await {
         match result {
             Ok(conn) => connected.push((provider, conn)),
@@ -228,10 +272,66 @@ pub async fn run(
             }
         }
     }
+    connected
+}
+
+/// Asks the network for sources again and starts the new ones (not live, not banned: a
+/// source that sent a bad piece or manifest is banned for the rest of this download).
+/// Returns how many were added.
+async fn refresh(
+    network: &dyn Network,
+    ctx: &Arc<Ctx>,
+    banned: &mut HashSet<NodeId>,
+    slots: &mut JoinSet<()>,
+) -> usize {
+    for source in ctx.sources() {
+        if source.bad.load(Ordering::SeqCst) > 0 {
+            banned.insert(source.node);
+        }
+    }
+    let live: HashSet<NodeId> = ctx
+        .sources()
+        .iter()
+        .filter(|s| !s.dead.load(Ordering::SeqCst))
+        .map(|s| s.node)
+        .collect();
+    let room = MAX_SOURCES.saturating_sub(live.len());
+    let fresh: Vec<Provider> = network
+        .sources(ctx.id)
+        .await
+        .into_iter()
+        .filter(|p| !banned.contains(&p.node) && !live.contains(&p.node))
+        .take(room)
+        .collect();
+    if fresh.is_empty() {
+        return 0;
+    }
+    let connected = dial_all(network, fresh).await;
+    let added = connected.len();
+    for (provider, conn) in connected {
+        tracing::info!(source = %provider.node.short(), "new source joins the download");
+        ctx.add_source(provider.node, conn, slots);
+    }
+    added
+}
+
+/// Runs a download to completion; returns its report and the verified manifest.
+pub async fn run(
+    network: &dyn Network,
+    job: Job,
+    progress: watch::Sender<Progress>,
+) -> Result<(Report, Manifest), DownloadError> {
+    let started = Instant::now();
+    if job.sources.is_empty() {
+        return Err(DownloadError::NoSources(job.id));
+    }
+    let tried = job.sources.len();
+    let connected = dial_all(network, job.sources.into_iter().take(MAX_SOURCES).collect()).await;
     if connected.is_empty() {
-        return Err(DownloadError::Unreachable(job.sources.len()));
+        return Err(DownloadError::Unreachable(tried));
     }
     let mut reports: Vec<SourceReport> = Vec::new();
+    let mut banned = HashSet::new();
     let mut manifest = None;
     let mut usable = Vec::new();
     for (provider, conn) in connected {
@@ -241,6 +341,7 @@ pub async fn run(
                 Ok(Response::Manifest(_)) => {
                     tracing::warn!(source = %provider.node.short(), "manifest does not match the content id; dropping source");
                     conn.close(CloseCode::NORMAL.into(), b"bad manifest");
+                    banned.insert(provider.node);
                     reports.push(SourceReport {
                         node: provider.node,
                         bytes: 0,
@@ -272,57 +373,63 @@ pub async fn run(
         .filter(|(_, d)| **d)
         .map(|(i, _)| manifest.piece_range(i as u64).1)
         .sum();
-    let mut sched = Scheduler::new(pieces, &done);
-    let sources: Vec<Source> = usable
-        .into_iter()
-        .map(|(provider, conn)| {
-            sched.add_source();
-            Source {
-                node: provider.node,
-                conn,
-                bytes: AtomicU64::new(0),
-                bad: AtomicU32::new(0),
-                dead: AtomicBool::new(false),
-                dropped: Mutex::new(None),
-            }
-        })
-        .collect();
+    if resumed_bytes > 0 {
+        tracing::info!(id = %job.id, resumed_bytes, "resuming download");
+    }
     let inflight_pieces = (MAX_INFLIGHT_BYTES / manifest.piece_size).max(2) as usize;
     let ctx = Arc::new(Ctx {
         id: job.id,
         part,
         have: Mutex::new(have),
-        sched: Mutex::new(sched),
+        sched: Mutex::new(Scheduler::new(pieces, &done)),
         wake: Notify::new(),
         memory: Semaphore::new(inflight_pieces),
         bytes_done: AtomicU64::new(resumed_bytes),
         progress,
-        sources,
+        sources: Mutex::new(Vec::new()),
         manifest,
     });
-    ctx.publish();
-    let mut slots = tokio::task::JoinSet::new();
-    for source in 0..ctx.sources.len() {
-        for _ in 0..SLOTS_PER_SOURCE {
-            slots.spawn(slot(Arc::clone(&ctx), source));
+    let mut slots = JoinSet::new();
+    for (provider, conn) in usable {
+        ctx.add_source(provider.node, conn, &mut slots);
+    }
+    let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+    tick.reset();
+    loop {
+        tokio::select! {
+            joined = slots.join_next() => {
+                if joined.is_some() {
+                    continue;
+                }
+                // Every slot has ended: finished, or every source is gone.
+                if ctx.sched().remaining() == 0 {
+                    break;
+                }
+                if refresh(network, &ctx, &mut banned, &mut slots).await == 0 {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                if ctx.sched().remaining() > 0 {
+                    refresh(network, &ctx, &mut banned, &mut slots).await;
+                }
+            }
         }
     }
-    while slots.join_next().await.is_some() {}
     let missing = ctx.sched().remaining();
-    for source in &ctx.sources {
+    for source in ctx.sources() {
         source
             .conn
             .close(CloseCode::NORMAL.into(), b"download over");
-        reports.push(SourceReport {
-            node: source.node,
-            bytes: source.bytes.load(Ordering::SeqCst),
-            bad_pieces: source.bad.load(Ordering::SeqCst),
-            dropped: source
-                .dropped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        });
+        let report = source.report();
+        match reports.iter_mut().find(|r| r.node == report.node) {
+            Some(merged) => {
+                merged.bytes += report.bytes;
+                merged.bad_pieces += report.bad_pieces;
+                merged.dropped = merged.dropped.take().or(report.dropped);
+            }
+            None => reports.push(report),
+        }
     }
     if missing > 0 {
         return Err(DownloadError::Incomplete {
@@ -479,8 +586,8 @@ async fn fetch(ctx: &Ctx, conn: &Connection, piece: u32) -> Result<Fetched, Requ
     Ok(Fetched::Data(buf))
 }
 
-async fn slot(ctx: Arc<Ctx>, source: usize) {
-    let src = &ctx.sources[source];
+async fn slot(ctx: Arc<Ctx>, src: Arc<Source>) {
+    let source = src.index;
     loop {
         if src.dead.load(Ordering::SeqCst) {
             ctx.sched().drop_source(source);

@@ -193,7 +193,7 @@ impl Node {
             endpoint,
             listen,
             timeouts: options.timeouts,
-            uploads: Uploads::new(Arc::clone(&shares)),
+            uploads: Uploads::new(Arc::clone(&shares), config.share.upload_rate_kib),
             shares,
             role: RwLock::new(RoleState {
                 role: Role::Leaf,
@@ -401,6 +401,20 @@ impl Node {
         Ok(hits)
     }
 
+    /// The name and sources (other than this node) of `id`, found by an exact-id search.
+    async fn providers(&self, id: ContentId) -> Result<(String, Vec<Provider>), NodeError> {
+        let hits = self.search(&[id.to_hex()], 1).await?;
+        let me = self.node_id();
+        Ok(hits
+            .into_iter()
+            .find(|h| h.id == id)
+            .map(|h| {
+                let sources = h.providers.into_iter().filter(|p| p.node != me).collect();
+                (h.name, sources)
+            })
+            .unwrap_or_default())
+    }
+
     /// Downloads `id` to `destination` (or the download folder), publishing progress.
     pub async fn get(
         &self,
@@ -408,16 +422,7 @@ impl Node {
         output: Option<PathBuf>,
         progress: watch::Sender<Progress>,
     ) -> Result<Report, NodeError> {
-        let hits = self.search(&[id.to_hex()], 1).await?;
-        let hit = hits.into_iter().find(|h| h.id == id);
-        let name = hit.as_ref().map(|h| h.name.clone()).unwrap_or_default();
-        let me = self.node_id();
-        let sources: Vec<Provider> = hit
-            .map(|h| h.providers)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| p.node != me)
-            .collect();
+        let (name, sources) = self.providers(id).await?;
         let destination = match output {
             Some(path) => Destination::Path(path),
             None => Destination::Folder {
@@ -495,18 +500,18 @@ fn hello(inner: &Inner, join: bool) -> Hello {
     }
 }
 
-impl download::Dialer for Node {
-    fn dial(
-        &self,
-        provider: Provider,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Connection, String>> + Send + '_>>
-    {
+impl download::Network for Node {
+    fn dial(&self, provider: Provider) -> download::BoxFuture<'_, Result<Connection, String>> {
         Box::pin(async move {
             Node::dial(self, provider.addr, Some(provider.node), false)
                 .await
                 .map(|link| link.conn)
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn sources(&self, id: ContentId) -> download::BoxFuture<'_, Vec<Provider>> {
+        Box::pin(async move { self.providers(id).await.unwrap_or_default().1 })
     }
 }
 

@@ -1,8 +1,10 @@
 //! Serving shared files to other nodes: manifests and pieces.
 //!
 //! Piece reads are bounded by a node-wide semaphore ([`MAX_CONCURRENT_UPLOADS`] pieces in
-//! memory at once); per-connection concurrency is bounded by QUIC stream credit
-//! ([`kazoo_common::wire::MAX_CONCURRENT_STREAMS`]). Before each piece the file's size and
+//! memory at once) and per peer connection ([`MAX_UPLOADS_PER_PEER`]), so one greedy
+//! downloader cannot take every slot; request streams per connection are bounded by QUIC
+//! stream credit ([`kazoo_common::wire::MAX_CONCURRENT_STREAMS`]). An optional node-wide
+//! rate cap (`share.upload_rate_kib`) paces piece data. Before each piece the file's size and
 //! mtime are checked against what was hashed: a file changed on disk is not served (the
 //! downloader would reject it anyway) and is dropped from the share list for re-hashing.
 
@@ -18,6 +20,48 @@ use crate::share::ShareStore;
 
 /// Most piece uploads in progress at once on this node.
 pub const MAX_CONCURRENT_UPLOADS: usize = 32;
+/// Most piece uploads in progress at once for one peer connection.
+pub const MAX_UPLOADS_PER_PEER: usize = 8;
+/// Granularity of rate-capped sending.
+const PACE_CHUNK: usize = 64 * 1024;
+
+/// A token bucket: `rate` bytes per second, bursts up to one second's worth.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimit {
+    /// A limit of `bytes_per_sec` (must be > 0).
+    pub fn new(bytes_per_sec: u64) -> Self {
+        RateLimit {
+            rate: bytes_per_sec as f64,
+            state: std::sync::Mutex::new((0.0, std::time::Instant::now())),
+        }
+    }
+
+    /// Waits until `bytes` may be sent.
+    pub async fn take(&self, bytes: usize) {
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            let (tokens, last) = *state;
+            let refilled =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+            let left = refilled - bytes as f64;
+            *state = (left, now);
+            if left >= 0.0 {
+                None
+            } else {
+                Some(std::time::Duration::from_secs_f64(-left / self.rate))
+            }
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
 
 /// Errors while answering (the stream is dropped; the connection lives on).
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +79,16 @@ pub enum ServeError {
 pub struct Uploads {
     shares: Arc<ShareStore>,
     slots: Semaphore,
+    limit: Option<RateLimit>,
 }
 
 impl Uploads {
-    /// A server over `shares`.
-    pub fn new(shares: Arc<ShareStore>) -> Self {
+    /// A server over `shares`, capped at `rate_kib` KiB/s (0: unlimited).
+    pub fn new(shares: Arc<ShareStore>, rate_kib: u64) -> Self {
         Uploads {
             shares,
             slots: Semaphore::new(MAX_CONCURRENT_UPLOADS),
+            limit: (rate_kib > 0).then(|| RateLimit::new(rate_kib * 1024)),
         }
     }
 
@@ -56,11 +102,12 @@ impl Uploads {
         Ok(())
     }
 
-    /// Answers `GetPiece`.
+    /// Answers `GetPiece`; `peer_slots` bounds this peer's concurrent uploads.
     pub async fn piece(
         &self,
         id: &ContentId,
         index: u32,
+        peer_slots: &Semaphore,
         send: &mut SendStream,
     ) -> Result<(), ServeError> {
         let Some(file) = self.shares.get(id) else {
@@ -72,6 +119,9 @@ impl Uploads {
             let answer = Response::error(ErrorCode::BadRequest, format!("no piece {index}"));
             return Ok(wire::write_frame(send, &answer).await?);
         }
+        let Ok(_peer_permit) = peer_slots.acquire().await else {
+            return Ok(());
+        };
         let Ok(_permit) = self.slots.acquire().await else {
             return Ok(());
         };
@@ -93,7 +143,15 @@ impl Uploads {
         match data {
             Ok(data) => {
                 wire::write_frame(send, &Response::Piece { len }).await?;
-                send.write_all(&data).await?;
+                match &self.limit {
+                    None => send.write_all(&data).await?,
+                    Some(limit) => {
+                        for chunk in data.chunks(PACE_CHUNK) {
+                            limit.take(chunk.len()).await;
+                            send.write_all(chunk).await?;
+                        }
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(path = %file.path.display(), error = %e, "cannot serve piece");

@@ -11,6 +11,9 @@ use kazoo_common::wire::{self, CloseCode, ErrorCode, FrameError, Request, Respon
 use kazoo_common::NodeId;
 use kazoo_supernode::{Admission, LeafKey, Supernode};
 use quinn::{RecvStream, SendStream};
+use tokio::sync::Semaphore;
+
+use crate::serve::MAX_UPLOADS_PER_PEER;
 
 use super::{hello, Inner, MAX_DOWNLOADER_CONNECTIONS};
 
@@ -115,6 +118,7 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
             );
         }
     });
+    let peer_slots = Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER));
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -126,8 +130,9 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         let inner = Arc::clone(inner);
         let conn = conn.clone();
         let leaf = leaf.cloned();
+        let peer_slots = Arc::clone(&peer_slots);
         tokio::spawn(async move {
-            match serve_stream(&inner, peer, send, recv, leaf.as_ref()).await {
+            match serve_stream(&inner, peer, &peer_slots, send, recv, leaf.as_ref()).await {
                 Ok(()) => {}
                 Err(StreamError::Violation(reason)) => {
                     tracing::warn!(peer = %peer.short(), remote = %conn.remote_address(), %reason, "protocol violation; closing connection");
@@ -162,6 +167,7 @@ impl From<FrameError> for StreamError {
 async fn serve_stream(
     inner: &Inner,
     peer: NodeId,
+    peer_slots: &Semaphore,
     mut send: SendStream,
     mut recv: RecvStream,
     leaf: Option<&(Arc<Supernode>, LeafKey)>,
@@ -177,7 +183,7 @@ async fn serve_stream(
             .map_err(|e| StreamError::Stream(e.to_string()))?,
         Request::GetPiece { id, index } => inner
             .uploads
-            .piece(id, *index, &mut send)
+            .piece(id, *index, peer_slots, &mut send)
             .await
             .map_err(|e| StreamError::Stream(e.to_string()))?,
         Request::Register { .. }
