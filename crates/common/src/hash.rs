@@ -126,14 +126,48 @@ impl Manifest {
 
     /// Checks the bytes of piece `index` against this (already verified) manifest and `id`.
     pub fn verify_piece(&self, id: &ContentId, index: u64, data: &[u8]) -> bool {
-        let (offset, len) = self.piece_range(index);
-        if index >= self.pieces().max(1) || data.len() as u64 != len {
+        let (_, len) = self.piece_range(index);
+        if data.len() as u64 != len {
             return false;
         }
-        if self.cvs.is_empty() {
-            return ContentId::from(blake3::hash(data)) == *id;
+        let mut verifier = self.piece_verifier(index);
+        verifier.update(data);
+        verifier.verify(self, id)
+    }
+
+    /// An incremental checker for piece `index`: feed it the piece's bytes as they arrive.
+    pub fn piece_verifier(&self, index: u64) -> PieceVerifier {
+        let mut hasher = blake3::Hasher::new();
+        if !self.cvs.is_empty() {
+            hasher.set_input_offset(index * self.piece_size);
         }
-        piece_cv(offset, data) == self.cvs[index as usize]
+        PieceVerifier { hasher, index }
+    }
+}
+
+/// Hashes one piece incrementally; see [`Manifest::piece_verifier`].
+#[derive(Clone, Debug)]
+pub struct PieceVerifier {
+    hasher: blake3::Hasher,
+    index: u64,
+}
+
+impl PieceVerifier {
+    /// Feeds the next bytes of the piece.
+    pub fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+    }
+
+    /// Whether the bytes fed so far are exactly the piece (length included).
+    pub fn verify(&self, manifest: &Manifest, id: &ContentId) -> bool {
+        let (_, len) = manifest.piece_range(self.index);
+        if self.index >= manifest.pieces().max(1) || self.hasher.count() != len {
+            return false;
+        }
+        if manifest.cvs.is_empty() {
+            return ContentId::from(self.hasher.finalize()) == *id;
+        }
+        self.hasher.finalize_non_root() == manifest.cvs[self.index as usize]
     }
 }
 
@@ -157,14 +191,6 @@ fn merge_span(cvs: &[ChainingValue]) -> ChainingValue {
     }
     let (left, right) = split(cvs);
     merge_subtrees_non_root(&merge_span(left), &merge_span(right), Mode::Hash)
-}
-
-/// Chaining value of a piece starting at byte `offset` of its file (non-root).
-pub fn piece_cv(offset: u64, data: &[u8]) -> ChainingValue {
-    let mut hasher = blake3::Hasher::new();
-    hasher.set_input_offset(offset);
-    hasher.update(data);
-    hasher.finalize_non_root()
 }
 
 /// Hashes a whole input of `size` bytes: its content id and manifest in one pass.

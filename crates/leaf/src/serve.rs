@@ -143,14 +143,18 @@ impl Uploads {
         match data {
             Ok(data) => {
                 wire::write_frame(send, &Response::Piece { len }).await?;
-                match &self.limit {
-                    None => send.write_all(&data).await?,
-                    Some(limit) => {
-                        for chunk in data.chunks(PACE_CHUNK) {
+                let mut data = bytes::Bytes::from(data);
+                while !data.is_empty() {
+                    let chunk = match &self.limit {
+                        None => data.split_to(data.len()),
+                        Some(limit) => {
+                            let chunk = data.split_to(data.len().min(PACE_CHUNK));
                             limit.take(chunk.len()).await;
-                            send.write_all(chunk).await?;
+                            chunk
                         }
-                    }
+                    };
+                    // Hands the buffer to quinn without copying it.
+                    send.write_chunk(chunk).await?;
                 }
             }
             Err(e) => {
