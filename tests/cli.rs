@@ -98,7 +98,7 @@ fn supernode_leaf_and_one_shot_commands() {
     );
     let _leaf = spawn(&leaf_cfg);
     let leaf_status = until(&leaf_cfg, &["status", "--json"], |o| {
-        o.status.success() && json(o)["supernode"] == sn_id.as_str()
+        o.status.success() && json(o)["supernode"] == sn_id.as_str() && json(o)["shared_files"] == 1
     });
     let leaf_status = json(&leaf_status);
     assert_eq!(leaf_status["role"], "leaf");

@@ -92,13 +92,14 @@ impl Manifest {
         )
     }
 
-    /// Checks the manifest's shape and that its CVs hash to `id`.
+    /// Checks the manifest's shape and that its CVs hash to `id`. The size itself is only
+    /// proven piece by piece (a CV commits to its piece's length), so a downloader also
+    /// compares it with the size the index reported.
     pub fn verify(&self, id: &ContentId) -> Result<(), HashError> {
-        if !self.piece_size.is_power_of_two()
-            || self.piece_size < MIN_PIECE_SIZE
-            || self.piece_size > MAX_PIECE_SIZE
-        {
-            return Err(HashError::Malformed("piece size"));
+        if self.piece_size != piece_size_for(self.size) || self.piece_size > MAX_PIECE_SIZE {
+            return Err(HashError::Malformed(
+                "piece size does not follow from the file size",
+            ));
         }
         let n = self.pieces();
         if n > MAX_PIECES {

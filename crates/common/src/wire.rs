@@ -2,8 +2,10 @@
 //!
 //! # Transport
 //! QUIC with mutual TLS 1.3 (see [`crate::tls`]), ALPN [`ALPN`] (`kazoo/1`). A node id is the
-//! ed25519 key in the peer's certificate. One QUIC connection serves both directions of
-//! requests, but only the dialler speaks first.
+//! ed25519 key in the peer's certificate. Requests flow from the dialler to the acceptor only
+//! (a node that wants something from a peer dials it). A future incompatible protocol gets a
+//! new ALPN, so it fails the TLS handshake; the `version` in `Hello` tells revisions that
+//! share an ALPN apart.
 //!
 //! # Framing
 //! Every message is a *frame*: a 4-byte big-endian length `L` followed by `L` bytes of
@@ -20,9 +22,9 @@
 //! * when `join` is set: it is a supernode with room for another leaf (else
 //!   [`ErrorCode::NotSupernode`] / [`ErrorCode::Busy`]).
 //!
-//! The dialler checks the same of the reply. The handshake stream then stays open as the
-//! *control stream* for the life of the connection; when either side finishes it the
-//! connection is over.
+//! The dialler checks version and identity of the reply. The handshake stream then stays
+//! open as the *control stream* for the life of the connection. In version 1 nothing travels
+//! on it from dialler to acceptor: a byte there is a protocol violation.
 //!
 //! # Requests
 //! After the handshake the dialler opens one bidirectional stream per [`Request`], sends the
@@ -38,14 +40,16 @@
 //! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
 //!
 //! Any request may instead be answered by [`Response::Error`]. At most
-//! [`MAX_CONCURRENT_STREAMS`] requests may be open at once on one connection (enforced by
-//! QUIC stream credit).
+//! [`MAX_CONCURRENT_STREAMS`] streams, the control stream included, may be open at once on
+//! one connection (enforced by QUIC stream credit). A request must arrive within 10 s of its
+//! stream opening, and an answer frame within 10 s of the request.
 //!
 //! # Limits
 //! | limit | value | on violation |
 //! |---|---|---|
 //! | frame size | [`MAX_FRAME`] | connection closed, [`CloseCode::PROTOCOL_VIOLATION`] |
 //! | name length (UTF-8 bytes) | [`MAX_NAME_LEN`] | request refused, [`ErrorCode::NameTooLong`] |
+//! | name with no searchable word | — | request refused, [`ErrorCode::BadRequest`] |
 //! | entries per `Register` frame | [`MAX_BATCH`] | request refused, [`ErrorCode::BadRequest`] |
 //! | entries per leaf | [`MAX_ENTRIES_PER_LEAF`] (SN config may lower it) | request refused, [`ErrorCode::TooManyEntries`] |
 //! | words per query / query bytes | [`MAX_QUERY_WORDS`] / [`MAX_QUERY_LEN`] | request refused, [`ErrorCode::BadRequest`] |
@@ -54,9 +58,11 @@
 //! | pieces per manifest | [`crate::hash::MAX_PIECES`] | manifest rejected |
 //! | concurrent requests per connection | [`MAX_CONCURRENT_STREAMS`] | QUIC flow control |
 //!
-//! A frame that does not decode, or names a message kind this version does not know, is a
-//! protocol violation: the connection is closed with [`CloseCode::PROTOCOL_VIOLATION`] and a
-//! log line naming the peer and the reason. Nothing reachable from the network panics.
+//! A request frame that does not decode, or names a message kind this version does not know,
+//! is a protocol violation: the acceptor closes the connection with
+//! [`CloseCode::PROTOCOL_VIOLATION`] and logs the peer and the reason. A dialler that gets an
+//! answer it cannot use drops that peer (for a download: bans it). Nothing reachable from the
+//! network panics.
 //!
 //! # Close codes
 //! See [`CloseCode`]: `0` normal, `1` version mismatch, `2` protocol violation, `3` identity
@@ -385,8 +391,12 @@ pub async fn read_frame_bytes(
     if len > max {
         return Err(FrameError::Oversized { len, max });
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body).await?;
+    // Grows with the data that actually arrives: a length prefix alone reserves nothing.
+    let mut body = Vec::new();
+    input.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() != len {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(body)
 }
 

@@ -1,5 +1,7 @@
 //! Requests over an established connection: one bidirectional stream per request.
 
+use std::time::Duration;
+
 use kazoo_common::wire::{self, FrameError, Request, Response};
 use quinn::{Connection, RecvStream};
 
@@ -48,9 +50,16 @@ pub async fn send(conn: &Connection, request: &Request) -> Result<RecvStream, Re
     Ok(recv)
 }
 
-/// Reads one answer frame, turning [`Response::Error`] into [`RequestError::Remote`].
+/// How long a peer may take to send an answer frame.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads one answer frame (within [`ANSWER_TIMEOUT`]), turning [`Response::Error`] into
+/// [`RequestError::Remote`].
 pub async fn read_answer(recv: &mut RecvStream) -> Result<Response, RequestError> {
-    match wire::read_frame::<Response>(recv).await? {
+    let frame = tokio::time::timeout(ANSWER_TIMEOUT, wire::read_frame::<Response>(recv))
+        .await
+        .map_err(|_| RequestError::Timeout)??;
+    match frame {
         Response::Error { code, message } => Err(RequestError::Remote { code, message }),
         other => Ok(other),
     }

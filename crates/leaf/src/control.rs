@@ -166,6 +166,8 @@ pub async fn serve(
     Ok(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors or similar: do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let Ok(permit) = std::sync::Arc::clone(&clients).acquire_owned().await else {

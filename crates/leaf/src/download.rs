@@ -15,7 +15,7 @@
 
 pub mod scheduler;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -42,6 +42,8 @@ pub const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
 pub const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most sources one download uses at once.
 pub const MAX_SOURCES: usize = 32;
+/// Connections to one source that may fail before it is banned from the download.
+pub const MAX_FAILURES: usize = 3;
 /// How often the network is asked for new sources while a download runs.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Step of incremental piece hashing (and of endgame cancellation checks).
@@ -85,15 +87,10 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DownloadErro
 /// Where the finished file goes.
 #[derive(Clone, Debug)]
 pub enum Destination {
-    /// Exactly this path (`-o PATH`; a directory gets the safe name inside it).
+    /// Exactly this path (`-o PATH`); an existing directory gets a fresh safe name inside.
     Path(PathBuf),
-    /// A fresh name in this folder, from the (untrusted) name the network gave.
-    Folder {
-        /// The download folder.
-        dir: PathBuf,
-        /// The name offered by the network.
-        name: String,
-    },
+    /// A fresh safe name in this folder (the download folder).
+    Folder(PathBuf),
 }
 
 /// A download to run.
@@ -101,6 +98,10 @@ pub enum Destination {
 pub struct Job {
     /// Content id.
     pub id: ContentId,
+    /// The name the network offered (untrusted; made safe before use).
+    pub name: String,
+    /// The size the network reported, if known; a manifest must agree with it.
+    pub size: Option<u64>,
     /// Sources.
     pub sources: Vec<Provider>,
     /// Where the finished file goes.
@@ -276,7 +277,8 @@ async fn dial_all(network: &dyn Network, providers: Vec<Provider>) -> Vec<(Provi
 }
 
 /// Asks the network for sources again and starts the new ones (not live, not banned: a
-/// source that sent a bad piece or manifest is banned for the rest of this download).
+/// source that sent a bad piece or manifest, or failed [`MAX_FAILURES`] times, is banned for
+/// the rest of this download).
 /// Returns how many were added.
 async fn refresh(
     network: &dyn Network,
@@ -284,11 +286,21 @@ async fn refresh(
     banned: &mut HashSet<NodeId>,
     slots: &mut JoinSet<()>,
 ) -> usize {
+    let mut failures: HashMap<NodeId, usize> = HashMap::new();
     for source in ctx.sources() {
+        if source.dead.load(Ordering::SeqCst) {
+            *failures.entry(source.node).or_default() += 1;
+        }
         if source.bad.load(Ordering::SeqCst) > 0 {
             banned.insert(source.node);
         }
     }
+    banned.extend(
+        failures
+            .into_iter()
+            .filter(|(_, n)| *n >= MAX_FAILURES)
+            .map(|(node, _)| node),
+    );
     let live: HashSet<NodeId> = ctx
         .sources()
         .iter()
@@ -337,7 +349,11 @@ pub async fn run(
     for (provider, conn) in connected {
         if manifest.is_none() {
             match client::call(&conn, &Request::GetManifest { id: job.id }).await {
-                Ok(Response::Manifest(m)) if m.verify(&job.id).is_ok() => manifest = Some(m),
+                Ok(Response::Manifest(m))
+                    if m.verify(&job.id).is_ok() && job.size.is_none_or(|s| s == m.size) =>
+                {
+                    manifest = Some(m)
+                }
                 Ok(Response::Manifest(_)) => {
                     tracing::warn!(source = %provider.node.short(), "manifest does not match the content id; dropping source");
                     conn.close(CloseCode::NORMAL.into(), b"bad manifest");
@@ -351,7 +367,8 @@ pub async fn run(
                     continue;
                 }
                 Ok(other) => {
-                    tracing::warn!(source = %provider.node.short(), answer = ?other, "unexpected answer to GetManifest")
+                    tracing::warn!(source = %provider.node.short(), answer = ?other, "unexpected answer to GetManifest");
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(source = %provider.node.short(), error = %e, "no manifest from source");
@@ -440,7 +457,7 @@ pub async fn run(
     ctx.part
         .sync_all()
         .map_err(io("syncing the partial file"))?;
-    let path = finish(&part_path, &job.destination, &job.id)?;
+    let path = finish(&part_path, &job.destination, &job.name, &job.id)?;
     let _ = std::fs::remove_file(&have_path);
     let bad_pieces = reports.iter().map(|r| r.bad_pieces).sum();
     let report = Report {
@@ -533,12 +550,12 @@ async fn open_partial(
 fn finish(
     part: &Path,
     destination: &Destination,
+    name: &str,
     id: &ContentId,
 ) -> Result<PathBuf, DownloadError> {
     let target = match destination {
-        Destination::Path(path) if path.is_dir() => path.join(id.to_hex()),
-        Destination::Path(path) => path.clone(),
-        Destination::Folder { dir, name } => {
+        Destination::Path(path) if !path.is_dir() => path.clone(),
+        Destination::Path(dir) | Destination::Folder(dir) => {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
             unused_path(dir, &safe_file_name(name, id))
         }
@@ -607,6 +624,10 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>) {
             ctx.wake.notify_waiters();
             return;
         }
+        // Memory first, so a piece is only assigned to a slot that can fetch it now.
+        let Ok(permit) = ctx.memory.acquire().await else {
+            return;
+        };
         let next = ctx.sched().next(source);
         let piece = match next {
             Next::Finished => {
@@ -614,13 +635,11 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>) {
                 return;
             }
             Next::Wait => {
+                drop(permit);
                 let _ = tokio::time::timeout(Duration::from_millis(200), ctx.wake.notified()).await;
                 continue;
             }
             Next::Piece(piece) => piece,
-        };
-        let Ok(permit) = ctx.memory.acquire().await else {
-            return;
         };
         let fetched = tokio::time::timeout(PIECE_TIMEOUT, fetch(&ctx, &src.conn, piece))
             .await

@@ -41,11 +41,19 @@ pub fn unused_path(dir: &Path, name: &str) -> PathBuf {
         return candidate;
     }
     let (stem, ext) = match name.rfind('.') {
-        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => (&name[..dot], &name[dot..]),
         _ => (name, ""),
     };
     (1u32..)
-        .map(|n| dir.join(format!("{stem} ({n}){ext}")))
+        .map(|n| {
+            let counter = format!(" ({n}){ext}");
+            // Keep the whole name within MAX_NAME_LEN bytes.
+            let mut end = stem.len().min(MAX_NAME_LEN.saturating_sub(counter.len()));
+            while !stem.is_char_boundary(end) {
+                end -= 1;
+            }
+            dir.join(format!("{}{counter}", &stem[..end]))
+        })
         .find(|p| !p.exists())
         .unwrap_or(candidate)
 }
@@ -92,5 +100,10 @@ mod tests {
             dir.path().join("a (1).txt")
         );
         assert_eq!(unused_path(dir.path(), "b"), dir.path().join("b"));
+        let long = "x".repeat(MAX_NAME_LEN);
+        std::fs::write(dir.path().join(&long), b"x").unwrap();
+        let next = unused_path(dir.path(), &long);
+        assert!(next.file_name().unwrap().len() <= MAX_NAME_LEN);
+        assert!(next.to_string_lossy().ends_with(" (1)"));
     }
 }

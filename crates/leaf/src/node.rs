@@ -7,6 +7,7 @@
 mod accept;
 mod uplink;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -137,7 +138,35 @@ struct Inner {
     supernode: RwLock<Option<Arc<Supernode>>>,
     uplink: watch::Sender<Option<Uplink>>,
     connections: AtomicUsize,
+    /// Content ids being downloaded now (one download per id at a time).
+    downloads: Mutex<HashSet<ContentId>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Marks a content id as being downloaded until dropped.
+struct ActiveDownload<'a> {
+    set: &'a Mutex<HashSet<ContentId>>,
+    id: ContentId,
+}
+
+impl<'a> ActiveDownload<'a> {
+    fn claim(set: &'a Mutex<HashSet<ContentId>>, id: ContentId) -> Result<Self, NodeError> {
+        if !set.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+            return Err(NodeError::Query(format!(
+                "{id} is already being downloaded"
+            )));
+        }
+        Ok(ActiveDownload { set, id })
+    }
+}
+
+impl Drop for ActiveDownload<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
@@ -171,6 +200,13 @@ impl Node {
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| NodeError::Start(format!("creating {}: {e}", data_dir.display())))?;
+        // The key and the control socket live here: only the owner may enter.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| NodeError::Start(format!("securing {}: {e}", data_dir.display())))?;
+        }
         let identity =
             Identity::load_or_create(&data_dir).map_err(|e| NodeError::Start(e.to_string()))?;
         let listen = options.listen.unwrap_or(config.node.listen);
@@ -203,18 +239,13 @@ impl Node {
             supernode: RwLock::new(None),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
+            downloads: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
             config,
         });
         let node = Node { inner };
         tracing::info!(node = %node.node_id(), listen = %listen, role = ?setting, "node starting");
         if options.share {
-            let first = node.inner.shares.rescan().await;
-            tracing::info!(
-                files = node.inner.shares.len(),
-                hashed = first.hashed,
-                "shares scanned"
-            );
             node.spawn(rescan_loop(Arc::clone(&node.inner)));
         }
         node.spawn(accept::accept_loop(Arc::clone(&node.inner)));
@@ -401,18 +432,19 @@ impl Node {
         Ok(hits)
     }
 
-    /// The name and sources (other than this node) of `id`, found by an exact-id search.
-    async fn providers(&self, id: ContentId) -> Result<(String, Vec<Provider>), NodeError> {
+    /// The name, size and sources (other than this node) of `id`, from an exact-id search.
+    async fn providers(&self, id: ContentId) -> Result<Option<(Hit, Vec<Provider>)>, NodeError> {
         let hits = self.search(&[id.to_hex()], 1).await?;
         let me = self.node_id();
-        Ok(hits
-            .into_iter()
-            .find(|h| h.id == id)
-            .map(|h| {
-                let sources = h.providers.into_iter().filter(|p| p.node != me).collect();
-                (h.name, sources)
-            })
-            .unwrap_or_default())
+        Ok(hits.into_iter().find(|h| h.id == id).map(|h| {
+            let sources = h
+                .providers
+                .iter()
+                .filter(|p| p.node != me)
+                .copied()
+                .collect();
+            (h, sources)
+        }))
     }
 
     /// Downloads `id` to `destination` (or the download folder), publishing progress.
@@ -422,16 +454,20 @@ impl Node {
         output: Option<PathBuf>,
         progress: watch::Sender<Progress>,
     ) -> Result<Report, NodeError> {
-        let (name, sources) = self.providers(id).await?;
+        let _active = ActiveDownload::claim(&self.inner.downloads, id)?;
+        let found = self.providers(id).await?;
+        let (name, size, sources) = match found {
+            Some((hit, sources)) => (hit.name, Some(hit.size), sources),
+            None => (String::new(), None, Vec::new()),
+        };
         let destination = match output {
             Some(path) => Destination::Path(path),
-            None => Destination::Folder {
-                dir: self.inner.config.download_dir(),
-                name,
-            },
+            None => Destination::Folder(self.inner.config.download_dir()),
         };
         let job = Job {
             id,
+            name,
+            size,
             sources,
             destination,
             partial_dir: partial_dir(&self.inner.config),
@@ -448,9 +484,6 @@ impl Node {
 
     /// Stops the node: closes every connection and ends its tasks.
     pub async fn shutdown(&self) {
-        self.inner
-            .endpoint
-            .close(CloseCode::SHUTDOWN.into(), b"shutting down");
         let tasks: Vec<_> = self
             .inner
             .tasks
@@ -461,6 +494,9 @@ impl Node {
         for task in tasks {
             task.abort();
         }
+        self.inner
+            .endpoint
+            .close(CloseCode::SHUTDOWN.into(), b"shutting down");
         crate::control::remove_socket(&self.inner.config.node.data_dir);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }
@@ -511,7 +547,12 @@ impl download::Network for Node {
     }
 
     fn sources(&self, id: ContentId) -> download::BoxFuture<'_, Vec<Provider>> {
-        Box::pin(async move { self.providers(id).await.unwrap_or_default().1 })
+        Box::pin(async move {
+            match self.providers(id).await {
+                Ok(Some((_, sources))) => sources,
+                _ => Vec::new(),
+            }
+        })
     }
 }
 
@@ -529,7 +570,15 @@ pub fn partial_dir(config: &Config) -> PathBuf {
     config.node.data_dir.join("partial")
 }
 
+/// Scans the share dirs at once (in the background: hashing a large share takes a while),
+/// then every `share.rescan_secs`.
 async fn rescan_loop(inner: Arc<Inner>) {
+    let first = inner.shares.rescan().await;
+    tracing::info!(
+        files = inner.shares.len(),
+        hashed = first.hashed,
+        "shares scanned"
+    );
     let period = Duration::from_secs(inner.config.share.rescan_secs);
     loop {
         tokio::time::sleep(period).await;

@@ -22,6 +22,8 @@ use crate::share::ShareStore;
 pub const MAX_CONCURRENT_UPLOADS: usize = 32;
 /// Most piece uploads in progress at once for one peer connection.
 pub const MAX_UPLOADS_PER_PEER: usize = 8;
+/// Longest time one piece upload may take before its stream is reset.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Granularity of rate-capped sending.
 const PACE_CHUNK: usize = 64 * 1024;
 
@@ -92,6 +94,26 @@ impl Uploads {
         }
     }
 
+    /// Sends a piece header and its bytes, paced by the rate cap.
+    async fn send_piece(&self, send: &mut SendStream, data: Vec<u8>) -> Result<(), ServeError> {
+        let len = data.len() as u64;
+        wire::write_frame(send, &Response::Piece { len }).await?;
+        let mut data = bytes::Bytes::from(data);
+        while !data.is_empty() {
+            let chunk = match &self.limit {
+                None => data.split_to(data.len()),
+                Some(limit) => {
+                    let chunk = data.split_to(data.len().min(PACE_CHUNK));
+                    limit.take(chunk.len()).await;
+                    chunk
+                }
+            };
+            // Hands the buffer to quinn without copying it.
+            send.write_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
     /// Answers `GetManifest`.
     pub async fn manifest(&self, id: &ContentId, send: &mut SendStream) -> Result<(), ServeError> {
         let answer = match self.shares.get(id) {
@@ -142,19 +164,13 @@ impl Uploads {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match data {
             Ok(data) => {
-                wire::write_frame(send, &Response::Piece { len }).await?;
-                let mut data = bytes::Bytes::from(data);
-                while !data.is_empty() {
-                    let chunk = match &self.limit {
-                        None => data.split_to(data.len()),
-                        Some(limit) => {
-                            let chunk = data.split_to(data.len().min(PACE_CHUNK));
-                            limit.take(chunk.len()).await;
-                            chunk
-                        }
-                    };
-                    // Hands the buffer to quinn without copying it.
-                    send.write_chunk(chunk).await?;
+                match tokio::time::timeout(SEND_TIMEOUT, self.send_piece(send, data)).await {
+                    Ok(sent) => sent?,
+                    Err(_) => {
+                        // A peer that stops reading must not hold upload slots forever.
+                        let _ = send.reset(0u32.into());
+                        tracing::info!(id = %id, index, "piece upload timed out; stream reset");
+                    }
                 }
             }
             Err(e) => {

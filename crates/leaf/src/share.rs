@@ -22,6 +22,10 @@ use tokio::sync::watch;
 pub use cache::HashCache;
 pub use scan::ScanReport;
 
+/// How long a file must be unmodified before it is hashed (so a file being written is not
+/// hashed over and over).
+pub const SETTLE_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most files a node shares (the per-leaf index limit).
 pub const MAX_SHARED_FILES: usize = MAX_ENTRIES_PER_LEAF;
 
@@ -84,6 +88,10 @@ pub struct ShareStore {
     exclude: Vec<PathBuf>,
     files: RwLock<Files>,
     cache: HashCache,
+    /// See [`SETTLE_TIME`].
+    settle: std::time::Duration,
+    /// Single files shared outside the share dirs (downloads saved with `-o`).
+    extra: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
     /// Paths already warned about, so a rescan does not repeat itself.
     warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     version: watch::Sender<u64>,
@@ -104,10 +112,18 @@ impl ShareStore {
             exclude,
             files: RwLock::new(Files::default()),
             cache: HashCache::load(cache_path),
+            settle: SETTLE_TIME,
+            extra: Default::default(),
             warned: Default::default(),
             version: watch::channel(0).0,
             scanning: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Replaces [`SETTLE_TIME`] (tests that write and scan at once use zero).
+    pub fn with_settle_time(mut self, settle: std::time::Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Files> {
@@ -116,6 +132,15 @@ impl ShareStore {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Files> {
         self.files.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn extra(&self) -> Vec<PathBuf> {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Watches the share list's version (bumped on every change).
@@ -190,6 +215,10 @@ impl ShareStore {
         };
         self.cache.remember(&file);
         self.cache.save();
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file.path.clone());
         self.write().insert(file);
         self.version.send_modify(|v| *v += 1);
     }

@@ -186,7 +186,9 @@ impl Index {
                     .get(&e.id)
                     .is_none_or(|slot| !leaf.shares.contains_key(slot))
             })
-            .count();
+            .map(|e| e.id)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         let would_have = leaf.shares.len() + new;
         if would_have > limit {
             return Err(IndexError::TooManyEntries { would_have, limit });
@@ -369,7 +371,7 @@ impl Index {
             }
         }
         lists.sort_by_key(|l| l.len());
-        let mut hits: Vec<Hit> = lists[0]
+        let mut matches: Vec<&FileRecord> = lists[0]
             .iter()
             .filter_map(|&slot| self.files[slot as usize].as_ref())
             .filter(|file| {
@@ -378,8 +380,10 @@ impl Index {
                     wanted.iter().all(|t| have.contains(t))
                 })
             })
-            .map(|file| self.hit(file))
             .collect();
+        // Only the best `max` become hits (building a hit copies names and providers).
+        matches.sort_by_key(|file| std::cmp::Reverse(file.providers.len()));
+        let mut hits: Vec<Hit> = matches.into_iter().take(max).map(|f| self.hit(f)).collect();
         hits.sort_by(|a, b| b.sources.cmp(&a.sources).then_with(|| a.name.cmp(&b.name)));
         hits.truncate(max);
         Ok(hits)

@@ -76,9 +76,15 @@ fn tampered_manifest_is_rejected() {
     let mut short = manifest.clone();
     short.cvs.pop();
     assert!(matches!(short.verify(&id), Err(HashError::Malformed(_))));
-    let mut odd = manifest;
+    let mut odd = manifest.clone();
     odd.piece_size += 1;
     assert!(odd.verify(&id).is_err());
+    let mut bigger = manifest;
+    bigger.piece_size *= 2;
+    assert!(
+        bigger.verify(&id).is_err(),
+        "piece size must follow from the size"
+    );
 }
 
 #[test]

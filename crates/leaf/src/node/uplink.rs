@@ -16,16 +16,17 @@ use crate::client;
 /// Longest wait between rounds of join attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What changed between what a supernode has and what is shared now.
+/// What changed between what a supernode has and what is shared now: (to add, to remove).
 pub(super) fn diff(
     indexed: &HashMap<ContentId, ShareEntry>,
     current: Vec<ShareEntry>,
 ) -> (Vec<ShareEntry>, Vec<ContentId>) {
     let current: HashMap<ContentId, ShareEntry> = current.into_iter().map(|e| (e.id, e)).collect();
+    // A changed entry (same id, new name or size) is removed and added again.
     let removed = indexed
-        .keys()
-        .filter(|id| !current.contains_key(id))
-        .copied()
+        .iter()
+        .filter(|(id, old)| current.get(id) != Some(old))
+        .map(|(id, _)| *id)
         .collect();
     let added = current
         .into_values()
@@ -38,11 +39,15 @@ pub(super) fn diff(
 pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
     let mut backoff = Duration::from_millis(250);
     let mut ever_joined = false;
+    // Ids learned on first contact with `ADDR` entries, then required (pinned).
+    let mut pinned: HashMap<std::net::SocketAddr, kazoo_common::NodeId> = HashMap::new();
     loop {
         let mut joined = false;
         for entry in node.inner.config.network.bootstrap.clone() {
-            match node.dial(entry.addr, entry.node, true).await {
+            let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
+            match node.dial(entry.addr, expected, true).await {
                 Ok(link) => {
+                    pinned.insert(entry.addr, link.peer());
                     joined = true;
                     ever_joined = true;
                     backoff = Duration::from_millis(250);
@@ -101,9 +106,10 @@ async fn sync(
         let request = Request::Unregister {
             ids: batch.to_vec(),
         };
-        answer(conn, &request).await?;
-        for id in batch {
-            indexed.remove(id);
+        if answer(conn, &request).await? {
+            for id in batch {
+                indexed.remove(id);
+            }
         }
     }
     for batch in added.chunks(MAX_BATCH) {

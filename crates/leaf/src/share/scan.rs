@@ -81,7 +81,15 @@ impl ShareStore {
                 self.walk(&path, depth + 1, out, report);
                 continue;
             }
-            // Files (and symlinks to files; symlinked directories are not followed).
+            // Files, and symlinks to files that resolve outside the excluded directories
+            // (symlinked directories are not followed).
+            if kind.is_symlink() {
+                let target = std::fs::canonicalize(&path).unwrap_or_default();
+                if self.exclude.iter().any(|e| target.starts_with(e)) {
+                    self.warn_once(&path, "symlink into the data dir");
+                    continue;
+                }
+            }
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => {
                     if out.len() >= MAX_SHARED_FILES {
@@ -108,6 +116,14 @@ impl ShareStore {
                 self.walk(&dir, 0, &mut seen, &mut report);
             }
         }
+        // Files shared one by one (downloads saved outside the share dirs).
+        for path in self.extra().iter() {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.is_file() {
+                    seen.push((path.clone(), meta));
+                }
+            }
+        }
         // A download folder inside a share dir is walked twice.
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         seen.dedup_by(|a, b| a.0 == b.0);
@@ -125,6 +141,11 @@ impl ShareStore {
             on_disk.insert(path.clone());
             let known = current.get(&path);
             if known == Some(&(size, mtime)) {
+                continue;
+            }
+            // A file still being written is hashed once it has been quiet for a moment (an
+            // older entry for it stays until then).
+            if mtime.elapsed().is_ok_and(|age| age < self.settle) {
                 continue;
             }
             let Some(name) = share_name(&path) else {

@@ -1,11 +1,10 @@
 use super::*;
 
 fn store(dir: &Path, data: &Path) -> Arc<ShareStore> {
-    Arc::new(ShareStore::new(
-        vec![dir.to_path_buf()],
-        vec![],
-        data.join("hashcache.bin"),
-    ))
+    Arc::new(
+        ShareStore::new(vec![dir.to_path_buf()], vec![], data.join("hashcache.bin"))
+            .with_settle_time(std::time::Duration::ZERO),
+    )
 }
 
 fn names(store: &ShareStore) -> Vec<String> {
@@ -98,11 +97,40 @@ async fn the_data_dir_is_never_shared() {
     std::fs::write(data.join("downloads").join("got it.bin"), b"downloaded").unwrap();
     std::fs::write(share.path().join("public.txt"), b"public").unwrap();
     let relative_root = share.path().join(".");
-    let s = Arc::new(ShareStore::new(
-        vec![relative_root, data.join("downloads")],
-        vec![data.clone()],
-        data.join("hashcache.bin"),
-    ));
+    let s = Arc::new(
+        ShareStore::new(
+            vec![relative_root, data.join("downloads")],
+            vec![data.clone()],
+            data.join("hashcache.bin"),
+        )
+        .with_settle_time(std::time::Duration::ZERO),
+    );
     s.rescan().await;
     assert_eq!(names(&s), vec!["got it.bin", "public.txt"]);
+}
+
+#[tokio::test]
+async fn files_being_written_wait_and_symlinks_into_the_data_dir_are_skipped() {
+    let share = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("node.key"), b"private").unwrap();
+    std::os::unix::fs::symlink(data.path().join("node.key"), share.path().join("key link"))
+        .unwrap();
+    std::fs::write(share.path().join("fresh.bin"), b"still being written").unwrap();
+    let s = Arc::new(ShareStore::new(
+        vec![share.path().to_path_buf()],
+        vec![data.path().to_path_buf()],
+        data.path().join("hashcache.bin"),
+    ));
+    assert_eq!(s.rescan().await.added, 0, "a file modified just now waits");
+    let s = Arc::new(
+        ShareStore::new(
+            vec![share.path().to_path_buf()],
+            vec![data.path().to_path_buf()],
+            data.path().join("hashcache.bin"),
+        )
+        .with_settle_time(std::time::Duration::ZERO),
+    );
+    s.rescan().await;
+    assert_eq!(names(&s), vec!["fresh.bin"]);
 }
