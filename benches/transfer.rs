@@ -4,10 +4,13 @@
 //! * hashing: kazoo's piece tree (content id + manifest) vs single-threaded `blake3` over the
 //!   same bytes in memory, and kazoo hashing the file from disk (page cache);
 //! * download: raw quinn (one connection, one stream, kazoo's transport settings, no kazoo
-//!   protocol) vs `get` of the same file from 1, 2, 4… sources, verification included.
+//!   protocol) vs `get` of the same file from 1, 2, 4, 8 sources, verification included;
+//! * three sources capped at a quarter of the ceiling each, with and without a fourth source
+//!   capped at a tenth of that (the slow source must not hold the download back);
+//! * peak resident memory of the real `kazoo get` process downloading from 4 sources.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kazoo_common::config::{BootstrapEntry, Config, RoleSetting};
@@ -26,7 +29,7 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         size: 1024 << 20,
-        sources: vec![1, 2, 4],
+        sources: vec![1, 2, 4, 8],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -183,73 +186,155 @@ fn node_config(
     config
 }
 
-async fn kazoo_get(root: &Path, share: &Path, id: ContentId, sources: usize, len: usize) -> f64 {
-    let options = StartOptions {
+/// A supernode and sources sharing the bench file, each source capped at its rate (KiB/s,
+/// 0 = unlimited).
+struct Swarm {
+    run: PathBuf,
+    sn: Node,
+    sources: Vec<Node>,
+}
+
+fn options() -> StartOptions {
+    StartOptions {
         control_socket: false,
         ..StartOptions::default()
-    };
-    let run = root.join(format!("run-{sources}"));
-    let sn = Node::start(
-        node_config(&run, "sn", RoleSetting::Supernode, None, None),
-        options.clone(),
-    )
-    .await
-    .expect("supernode");
-    let mut nodes = Vec::new();
-    for i in 0..sources {
-        let config = node_config(
-            &run,
-            &format!("source{i}"),
-            RoleSetting::Leaf,
-            Some(share),
-            Some(sn.listen_addr()),
-        );
-        let node = Node::start(config, options.clone()).await.expect("source");
-        node.wait_ready(Duration::from_secs(30))
-            .await
-            .expect("source joins");
-        nodes.push(node);
     }
-    let getter = Node::start(
+}
+
+impl Swarm {
+    async fn start(
+        root: &Path,
+        tag: &str,
+        share: &Path,
+        id: ContentId,
+        rates_kib: &[u64],
+    ) -> Swarm {
+        let run = root.join(tag);
+        let sn = Node::start(
+            node_config(&run, "sn", RoleSetting::Supernode, None, None),
+            options(),
+        )
+        .await
+        .expect("supernode");
+        let mut sources = Vec::new();
+        for (i, rate) in rates_kib.iter().enumerate() {
+            let mut config = node_config(
+                &run,
+                &format!("source{i}"),
+                RoleSetting::Leaf,
+                Some(share),
+                Some(sn.listen_addr()),
+            );
+            config.share.upload_rate_kib = *rate;
+            let node = Node::start(config, options()).await.expect("source");
+            node.wait_ready(Duration::from_secs(30))
+                .await
+                .expect("source joins");
+            sources.push(node);
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let hits = sn.search(&[id.to_hex()], 1).await.unwrap_or_default();
+            if hits
+                .first()
+                .is_some_and(|h| h.sources as usize >= rates_kib.len())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sources never registered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Swarm { run, sn, sources }
+    }
+
+    fn getter_config(&self, name: &str) -> Config {
         node_config(
-            &run,
-            "getter",
+            &self.run,
+            name,
             RoleSetting::Leaf,
             None,
-            Some(sn.listen_addr()),
-        ),
-        options,
-    )
-    .await
-    .expect("getter");
-    getter
-        .wait_ready(Duration::from_secs(30))
-        .await
-        .expect("getter joins");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let hits = getter.search(&[id.to_hex()], 1).await.unwrap_or_default();
-        if hits.first().is_some_and(|h| h.sources as usize >= sources) {
-            break;
+            Some(self.sn.listen_addr()),
+        )
+    }
+
+    /// Downloads in this process; returns seconds.
+    async fn get(&self, id: ContentId, len: usize) -> f64 {
+        let getter = Node::start(self.getter_config("getter"), options())
+            .await
+            .expect("getter");
+        getter
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("getter joins");
+        let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+        let out = self.run.join("out.bin");
+        let report = getter
+            .get(id, Some(out.clone()), tx)
+            .await
+            .expect("download");
+        assert_eq!(report.bytes as usize, len);
+        getter.shutdown().await;
+        let _ = std::fs::remove_file(out);
+        report.seconds
+    }
+
+    /// Downloads with the real `kazoo get` in its own process; returns seconds and its peak
+    /// resident memory in MiB.
+    async fn get_in_process_of_its_own(&self, id: ContentId, len: usize) -> (f64, f64) {
+        let config = self.getter_config("cli-getter");
+        let config_path = self.run.join("cli-getter.toml");
+        let text = format!(
+            "[node]\nrole = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n[network]\nbootstrap = [\"{}\"]\n",
+            config.node.data_dir, self.sn.listen_addr()
+        );
+        std::fs::write(&config_path, text).expect("config");
+        let out = self.run.join("cli-out.bin");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kazoo"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["get", "--json", &id.to_hex(), "-o"])
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("kazoo get starts");
+        let pid = child.id().expect("pid");
+        let status = format!("/proc/{pid}/status");
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let watcher = {
+            let peak = std::sync::Arc::clone(&peak);
+            tokio::spawn(async move {
+                while let Ok(text) = tokio::fs::read_to_string(&status).await {
+                    if let Some(kib) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    {
+                        peak.fetch_max(kib, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let output = child.wait_with_output().await.expect("kazoo get ends");
+        watcher.abort();
+        assert!(output.status.success(), "kazoo get failed");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("report");
+        assert_eq!(report["bytes"].as_u64(), Some(len as u64));
+        let _ = std::fs::remove_file(out);
+        let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+        (
+            seconds,
+            peak.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1024.0,
+        )
+    }
+
+    async fn stop(self) {
+        for node in self.sources {
+            node.shutdown().await;
         }
-        assert!(Instant::now() < deadline, "sources never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.sn.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.run);
     }
-    let (tx, _rx) = tokio::sync::watch::channel(Default::default());
-    let report = getter
-        .get(id, Some(run.join("out.bin")), tx)
-        .await
-        .expect("download");
-    assert_eq!(report.bytes as usize, len);
-    let used = report.sources.iter().filter(|s| s.bytes > 0).count();
-    assert!(used >= 1);
-    getter.shutdown().await;
-    for node in nodes {
-        node.shutdown().await;
-    }
-    sn.shutdown().await;
-    let _ = std::fs::remove_dir_all(&run);
-    mbps(len, report.seconds)
 }
 
 fn main() {
@@ -272,20 +357,74 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let ceiling = raw_quinn(args.size).await;
-        let mut rows = vec![Row {
-            what: "raw quinn, 1 connection, 1 stream (ceiling)".into(),
-            mbps: ceiling,
+        let len = args.size;
+        let ceiling = raw_quinn(len).await;
+        let row = |what: String, mbps: f64| Row {
+            what,
+            mbps,
             ceiling,
-        }];
+        };
+        let mut rows = vec![row(
+            "raw quinn, 1 connection, 1 stream (ceiling)".into(),
+            ceiling,
+        )];
         for &n in &args.sources {
-            let rate = kazoo_get(dir.path(), &share, id, n, args.size).await;
-            rows.push(Row {
-                what: format!("kazoo get, {n} source{}", if n == 1 { "" } else { "s" }),
-                mbps: rate,
-                ceiling,
-            });
+            let swarm = Swarm::start(dir.path(), &format!("s{n}"), &share, id, &vec![0; n]).await;
+            let seconds = swarm.get(id, len).await;
+            rows.push(row(
+                format!("kazoo get, {n} source{}", if n == 1 { "" } else { "s" }),
+                mbps(len, seconds),
+            ));
+            swarm.stop().await;
         }
         print_table("loopback download (verification included)", &rows);
+
+        // Throttled: three sources at a quarter of the ceiling each, and one at a tenth of that.
+        let fast = (ceiling * 1e6 / 4.0 / 1024.0) as u64;
+        let three = Swarm::start(dir.path(), "fast3", &share, id, &[fast; 3]).await;
+        let t3 = three.get(id, len).await;
+        three.stop().await;
+        let four = Swarm::start(
+            dir.path(),
+            "slow1",
+            &share,
+            id,
+            &[fast, fast, fast, fast / 10],
+        )
+        .await;
+        let t4 = four.get(id, len).await;
+        four.stop().await;
+        println!(
+            "\nthrottled sources (fast = {:.0} MB/s each, slow = fast / 10)",
+            fast as f64 * 1024.0 / 1e6
+        );
+        println!("{:<48} {:>10} {:>8}", "measurement", "seconds", "ratio");
+        println!(
+            "{:<48} {:>10.2} {:>8.2}",
+            "3 fast sources (reference)", t3, 1.0
+        );
+        println!(
+            "{:<48} {:>10.2} {:>8.2}",
+            "3 fast + 1 slow source",
+            t4,
+            t4 / t3
+        );
+
+        // Memory: the real binary as the downloader, 4 sources.
+        let swarm = Swarm::start(dir.path(), "mem", &share, id, &[0; 4]).await;
+        let (seconds, peak_mib) = swarm.get_in_process_of_its_own(id, len).await;
+        swarm.stop().await;
+        println!("\ndownloader process (`kazoo get`, 4 sources)");
+        println!("{:<48} {:>10} {:>8}", "measurement", "value", "ratio");
+        println!(
+            "{:<48} {:>10.0} {:>8.2}",
+            "MB/s",
+            mbps(len, seconds),
+            mbps(len, seconds) / ceiling
+        );
+        println!(
+            "{:<48} {:>10.1} {:>8}",
+            "peak resident memory, MiB (VmHWM)", peak_mib, ""
+        );
     });
 }

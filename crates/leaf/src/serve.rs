@@ -21,7 +21,7 @@ use crate::share::ShareStore;
 /// Most piece uploads in progress at once on this node.
 pub const MAX_CONCURRENT_UPLOADS: usize = 32;
 /// Most piece uploads in progress at once for one peer connection.
-pub const MAX_UPLOADS_PER_PEER: usize = 8;
+pub const MAX_UPLOADS_PER_PEER: usize = 16;
 /// Longest time one piece upload may take before its stream is reset.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Granularity of rate-capped sending.
