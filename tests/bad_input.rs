@@ -8,8 +8,8 @@ use kazoo_common::config::RoleSetting;
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, ErrorCode, Hello, Request, Response, Role, ShareEntry, MAX_FRAME, MAX_NAME_LEN,
-    PROTOCOL_VERSION,
+    CloseCode, ErrorCode, Hello, Intent, Request, Response, Role, ShareEntry, MAX_FRAME,
+    MAX_NAME_LEN, PROTOCOL_VERSION,
 };
 use kazoo_common::ContentId;
 use kazoo_leaf::client::{self, RequestError};
@@ -27,21 +27,21 @@ fn raw_node() -> (Identity, quinn::Endpoint) {
     (identity, endpoint)
 }
 
-fn hello(identity: &Identity, join: bool) -> Hello {
+fn hello(identity: &Identity, intent: Intent) -> Hello {
     Hello {
         version: PROTOCOL_VERSION,
         node_id: identity.node_id(),
         role: Role::Leaf,
         listen_port: 0,
         capacity: 0,
-        join,
+        intent,
     }
 }
 
 /// Dials `node` from a raw endpoint.
 async fn raw_dial(
     node: &Node,
-    join: bool,
+    intent: Intent,
 ) -> (Result<Link, transport::TransportError>, quinn::Endpoint) {
     let (identity, endpoint) = raw_node();
     let link = transport::dial(
@@ -50,7 +50,7 @@ async fn raw_dial(
         node.listen_addr(),
         Some(node.node_id()),
         Timeouts::default(),
-        hello(&identity, join),
+        hello(&identity, intent),
     )
     .await;
     (link, endpoint)
@@ -58,13 +58,13 @@ async fn raw_dial(
 
 /// Joins `sn` as a raw leaf.
 async fn raw_leaf(sn: &Node) -> (Link, quinn::Endpoint) {
-    let (link, endpoint) = raw_dial(sn, true).await;
+    let (link, endpoint) = raw_dial(sn, Intent::Join).await;
     (link.expect("raw leaf joins"), endpoint)
 }
 
 /// The refusal code `node` answers a join with.
 async fn join_refusal(node: &Node) -> ErrorCode {
-    match raw_dial(node, true).await.0 {
+    match raw_dial(node, Intent::Join).await.0 {
         Err(transport::TransportError::Refused { code, .. }) => code,
         Err(other) => panic!("expected a refusal, got {other}"),
         Ok(_) => panic!("expected a refusal, got admitted"),
@@ -213,7 +213,7 @@ async fn entry_and_name_limits_refuse_the_request_not_the_leaf() {
     assert_eq!(sn.status().index_entries, Some(5));
 
     // A connection that did not join may not use the index.
-    let (stranger, _stranger_endpoint) = raw_dial(&sn, false).await;
+    let (stranger, _stranger_endpoint) = raw_dial(&sn, Intent::Fetch).await;
     let stranger = stranger.unwrap();
     let err = client::call(
         &stranger.conn,

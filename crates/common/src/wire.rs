@@ -19,12 +19,24 @@
 //! * `version` equals [`PROTOCOL_VERSION`] (else [`ErrorCode::VersionMismatch`],
 //!   [`CloseCode::VERSION_MISMATCH`]);
 //! * `node_id` equals the key in the TLS certificate (else [`CloseCode::IDENTITY_MISMATCH`]);
-//! * when `join` is set: it is a supernode with room for another leaf (else
+//! * for [`Intent::Join`]: it is a supernode with room for another leaf, and for
+//!   [`Intent::Peer`]: it is a supernode with room for another peer (else
 //!   [`ErrorCode::NotSupernode`] / [`ErrorCode::Busy`]).
 //!
 //! The dialler checks version and identity of the reply. The handshake stream then stays
-//! open as the *control stream* for the life of the connection. In version 1 nothing travels
-//! on it from dialler to acceptor: a byte there is a protocol violation.
+//! open as the *control stream* for the life of the connection. On a supernode peering
+//! ([`Intent::Peer`]) both sides send [`PeerMessage`] frames on it; otherwise nothing travels
+//! on it from dialler to acceptor in version 1 and a byte there is a protocol violation.
+//!
+//! # Supernode peering
+//! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
+//! (`Peers`), and routing filters (`Filter`: positions of the tokens and content ids of the
+//! sender's own index; `Reach`: its peers' filters folded to 2^18 positions), sent whole on
+//! connect (`reset`) and as patches after. A query travels with a random id and a hop limit;
+//! an SN forwards it only to peers whose filter may match (or whose reach may match, while
+//! two or more hops are left), answers with `Hits` back along the path, and sends `Done`
+//! once it and everything it forwarded to have answered (or timed out). A peer that floods
+//! queries or sends malformed frames is disconnected and not re-dialled for a while.
 //!
 //! # Requests
 //! After the handshake the dialler opens one bidirectional stream per [`Request`], sends the
@@ -57,6 +69,9 @@
 //! | providers per hit | [`MAX_PROVIDERS`] | excess providers are not sent |
 //! | pieces per manifest | [`crate::hash::MAX_PIECES`] | manifest rejected |
 //! | concurrent requests per connection | [`MAX_CONCURRENT_STREAMS`] | QUIC flow control |
+//! | supernodes per gossip message | [`MAX_GOSSIP`] | peer disconnected |
+//! | positions per filter patch | [`MAX_FILTER_PATCH`] | peer disconnected |
+//! | query hops | [`MAX_HOPS`] | peer disconnected |
 //!
 //! A request frame that does not decode, or names a message kind this version does not know,
 //! is a protocol violation: the acceptor closes the connection with
@@ -151,8 +166,79 @@ pub struct Hello {
     pub listen_port: u16,
     /// Advertised capacity (upload KiB/s), for election.
     pub capacity: u32,
-    /// Dialler only: asks to become the acceptor's leaf.
-    pub join: bool,
+    /// Dialler only: what the connection is for.
+    pub intent: Intent,
+}
+
+/// What a dialler wants from a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Intent {
+    /// Fetch manifests and pieces (any node).
+    Fetch,
+    /// Become the acceptor's leaf (acceptor must be a supernode with room).
+    Join,
+    /// Peer as supernodes: the control stream carries [`PeerMessage`]s both ways.
+    Peer,
+}
+
+/// Most supernodes listed in one `Supernodes` gossip message.
+pub const MAX_GOSSIP: usize = 64;
+/// Most positions in one filter or reach patch.
+pub const MAX_FILTER_PATCH: usize = 16_384;
+/// Most hops a query may travel (a larger `hops_left` is a protocol violation).
+pub const MAX_HOPS: u8 = 4;
+
+/// A message between peered supernodes, on their control stream (both directions).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Supernodes the sender knows (node-cache exchange), ≤ [`MAX_GOSSIP`]. The sender's own
+    /// peers come first.
+    Supernodes(Vec<Provider>),
+    /// The sender's peer list changed: its current peers' ids (≤ 64).
+    Peers(Vec<NodeId>),
+    /// Patch to the sender's routing filter (positions of its own index's tokens and ids).
+    Filter {
+        /// Start from empty before applying.
+        reset: bool,
+        /// Positions now present (≤ [`MAX_FILTER_PATCH`]).
+        add: Vec<u32>,
+        /// Positions now absent (≤ [`MAX_FILTER_PATCH`]).
+        remove: Vec<u32>,
+    },
+    /// Patch to the sender's reach (its peers' filters, folded).
+    Reach {
+        /// Start from empty before applying.
+        reset: bool,
+        /// Positions now present (≤ [`MAX_FILTER_PATCH`]).
+        add: Vec<u32>,
+        /// Positions now absent (≤ [`MAX_FILTER_PATCH`]).
+        remove: Vec<u32>,
+    },
+    /// A search to answer and maybe forward.
+    Query {
+        /// Query id, chosen at random by the origin; duplicates are answered with `Done`.
+        id: u64,
+        /// The supernode that started it (never forwarded back to it).
+        origin: NodeId,
+        /// Query words (same limits as [`Request::Search`]).
+        words: Vec<String>,
+        /// Most results wanted.
+        max_results: u32,
+        /// How many more hops it may be forwarded (≤ [`MAX_HOPS`]).
+        hops_left: u8,
+    },
+    /// Results for query `id`, travelling back along the query's path (≤ [`HITS_PER_FRAME`]).
+    Hits {
+        /// The query.
+        id: u64,
+        /// Results.
+        hits: Vec<Hit>,
+    },
+    /// The sender and everything it forwarded to have answered query `id`.
+    Done {
+        /// The query.
+        id: u64,
+    },
 }
 
 /// A handshake frame.

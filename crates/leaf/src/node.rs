@@ -18,7 +18,7 @@ use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, Hello, Hit, Provider, Request, Response, Role, PROTOCOL_VERSION,
+    CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, PROTOCOL_VERSION,
 };
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::Supernode;
@@ -502,8 +502,8 @@ impl Node {
     }
 
     /// Our `Hello`.
-    fn hello(&self, join: bool) -> Hello {
-        hello(&self.inner, join)
+    fn hello(&self, intent: Intent) -> Hello {
+        hello(&self.inner, intent)
     }
 
     /// Dials `addr` (pinning `expected` if known).
@@ -511,7 +511,7 @@ impl Node {
         &self,
         addr: SocketAddr,
         expected: Option<NodeId>,
-        join: bool,
+        intent: Intent,
     ) -> Result<Link, transport::TransportError> {
         transport::dial(
             &self.inner.endpoint,
@@ -519,27 +519,27 @@ impl Node {
             addr,
             expected,
             self.inner.timeouts,
-            self.hello(join),
+            self.hello(intent),
         )
         .await
     }
 }
 
-fn hello(inner: &Inner, join: bool) -> Hello {
+fn hello(inner: &Inner, intent: Intent) -> Hello {
     Hello {
         version: PROTOCOL_VERSION,
         node_id: inner.identity.node_id(),
         role: inner.role.read().unwrap_or_else(|p| p.into_inner()).role,
         listen_port: inner.listen.port(),
         capacity: 0,
-        join,
+        intent,
     }
 }
 
 impl download::Network for Node {
     fn dial(&self, provider: Provider) -> download::BoxFuture<'_, Result<Connection, String>> {
         Box::pin(async move {
-            Node::dial(self, provider.addr, Some(provider.node), false)
+            Node::dial(self, provider.addr, Some(provider.node), Intent::Fetch)
                 .await
                 .map(|link| link.conn)
                 .map_err(|e| e.to_string())

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use kazoo_common::wire::{Hit, Provider, ShareEntry, MAX_NAME_LEN, MAX_PROVIDERS, MAX_RESULTS};
 use kazoo_common::{ContentId, NodeId};
 
+use crate::filter::{position, Patch, Tracker};
 use crate::tokenize::tokens;
 
 /// A leaf's slot in the index, with a generation so a stale key never names a slot's next
@@ -80,6 +81,8 @@ pub struct Index {
     postings: HashMap<Box<str>, Vec<u32>>,
     entries: usize,
     generation: u32,
+    /// Filter positions of every token and content id present (see [`crate::filter`]).
+    filter: Tracker,
 }
 
 impl Index {
@@ -220,6 +223,7 @@ impl Index {
                     }
                 };
                 self.by_id.insert(entry.id, slot);
+                self.filter.bump(position(entry.id.as_bytes()));
                 slot
             }
         };
@@ -240,6 +244,9 @@ impl Index {
             None => {
                 file.names.push((entry.name.as_str().into(), 1));
                 for token in tokens(&entry.name) {
+                    if !self.postings.contains_key(token.as_str()) {
+                        self.filter.bump(position(token.as_bytes()));
+                    }
                     let list = self.postings.entry(token.into_boxed_str()).or_default();
                     if !list.contains(&slot) {
                         list.push(slot);
@@ -291,6 +298,7 @@ impl Index {
                     list.retain(|&s| s != slot);
                     if list.is_empty() {
                         self.postings.remove(token.as_str());
+                        self.filter.unbump(position(token.as_bytes()));
                     }
                 }
             }
@@ -298,9 +306,20 @@ impl Index {
         if orphaned {
             if let Some(file) = self.files[slot as usize].take() {
                 self.by_id.remove(&file.id);
+                self.filter.unbump(position(file.id.as_bytes()));
             }
             self.free_files.push(slot);
         }
+    }
+
+    /// The routing filter of this index.
+    pub fn filter(&self) -> &Tracker {
+        &self.filter
+    }
+
+    /// Filter changes since the last call.
+    pub fn take_filter_patch(&mut self) -> Patch {
+        self.filter.take_patch()
     }
 
     /// Sources of a content id (at most [`MAX_PROVIDERS`]).

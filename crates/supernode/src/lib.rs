@@ -5,7 +5,9 @@
 //! Everything here is plain state driven by the node runtime in `kazoo-leaf`, which owns the
 //! sockets; the same logic therefore runs over QUIC and in in-memory tests.
 
+pub mod filter;
 pub mod index;
+pub mod overlay;
 pub mod service;
 pub mod tokenize;
 

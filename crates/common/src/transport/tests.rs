@@ -1,5 +1,5 @@
 use super::*;
-use crate::wire::Role;
+use crate::wire::{Intent, Role};
 
 fn hello(identity: &Identity, join: bool) -> Hello {
     Hello {
@@ -8,7 +8,7 @@ fn hello(identity: &Identity, join: bool) -> Hello {
         role: Role::Leaf,
         listen_port: 0,
         capacity: 0,
-        join,
+        intent: if join { Intent::Join } else { Intent::Fetch },
     }
 }
 
@@ -89,7 +89,7 @@ async fn handshake_proves_both_ids() {
     assert_eq!(link.peer(), server.identity.node_id());
     let seen = server.results.recv().await.unwrap().unwrap();
     assert_eq!(seen.node_id, id.node_id());
-    assert!(seen.join);
+    assert_eq!(seen.intent, Intent::Join);
     server.endpoint.close(VarInt::from_u32(0), b"");
 }
 

@@ -47,7 +47,7 @@ async fn messages_round_trip() {
         role: Role::Supernode,
         listen_port: 4711,
         capacity: 1000,
-        join: true,
+        intent: Intent::Join,
     });
     assert_eq!(round_trip(&hello).await, hello);
     let response = Response::Hits(vec![Hit {

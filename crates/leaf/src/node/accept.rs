@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
-use kazoo_common::wire::{self, CloseCode, ErrorCode, FrameError, Request, Response};
+use kazoo_common::wire::{self, CloseCode, ErrorCode, FrameError, Intent, Request, Response};
 use kazoo_common::NodeId;
 use kazoo_supernode::{Admission, LeafKey, Supernode};
 use quinn::{RecvStream, SendStream};
@@ -52,7 +52,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         }
     };
     let peer = pending.hello().node_id;
-    let joining = pending.hello().join;
+    let joining = pending.hello().intent == Intent::Join;
     let sn = inner
         .supernode
         .read()
@@ -76,7 +76,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             }
         },
     };
-    let link = match pending.admit(hello(inner, false)).await {
+    let link = match pending.admit(hello(inner, Intent::Fetch)).await {
         Ok(link) => link,
         Err(e) => {
             tracing::info!(peer = %peer.short(), %remote, reason = %e, "handshake failed");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kazoo_common::config::RoleSetting;
-use kazoo_common::wire::{Request, Response, ShareEntry, MAX_BATCH};
+use kazoo_common::wire::{Intent, Request, Response, ShareEntry, MAX_BATCH};
 use kazoo_common::ContentId;
 use quinn::Connection;
 
@@ -45,7 +45,7 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
         let mut joined = false;
         for entry in node.inner.config.network.bootstrap.clone() {
             let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
-            match node.dial(entry.addr, expected, true).await {
+            match node.dial(entry.addr, expected, Intent::Join).await {
                 Ok(link) => {
                     pinned.insert(entry.addr, link.peer());
                     joined = true;

@@ -179,3 +179,29 @@ proptest! {
         prop_assert_eq!(index.entry_count(), total);
     }
 }
+
+proptest! {
+    /// The filter never has a false negative: every token of every indexed name and every
+    /// indexed id is in it, and it empties when the index does.
+    #[test]
+    fn filter_covers_the_index(names in proptest::collection::vec("[a-z]{1,6}( [a-z]{1,6}){0,3}", 1..30)) {
+        let mut index = Index::new();
+        let a = leaf(&mut index, 1);
+        let entries: Vec<ShareEntry> = names.iter().enumerate().map(|(i, n)| entry(n, &format!("{i}{n}"))).collect();
+        index.register(a, &entries, 1000).unwrap();
+        let patch = index.take_filter_patch();
+        let mut filter: std::collections::HashSet<u32> = patch.add.into_iter().collect();
+        for e in &entries {
+            prop_assert!(filter.contains(&crate::filter::position(e.id.as_bytes())));
+            for token in tokens(&e.name) {
+                prop_assert!(filter.contains(&crate::filter::position(token.as_bytes())));
+            }
+        }
+        index.remove_leaf(a);
+        for p in index.take_filter_patch().remove {
+            filter.remove(&p);
+        }
+        prop_assert!(filter.is_empty());
+        prop_assert!(index.filter().is_empty());
+    }
+}
