@@ -26,7 +26,7 @@ where
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -81,6 +81,11 @@ impl Net {
     }
 
     pub async fn start(&self, config: Config) -> Node {
+        // `RUST_LOG=debug cargo test` shows the nodes' logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let options = StartOptions {
             control_socket: false,
             ..StartOptions::default()

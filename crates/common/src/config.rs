@@ -20,6 +20,8 @@
 //! max_leaves = 200
 //! max_peers = 40
 //! max_entries_per_leaf = 100000
+//! hop_limit = 2
+//! routing = "filters"           # or "flood"
 //! ```
 
 use std::fmt;
@@ -162,6 +164,23 @@ pub struct SupernodeConfig {
     pub max_peers: usize,
     /// Most index entries per leaf. Default and maximum 100000.
     pub max_entries_per_leaf: usize,
+    /// Hops a search travels between supernodes. Default 2 (with 30–50 peers each, two hops
+    /// reach ~1000–2500 supernodes); range 0–4.
+    pub hop_limit: u8,
+    /// Forwarding rule: `"filters"` (default; only to peers whose routing filter may match)
+    /// or `"flood"` (every peer, for comparison).
+    pub routing: Routing,
+}
+
+/// How a supernode forwards searches to its peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Only to peers whose routing filter (or, with hops to spare, reach) may match.
+    #[default]
+    Filters,
+    /// To every peer while hops are left.
+    Flood,
 }
 
 impl Default for SupernodeConfig {
@@ -170,6 +189,8 @@ impl Default for SupernodeConfig {
             max_leaves: 200,
             max_peers: 40,
             max_entries_per_leaf: MAX_ENTRIES_PER_LEAF,
+            hop_limit: 2,
+            routing: Routing::Filters,
         }
     }
 }
@@ -300,6 +321,13 @@ impl Config {
                 "supernode.max_entries_per_leaf",
                 sn.max_entries_per_leaf.to_string(),
                 "1-100000",
+            ));
+        }
+        if sn.hop_limit > crate::wire::MAX_HOPS {
+            return Err(range(
+                "supernode.hop_limit",
+                sn.hop_limit.to_string(),
+                "0-4",
             ));
         }
         if !(1..=3600).contains(&self.share.rescan_secs) {

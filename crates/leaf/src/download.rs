@@ -35,7 +35,7 @@ use crate::names::{safe_file_name, unused_path};
 use scheduler::{Next, Scheduler};
 
 /// Requests in flight per source.
-pub const SLOTS_PER_SOURCE: usize = 16;
+pub const SLOTS_PER_SOURCE: usize = 8;
 /// Most piece bytes held in memory by one download.
 pub const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
 /// A piece request that takes longer than this drops its source.

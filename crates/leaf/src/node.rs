@@ -5,6 +5,7 @@
 //! is what the control socket and the tests drive.
 
 mod accept;
+mod peering;
 mod uplink;
 
 use std::collections::HashSet;
@@ -18,10 +19,12 @@ use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, PROTOCOL_VERSION,
+    CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
+    PROTOCOL_VERSION,
 };
 use kazoo_common::{ContentId, NodeId};
-use kazoo_supernode::Supernode;
+use kazoo_supernode::overlay::PeerView;
+use kazoo_supernode::{check_query, merge_hits, OverlayConfig, Supernode};
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -111,6 +114,10 @@ pub struct Status {
     pub leaves: Option<usize>,
     /// Supernode: connected peer supernodes.
     pub peers: Option<usize>,
+    /// Supernode: its peers (`--json` only shows them all).
+    pub peer_list: Option<Vec<PeerView>>,
+    /// Supernode: supernodes known (host cache).
+    pub known_supernodes: Option<usize>,
     /// Distinct files shared by this node.
     pub shared_files: usize,
     /// Supernode: index entries (leaf, file).
@@ -138,6 +145,8 @@ struct Inner {
     supernode: RwLock<Option<Arc<Supernode>>>,
     uplink: watch::Sender<Option<Uplink>>,
     connections: AtomicUsize,
+    /// Supernode role: peer links and routed searches.
+    peering: peering::Peering,
     /// Content ids being downloaded now (one download per id at a time).
     downloads: Mutex<HashSet<ContentId>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -239,6 +248,7 @@ impl Node {
             supernode: RwLock::new(None),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
+            peering: peering::Peering::default(),
             downloads: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
             config,
@@ -289,10 +299,18 @@ impl Node {
 
     /// Becomes a supernode (its own shares go into its index).
     fn promote(&self, reason: &str) {
+        let config = &self.inner.config.supernode;
+        let overlay = OverlayConfig {
+            max_peers: config.max_peers,
+            hop_limit: config.hop_limit,
+            routing: config.routing,
+            ..OverlayConfig::default()
+        };
         let sn = Arc::new(Supernode::new(
             self.node_id(),
-            self.inner.config.supernode.clone(),
+            config.clone(),
             self.inner.listen.port(),
+            overlay,
         ));
         *self
             .inner
@@ -300,7 +318,11 @@ impl Node {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
         self.set_role(Role::Supernode, reason);
-        self.spawn(own_shares_loop(Arc::clone(&self.inner.shares), sn));
+        self.spawn(own_shares_loop(
+            Arc::clone(&self.inner.shares),
+            Arc::clone(&sn),
+        ));
+        self.spawn(self.clone().overlay_loop(sn));
     }
 
     /// This node's id.
@@ -340,6 +362,7 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let uplink = self.inner.uplink.borrow().clone();
+        let peer_list = self.supernode().map(|sn| sn.with_overlay(|o| o.peers()));
         let sn = self.supernode().map(|sn| sn.stats());
         Status {
             role: role.role.as_str().to_owned(),
@@ -350,7 +373,9 @@ impl Node {
             supernode: uplink.as_ref().map(|u| u.node),
             supernode_addr: uplink.as_ref().map(|u| u.conn.remote_address()),
             leaves: sn.map(|s| s.leaves),
-            peers: sn.map(|_| 0),
+            peers: sn.map(|s| s.peers),
+            peer_list,
+            known_supernodes: sn.map(|s| s.known),
             shared_files: self.inner.shares.len(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
@@ -390,9 +415,12 @@ impl Node {
     /// Searches the network (through this node's supernode, or its own index).
     pub async fn search(&self, words: &[String], max: u32) -> Result<Vec<Hit>, NodeError> {
         if let Some(sn) = self.supernode() {
-            let mut hits = sn
-                .search(words, max as usize)
-                .map_err(|e| NodeError::Query(e.to_string()))?;
+            check_query(words).map_err(NodeError::Query)?;
+            let mut hits = Vec::new();
+            self.routed_search(&sn, words, max, |batch| hits.extend(batch))
+                .await;
+            let mut hits = merge_hits(hits);
+            hits.truncate(max as usize);
             for hit in &mut hits {
                 resolve(&mut hit.providers, std::net::Ipv4Addr::LOCALHOST.into());
             }
@@ -420,10 +448,12 @@ impl Node {
                 Err(RequestError::Remote { message, .. }) => return Err(NodeError::Query(message)),
                 Err(e) => return Err(e.into()),
             }
-            if hits.len() > max as usize {
+            // Several supernodes answer; the stream is bounded all the same.
+            if hits.len() > 4 * max as usize + HITS_PER_FRAME {
                 break;
             }
         }
+        let mut hits = merge_hits(hits);
         hits.truncate(max as usize);
         let sn_ip = uplink.conn.remote_address().ip();
         for hit in &mut hits {
@@ -484,6 +514,10 @@ impl Node {
 
     /// Stops the node: closes every connection and ends its tasks.
     pub async fn shutdown(&self) {
+        if let Some(sn) = self.supernode() {
+            let path = self.inner.config.node.data_dir.join(peering::HOST_CACHE);
+            peering::save_hosts(&path, &sn);
+        }
         let tasks: Vec<_> = self
             .inner
             .tasks

@@ -21,7 +21,7 @@ use crate::share::ShareStore;
 /// Most piece uploads in progress at once on this node.
 pub const MAX_CONCURRENT_UPLOADS: usize = 32;
 /// Most piece uploads in progress at once for one peer connection.
-pub const MAX_UPLOADS_PER_PEER: usize = 16;
+pub const MAX_UPLOADS_PER_PEER: usize = 8;
 /// Longest time one piece upload may take before its stream is reset.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Granularity of rate-capped sending.
@@ -39,7 +39,22 @@ impl RateLimit {
     pub fn new(bytes_per_sec: u64) -> Self {
         RateLimit {
             rate: bytes_per_sec as f64,
-            state: std::sync::Mutex::new((0.0, std::time::Instant::now())),
+            state: std::sync::Mutex::new((bytes_per_sec as f64, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes `amount` now if available (no waiting); false when over the rate.
+    pub fn try_take(&self, amount: u64) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let (tokens, last) = *state;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        if refilled >= amount as f64 {
+            *state = (refilled - amount as f64, now);
+            true
+        } else {
+            *state = (refilled, now);
+            false
         }
     }
 

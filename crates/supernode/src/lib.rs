@@ -12,4 +12,5 @@ pub mod service;
 pub mod tokenize;
 
 pub use index::{Index, IndexError, LeafKey};
-pub use service::{Admission, Supernode};
+pub use overlay::{Action, Overlay, OverlayConfig, Routing};
+pub use service::{check_query, merge_hits, Admission, Supernode};

@@ -26,15 +26,7 @@ use crate::filter::{fold, position, ReachMap, REACH_BITS};
 use crate::index::Index;
 use crate::tokenize::tokens;
 
-/// How queries are forwarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Routing {
-    /// Only to peers whose filter (or, with hops to spare, reach) may match.
-    Filters,
-    /// To every peer while hops are left (for comparison).
-    Flood,
-}
+pub use kazoo_common::config::Routing;
 
 /// Overlay limits and timings.
 #[derive(Clone, Debug)]
@@ -654,9 +646,17 @@ impl Overlay {
             } => {
                 return self.on_query(from, id, origin, words, max_results, hops_left, index, now);
             }
-            PeerMessage::Hits { id, hits } => {
+            PeerMessage::Hits { id, mut hits } => {
                 if hits.len() > HITS_PER_FRAME {
                     return self.penalize(from, "oversized hits message", now);
+                }
+                // The peer's own shares carry no IP: it is the peer's.
+                if let Some(peer) = self.peers.get(&from) {
+                    for p in hits.iter_mut().flat_map(|h| h.providers.iter_mut()) {
+                        if p.addr.ip().is_unspecified() {
+                            p.addr.set_ip(peer.addr.ip());
+                        }
+                    }
                 }
                 let Some(relay) = self.relays.get(&id) else {
                     return actions;

@@ -8,15 +8,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
-    ErrorCode, Hit, Request, Response, ShareEntry, HITS_PER_FRAME, MAX_BATCH, MAX_QUERY_LEN,
-    MAX_QUERY_WORDS,
+    ErrorCode, Hit, PeerMessage, Request, Response, ShareEntry, HITS_PER_FRAME, MAX_BATCH,
+    MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS,
 };
 use kazoo_common::{ContentId, NodeId};
 
 use crate::index::{Index, IndexError, LeafKey};
+use crate::overlay::{Action, Overlay, OverlayConfig};
 
 /// Outcome of a leaf asking to join.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,17 +29,16 @@ pub enum Admission {
     Full(String),
 }
 
-#[derive(Debug)]
 struct State {
     index: Index,
+    overlay: Overlay,
     /// Current key of every joined leaf (a re-joining node replaces its old key).
     leaves: HashMap<NodeId, LeafKey>,
     /// This node's own shares, indexed like a leaf's.
     own: LeafKey,
 }
 
-/// One supernode's service state.
-#[derive(Debug)]
+/// One supernode's service state: its index and its place in the overlay.
 pub struct Supernode {
     node_id: NodeId,
     config: SupernodeConfig,
@@ -49,6 +50,10 @@ pub struct Supernode {
 pub struct SupernodeStats {
     /// Joined leaves.
     pub leaves: usize,
+    /// Peer supernodes.
+    pub peers: usize,
+    /// Known supernodes (host cache).
+    pub known: usize,
     /// Index entries (leaf, file), own shares included.
     pub entries: usize,
     /// Distinct files.
@@ -57,7 +62,12 @@ pub struct SupernodeStats {
 
 impl Supernode {
     /// A supernode whose own shares are served from port `own_port` of its address.
-    pub fn new(node_id: NodeId, config: SupernodeConfig, own_port: u16) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        config: SupernodeConfig,
+        own_port: u16,
+        overlay: OverlayConfig,
+    ) -> Self {
         let mut index = Index::new();
         let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
         Supernode {
@@ -65,10 +75,49 @@ impl Supernode {
             config,
             state: Mutex::new(State {
                 index,
+                overlay: Overlay::new(node_id, overlay),
                 leaves: HashMap::new(),
                 own,
             }),
         }
+    }
+
+    /// A peering with `node` came up.
+    pub fn peer_up(&self, node: NodeId, addr: SocketAddr, now: Instant) -> Vec<Action> {
+        let mut state = self.state();
+        let State { index, overlay, .. } = &mut *state;
+        overlay.on_peer_up(node, addr, index, now)
+    }
+
+    /// A peering ended.
+    pub fn peer_down(&self, node: &NodeId, now: Instant) -> Vec<Action> {
+        self.state().overlay.on_peer_down(node, now)
+    }
+
+    /// A message from a peer.
+    pub fn peer_message(&self, from: NodeId, msg: PeerMessage, now: Instant) -> Vec<Action> {
+        let mut state = self.state();
+        let State { index, overlay, .. } = &mut *state;
+        overlay.on_message(from, msg, index, now)
+    }
+
+    /// Starts a routed search for a local leaf (or this node).
+    pub fn start_query(&self, words: &[String], max: u32, now: Instant) -> (u64, Vec<Action>) {
+        let mut state = self.state();
+        let State { index, overlay, .. } = &mut *state;
+        overlay.start_query(words, max, index, now)
+    }
+
+    /// Periodic overlay work.
+    pub fn tick(&self, now: Instant) -> Vec<Action> {
+        let mut state = self.state();
+        let State { index, overlay, .. } = &mut *state;
+        overlay.tick(index, now)
+    }
+
+    /// Runs `f` on the overlay (peers, hosts, dial outcomes, penalties).
+    pub fn with_overlay<T>(&self, f: impl FnOnce(&mut Overlay) -> T) -> T {
+        f(&mut self.state().overlay)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -124,6 +173,8 @@ impl Supernode {
         let state = self.state();
         SupernodeStats {
             leaves: state.leaves.len(),
+            peers: state.overlay.peer_count(),
+            known: state.overlay.hosts(Instant::now()).len(),
             entries: state.index.entry_count(),
             files: state.index.file_count(),
         }
@@ -134,7 +185,8 @@ impl Supernode {
         self.state().index.search(words, max)
     }
 
-    /// Answers one request from joined leaf `key`: the frames to send back, in order.
+    /// Answers one request from joined leaf `key` from this supernode's own index: the frames
+    /// to send back, in order. (The node runtime routes `Search` through the overlay instead.)
     pub fn answer(&self, key: LeafKey, request: &Request) -> Vec<Response> {
         let mut state = self.state();
         match request {
@@ -158,12 +210,8 @@ impl Supernode {
                 vec![registered(state.index.unregister(key, ids))]
             }
             Request::Search { words, max_results } => {
-                let bytes: usize = words.iter().map(String::len).sum();
-                if words.len() > MAX_QUERY_WORDS || bytes > MAX_QUERY_LEN {
-                    return vec![Response::error(
-                        ErrorCode::BadRequest,
-                        format!("query exceeds {MAX_QUERY_WORDS} words or {MAX_QUERY_LEN} bytes"),
-                    )];
+                if let Err(e) = check_query(words) {
+                    return vec![Response::error(ErrorCode::BadRequest, e)];
                 }
                 drop(state);
                 match self.search(words, *max_results as usize) {
@@ -185,6 +233,48 @@ impl Supernode {
             )],
         }
     }
+}
+
+/// Checks a query's bounds and that it has a word to search for.
+pub fn check_query(words: &[String]) -> Result<(), String> {
+    let bytes: usize = words.iter().map(String::len).sum();
+    if words.len() > MAX_QUERY_WORDS || bytes > MAX_QUERY_LEN {
+        return Err(format!(
+            "query exceeds {MAX_QUERY_WORDS} words or {MAX_QUERY_LEN} bytes"
+        ));
+    }
+    if words.iter().all(|w| crate::tokenize::tokens(w).is_empty()) {
+        return Err(IndexError::EmptyQuery.to_string());
+    }
+    Ok(())
+}
+
+/// Merges results from several supernodes: one hit per content id, providers united (by
+/// node, at most `MAX_PROVIDERS`), source counts added up; ranked by sources, then name.
+pub fn merge_hits(hits: Vec<Hit>) -> Vec<Hit> {
+    let mut merged: Vec<Hit> = Vec::new();
+    let mut at: HashMap<ContentId, usize> = HashMap::new();
+    for hit in hits {
+        match at.get(&hit.id) {
+            Some(&i) => {
+                let into = &mut merged[i];
+                into.sources += hit.sources;
+                for p in hit.providers {
+                    if into.providers.len() < MAX_PROVIDERS
+                        && !into.providers.iter().any(|q| q.node == p.node)
+                    {
+                        into.providers.push(p);
+                    }
+                }
+            }
+            None => {
+                at.insert(hit.id, merged.len());
+                merged.push(hit);
+            }
+        }
+    }
+    merged.sort_by(|a, b| b.sources.cmp(&a.sources).then_with(|| a.name.cmp(&b.name)));
+    merged
 }
 
 fn registered(result: Result<usize, IndexError>) -> Response {
@@ -212,7 +302,7 @@ mod tests {
             max_leaves,
             ..Default::default()
         };
-        Supernode::new(NodeId([0; 32]), config, 4710)
+        Supernode::new(NodeId([0; 32]), config, 4710, OverlayConfig::default())
     }
 
     fn addr() -> SocketAddr {

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
-use kazoo_common::wire::{self, CloseCode, ErrorCode, FrameError, Intent, Request, Response};
+use kazoo_common::wire::{
+    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Request, Response, HITS_PER_FRAME,
+    MAX_RESULTS,
+};
 use kazoo_common::NodeId;
-use kazoo_supernode::{Admission, LeafKey, Supernode};
+use kazoo_supernode::{check_query, Admission, LeafKey, Supernode};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
-use crate::serve::MAX_UPLOADS_PER_PEER;
+use crate::serve::{RateLimit, MAX_UPLOADS_PER_PEER};
 
 use super::{hello, Inner, MAX_DOWNLOADER_CONNECTIONS};
 
@@ -58,6 +61,35 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    if pending.hello().intent == Intent::Peer {
+        let Some(sn) = sn else {
+            pending
+                .refuse(ErrorCode::NotSupernode, "this node is not a supernode")
+                .await;
+            return;
+        };
+        if !sn.with_overlay(|o| o.wants_peer(&peer, std::time::Instant::now())) {
+            pending
+                .refuse(
+                    ErrorCode::Busy,
+                    "no room for another peer (or already peered)",
+                )
+                .await;
+            return;
+        }
+        match pending.admit(hello(inner, Intent::Fetch)).await {
+            Ok(link) => {
+                let node = super::Node {
+                    inner: Arc::clone(inner),
+                };
+                node.run_peer(sn, link, false).await;
+            }
+            Err(e) => {
+                tracing::info!(peer = %peer.short(), %remote, reason = %e, "peering handshake failed")
+            }
+        }
+        return;
+    }
     let leaf = match (joining, &sn) {
         (false, _) => None,
         (true, None) => {
@@ -119,6 +151,7 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         }
     });
     let peer_slots = Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER));
+    let queries = Arc::new(RateLimit::new(LEAF_QUERY_RATE));
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -131,8 +164,13 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         let conn = conn.clone();
         let leaf = leaf.cloned();
         let peer_slots = Arc::clone(&peer_slots);
+        let queries = Arc::clone(&queries);
         tokio::spawn(async move {
-            match serve_stream(&inner, peer, &peer_slots, send, recv, leaf.as_ref()).await {
+            let limits = Limits {
+                uploads: &peer_slots,
+                queries: &queries,
+            };
+            match serve_stream(&inner, peer, limits, send, recv, leaf.as_ref()).await {
                 Ok(()) => {}
                 Err(StreamError::Violation(reason)) => {
                     tracing::warn!(peer = %peer.short(), remote = %conn.remote_address(), %reason, "protocol violation; closing connection");
@@ -145,6 +183,65 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         });
     }
     control.abort();
+}
+
+/// Per-connection limits.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
+    /// Concurrent piece uploads to this peer.
+    uploads: &'a Semaphore,
+    /// Searches per second from this leaf.
+    queries: &'a RateLimit,
+}
+
+/// Searches a joined leaf may start per second (burst: one second's worth).
+const LEAF_QUERY_RATE: u64 = 30;
+
+/// Answers a leaf's search through the overlay: hits stream back as they arrive, then `End`.
+async fn search(
+    inner: &Arc<Inner>,
+    peer: NodeId,
+    limits: Limits<'_>,
+    sn: &Arc<Supernode>,
+    words: &[String],
+    max_results: u32,
+    send: &mut SendStream,
+) -> Result<(), StreamError> {
+    if !limits.queries.try_take(1) {
+        let refusal = Response::error(ErrorCode::Busy, "query rate exceeded; slow down");
+        tracing::info!(peer = %peer.short(), "search refused: query rate exceeded");
+        return Ok(wire::write_frame(send, &refusal).await?);
+    }
+    if let Err(e) = check_query(words) {
+        return Ok(wire::write_frame(send, &Response::error(ErrorCode::BadRequest, e)).await?);
+    }
+    let node = super::Node {
+        inner: Arc::clone(inner),
+    };
+    let cap = 2 * max_results.min(MAX_RESULTS as u32) as usize;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Hit>>(64);
+    let forward = async {
+        let mut sent = 0;
+        while let Some(hits) = rx.recv().await {
+            if sent >= cap {
+                continue;
+            }
+            let take = hits.len().min(cap - sent);
+            sent += take;
+            for chunk in hits[..take].chunks(HITS_PER_FRAME) {
+                wire::write_frame(send, &Response::Hits(chunk.to_vec())).await?;
+            }
+        }
+        wire::write_frame(send, &Response::End).await
+    };
+    let run = async move {
+        node.routed_search(sn, words, max_results, |hits| {
+            let _ = tx.try_send(hits);
+        })
+        .await;
+    };
+    let (_, forwarded) = tokio::join!(run, forward);
+    Ok(forwarded?)
 }
 
 enum StreamError {
@@ -165,9 +262,9 @@ impl From<FrameError> for StreamError {
 }
 
 async fn serve_stream(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     peer: NodeId,
-    peer_slots: &Semaphore,
+    limits: Limits<'_>,
     mut send: SendStream,
     mut recv: RecvStream,
     leaf: Option<&(Arc<Supernode>, LeafKey)>,
@@ -183,9 +280,14 @@ async fn serve_stream(
             .map_err(|e| StreamError::Stream(e.to_string()))?,
         Request::GetPiece { id, index } => inner
             .uploads
-            .piece(id, *index, peer_slots, &mut send)
+            .piece(id, *index, limits.uploads, &mut send)
             .await
             .map_err(|e| StreamError::Stream(e.to_string()))?,
+        Request::Search { words, max_results } if leaf.is_some() => {
+            if let Some((sn, _)) = leaf {
+                search(inner, peer, limits, sn, words, *max_results, &mut send).await?;
+            }
+        }
         Request::Register { .. }
         | Request::Unregister { .. }
         | Request::Search { .. }

@@ -107,7 +107,7 @@ impl Mesh {
         };
         let (_, _, index) = &mut self.nodes[n];
         let leaf = index.add_leaf(NodeId([200; 32]), addr(100 + n));
-        index.register(leaf, &[entry.clone()], 100).unwrap();
+        index.register(leaf, std::slice::from_ref(&entry), 100).unwrap();
         entry.id
     }
 

@@ -1,0 +1,333 @@
+//! The overlay over QUIC: peer links between supernodes, carrying out the overlay's actions,
+//! routed searches for local leaves, the persisted host cache.
+//!
+//! Each peering is one connection whose control stream carries `PeerMessage` frames both
+//! ways: a writer task drains a bounded queue ([`PEER_QUEUE`]) onto it and a reader feeds the
+//! overlay. When two supernodes dial each other at once, both keep the connection dialled by
+//! the smaller node id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kazoo_common::transport::{self, Link};
+use kazoo_common::wire::{self, CloseCode, Hit, Intent, PeerMessage, Provider};
+use kazoo_common::NodeId;
+use kazoo_supernode::{Action, Supernode};
+use quinn::Connection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::Node;
+
+/// Messages queued for one peer; a peer that falls further behind is disconnected.
+pub const PEER_QUEUE: usize = 4096;
+/// Hits and completions buffered for one routed search.
+const QUERY_QUEUE: usize = 256;
+/// Overlay tick period (time-outs, filter patches, dials).
+const TICK: Duration = Duration::from_millis(100);
+/// How often the host cache is written to `data_dir`.
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+/// File name of the host cache in `data_dir`.
+pub const HOST_CACHE: &str = "hostcache.json";
+
+/// One event of a routed search.
+#[derive(Debug)]
+enum QueryEvent {
+    Hits(Vec<Hit>),
+    Done,
+}
+
+struct PeerLink {
+    tx: mpsc::Sender<PeerMessage>,
+    conn: Connection,
+    dialer: NodeId,
+    generation: u64,
+}
+
+/// Live peer links and routed searches in progress.
+#[derive(Default)]
+pub(super) struct Peering {
+    links: Mutex<HashMap<NodeId, PeerLink>>,
+    queries: Mutex<HashMap<u64, mpsc::Sender<QueryEvent>>>,
+    generation: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedHost {
+    node: NodeId,
+    addr: std::net::SocketAddr,
+    age_secs: u64,
+}
+
+impl Peering {
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, PeerLink>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<QueryEvent>>> {
+        self.queries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Node {
+    /// Carries out overlay actions.
+    pub(super) fn execute(&self, sn: &Arc<Supernode>, actions: Vec<Action>) {
+        let peering = &self.inner.peering;
+        for action in actions {
+            match action {
+                Action::Send(to, msg) => {
+                    let links = peering.links();
+                    if let Some(link) = links.get(&to) {
+                        if link.tx.try_send(msg).is_err() {
+                            tracing::warn!(peer = %to.short(), "peer is not keeping up; disconnecting");
+                            transport::close(&link.conn, CloseCode::NORMAL, "send queue full");
+                        }
+                    }
+                }
+                Action::Dial(provider) => {
+                    let node = self.clone();
+                    let sn = Arc::clone(sn);
+                    tokio::spawn(async move {
+                        node.dial_peer(sn, provider.addr, Some(provider.node)).await
+                    });
+                }
+                Action::Disconnect(peer, reason) => {
+                    tracing::warn!(peer = %peer.short(), %reason, "disconnecting misbehaving supernode");
+                    if let Some(link) = peering.links().get(&peer) {
+                        transport::close(&link.conn, CloseCode::PROTOCOL_VIOLATION, &reason);
+                    }
+                }
+                Action::Hits(query, hits) => {
+                    if let Some(tx) = peering.queries().get(&query) {
+                        let _ = tx.try_send(QueryEvent::Hits(hits));
+                    }
+                }
+                Action::Done(query) => {
+                    if let Some(tx) = peering.queries().remove(&query) {
+                        let _ = tx.try_send(QueryEvent::Done);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dials a supernode to peer with it (`expected` pins its id when known).
+    pub(super) async fn dial_peer(
+        &self,
+        sn: Arc<Supernode>,
+        addr: std::net::SocketAddr,
+        expected: Option<NodeId>,
+    ) {
+        match self.dial(addr, expected, Intent::Peer).await {
+            Ok(link) => self.run_peer(sn, link, true).await,
+            Err(e) => {
+                tracing::debug!(%addr, reason = %e, "peering dial failed");
+                if let Some(node) = expected {
+                    sn.with_overlay(|o| o.on_dial_failed(&node, Instant::now()));
+                }
+            }
+        }
+    }
+
+    /// Runs one peering until it ends.
+    pub(super) async fn run_peer(&self, sn: Arc<Supernode>, link: Link, dialed_by_me: bool) {
+        let me = self.node_id();
+        let peer = link.peer();
+        let addr = link.remote();
+        let Link {
+            conn,
+            control_send: mut send,
+            control_recv: mut recv,
+            ..
+        } = link;
+        let dialer = if dialed_by_me { me } else { peer };
+        let (tx, mut rx) = mpsc::channel::<PeerMessage>(PEER_QUEUE);
+        let generation = self.inner.peering.generation.fetch_add(1, Ordering::SeqCst);
+        let replaced = {
+            let mut links = self.inner.peering.links();
+            if let Some(existing) = links.get(&peer) {
+                if existing.dialer == me.min(peer) {
+                    drop(links);
+                    transport::close(&conn, CloseCode::NORMAL, "duplicate peering");
+                    return;
+                }
+                transport::close(&existing.conn, CloseCode::NORMAL, "duplicate peering");
+            }
+            let replaced = links.insert(
+                peer,
+                PeerLink {
+                    tx,
+                    conn: conn.clone(),
+                    dialer,
+                    generation,
+                },
+            );
+            replaced.is_some()
+        };
+        let now = Instant::now();
+        if replaced {
+            let actions = sn.peer_down(&peer, now);
+            self.execute(&sn, actions);
+        }
+        tracing::info!(node = %me.short(), peer = %peer.short(), %addr, "supernode peering up");
+        let actions = sn.peer_up(peer, addr, now);
+        self.execute(&sn, actions);
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if wire::write_frame(&mut send, &msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reason = loop {
+            match wire::read_frame::<PeerMessage>(&mut recv).await {
+                Ok(msg) => {
+                    let actions = sn.peer_message(peer, msg, Instant::now());
+                    self.execute(&sn, actions);
+                }
+                Err(e) if e.is_violation() => {
+                    let reason = format!("malformed peer message: {e}");
+                    let actions = sn.with_overlay(|o| o.penalize(peer, &reason, Instant::now()));
+                    self.execute(&sn, actions);
+                    transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, &reason);
+                    break reason;
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        writer.abort();
+        let current = {
+            let mut links = self.inner.peering.links();
+            let current = links.get(&peer).is_some_and(|l| l.generation == generation);
+            if current {
+                links.remove(&peer);
+            }
+            current
+        };
+        if current {
+            tracing::info!(node = %me.short(), peer = %peer.short(), %reason, "supernode peering down");
+            let actions = sn.peer_down(&peer, Instant::now());
+            self.execute(&sn, actions);
+        }
+    }
+
+    /// Runs a search through the overlay, passing hits to `on_hits` as they arrive.
+    pub(super) async fn routed_search(
+        &self,
+        sn: &Arc<Supernode>,
+        words: &[String],
+        max: u32,
+        mut on_hits: impl FnMut(Vec<Hit>),
+    ) {
+        let (tx, mut rx) = mpsc::channel(QUERY_QUEUE);
+        let (query, actions) = sn.start_query(words, max, Instant::now());
+        self.inner.peering.queries().insert(query, tx);
+        self.execute(sn, actions);
+        let limit =
+            sn.with_overlay(|o| o.config().hop_timeout * (u32::from(o.config().hop_limit) + 2));
+        let collect = async {
+            while let Some(event) = rx.recv().await {
+                match event {
+                    QueryEvent::Hits(hits) => on_hits(hits),
+                    QueryEvent::Done => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, collect).await;
+        self.inner.peering.queries().remove(&query);
+    }
+
+    /// Ticks the overlay, dials address-only bootstrap entries, saves the host cache.
+    pub(super) async fn overlay_loop(self, sn: Arc<Supernode>) {
+        let path = self.inner.config.node.data_dir.join(HOST_CACHE);
+        let now = Instant::now();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match serde_json::from_str::<Vec<CachedHost>>(&text) {
+                Ok(hosts) => sn.with_overlay(|o| {
+                    for h in hosts {
+                        let provider = Provider {
+                            node: h.node,
+                            addr: h.addr,
+                        };
+                        o.add_host(provider, Duration::from_secs(h.age_secs), now);
+                    }
+                }),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "host cache unreadable; ignored")
+                }
+            }
+        }
+        let mut unpinned = Vec::new();
+        for entry in &self.inner.config.network.bootstrap {
+            match entry.node {
+                Some(node) => sn.with_overlay(|o| {
+                    o.add_host(
+                        Provider {
+                            node,
+                            addr: entry.addr,
+                        },
+                        Duration::ZERO,
+                        now,
+                    )
+                }),
+                None => unpinned.push(entry.addr),
+            }
+        }
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_save = Instant::now();
+        let mut last_bootstrap: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let actions = sn.tick(now);
+            self.execute(&sn, actions);
+            if last_bootstrap.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
+                last_bootstrap = Some(now);
+                let connected: Vec<std::net::SocketAddr> = self
+                    .inner
+                    .peering
+                    .links()
+                    .values()
+                    .map(|l| l.conn.remote_address())
+                    .collect();
+                for addr in unpinned
+                    .iter()
+                    .filter(|a| !connected.contains(a) && **a != self.inner.listen)
+                {
+                    let node = self.clone();
+                    let sn = Arc::clone(&sn);
+                    let addr = *addr;
+                    tokio::spawn(async move { node.dial_peer(sn, addr, None).await });
+                }
+            }
+            if now.duration_since(last_save) > SAVE_EVERY {
+                last_save = now;
+                save_hosts(&path, &sn);
+            }
+        }
+    }
+}
+
+/// Writes the host cache (atomically).
+pub(super) fn save_hosts(path: &std::path::Path, sn: &Supernode) {
+    let hosts: Vec<CachedHost> = sn.with_overlay(|o| {
+        o.hosts(Instant::now())
+            .into_iter()
+            .map(|(p, age)| CachedHost {
+                node: p.node,
+                addr: p.addr,
+                age_secs: age.as_secs(),
+            })
+            .collect()
+    });
+    let tmp = path.with_extension("tmp");
+    let result = serde_json::to_vec(&hosts)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "could not save host cache");
+    }
+}
