@@ -226,6 +226,10 @@ pub enum PeerMessage {
         max_results: u32,
         /// How many more hops it may be forwarded (≤ [`MAX_HOPS`]).
         hops_left: u8,
+        /// Set by the origin: every peer it sent the query to (≤ 64). Of the supernodes
+        /// adjacent to a target, only the one with the smallest id in this list forwards to
+        /// it, so a target two hops away gets the query once.
+        via: Vec<NodeId>,
     },
     /// Results for query `id`, travelling back along the query's path (≤ [`HITS_PER_FRAME`]).
     Hits {

@@ -345,7 +345,8 @@ impl Node {
         &self.inner.shares
     }
 
-    fn supernode(&self) -> Option<Arc<Supernode>> {
+    /// The supernode service, while this node is a supernode.
+    pub fn supernode(&self) -> Option<Arc<Supernode>> {
         self.inner
             .supernode
             .read()

@@ -242,15 +242,21 @@ impl Index {
         match file.names.iter_mut().find(|(n, _)| **n == *entry.name) {
             Some((_, count)) => *count += 1,
             None => {
+                // The file's other names already put it in their tokens' posting lists
+                // (checked here rather than by scanning lists that may hold 10^6 slots).
+                let known: Vec<String> = file.names.iter().flat_map(|(n, _)| tokens(n)).collect();
                 file.names.push((entry.name.as_str().into(), 1));
                 for token in tokens(&entry.name) {
+                    if known.contains(&token) {
+                        continue;
+                    }
                     if !self.postings.contains_key(token.as_str()) {
                         self.filter.bump(position(token.as_bytes()));
                     }
-                    let list = self.postings.entry(token.into_boxed_str()).or_default();
-                    if !list.contains(&slot) {
-                        list.push(slot);
-                    }
+                    self.postings
+                        .entry(token.into_boxed_str())
+                        .or_default()
+                        .push(slot);
                 }
             }
         }

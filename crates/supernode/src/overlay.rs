@@ -163,7 +163,6 @@ const SEEN_FOR: Duration = Duration::from_secs(30);
 impl Overlay {
     /// An overlay for supernode `me`.
     pub fn new(me: NodeId, config: OverlayConfig) -> Self {
-        let seed = u64::from_le_bytes(me.0[..8].try_into().unwrap_or([7; 8]));
         Overlay {
             me,
             config,
@@ -176,7 +175,7 @@ impl Overlay {
             reach_counts: vec![0; 1 << REACH_BITS],
             reach_add: Vec::new(),
             reach_remove: Vec::new(),
-            next_id: seed | 1,
+            next_id: 0,
             stats: OverlayStats::default(),
         }
     }
@@ -481,12 +480,36 @@ impl Overlay {
             .collect()
     }
 
-    /// Peers to forward a query with `hops` hops left to (before decrementing).
-    fn targets(&self, words: &[String], hops: u8, exclude: &[NodeId]) -> Vec<NodeId> {
+    /// Peers to forward a query with `hops` hops left to (before decrementing). `via` is the
+    /// origin's list when the query came straight from its origin: a peer in it already has
+    /// the query, and a peer adjacent to several of its members is left to the smallest.
+    fn targets(
+        &self,
+        words: &[String],
+        hops: u8,
+        exclude: &[NodeId],
+        via: Option<&[NodeId]>,
+    ) -> Vec<NodeId> {
         if hops == 0 {
             return Vec::new();
         }
-        let candidates = self.peers.iter().filter(|(n, _)| !exclude.contains(n));
+        let me = self.me;
+        let designated = |node: &NodeId, peer: &Peer| match via {
+            _ if self.config.routing == Routing::Flood => true,
+            None => true,
+            Some(via) => {
+                !via.contains(node)
+                    && via
+                        .iter()
+                        .filter(|v| **v == me || peer.peers.contains(v))
+                        .min()
+                        .is_none_or(|first| *first == me)
+            }
+        };
+        let candidates = self
+            .peers
+            .iter()
+            .filter(|(n, p)| !exclude.contains(n) && designated(n, p));
         match self.config.routing {
             Routing::Flood => candidates.map(|(n, _)| *n).collect(),
             Routing::Filters => {
@@ -505,6 +528,46 @@ impl Overlay {
         }
     }
 
+    /// Drops peers the origin would send a query to only as intermediates when none of their
+    /// peers could be the reason their reach matched and be left to them. A two-hop supernode
+    /// `q` can be the reason only if every one of our peers adjacent to `q` has a matching
+    /// reach (its filter is in all their reaches); it is left to the smallest of them. Peers
+    /// whose own filter matches, or whose peer list is unknown, are always kept.
+    fn prune_intermediates(&self, words: &[String], targets: Vec<NodeId>) -> Vec<NodeId> {
+        let positions = Self::query_positions(words);
+        let filter_match = |p: &Peer| positions.iter().all(|x| p.filter.contains(x));
+        let reach_match: HashSet<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| positions.iter().all(|x| p.reach.contains(*x)))
+            .map(|(n, _)| *n)
+            .collect();
+        let mut adjacent: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for (x, peer) in &self.peers {
+            for q in &peer.peers {
+                if *q != self.me && !self.peers.contains_key(q) {
+                    adjacent.entry(*q).or_default().push(*x);
+                }
+            }
+        }
+        targets
+            .into_iter()
+            .filter(|t| {
+                let Some(peer) = self.peers.get(t) else {
+                    return false;
+                };
+                if filter_match(peer) || peer.peers.is_empty() {
+                    return true;
+                }
+                peer.peers.iter().any(|q| {
+                    adjacent.get(q).is_some_and(|adj| {
+                        adj.iter().all(|x| reach_match.contains(x)) && adj.iter().min() == Some(t)
+                    })
+                })
+            })
+            .collect()
+    }
+
     fn local_hits(index: &Index, words: &[String], max: u32) -> Vec<Hit> {
         index.search(words, max as usize).unwrap_or_default()
     }
@@ -518,17 +581,24 @@ impl Overlay {
         now: Instant,
     ) -> (u64, Vec<Action>) {
         let mut actions = Vec::new();
-        self.next_id ^= self.next_id << 13;
-        self.next_id ^= self.next_id >> 7;
-        self.next_id ^= self.next_id << 17;
-        let id = self.next_id;
+        // Query ids must not collide across supernodes: hash our id with a counter.
+        self.next_id += 1;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(self.me.as_bytes());
+        hasher.update(&self.next_id.to_le_bytes());
+        let digest = hasher.finalize();
+        let id = u64::from_le_bytes(digest.as_bytes()[..8].try_into().unwrap_or([0; 8]));
         self.seen.insert(id, now + SEEN_FOR);
         let local = Self::local_hits(index, words, max);
         if !local.is_empty() {
             actions.push(Action::Hits(id, local));
         }
         let hops = self.config.hop_limit.min(MAX_HOPS);
-        let targets = self.targets(words, hops, &[]);
+        let mut targets = self.targets(words, hops, &[], None);
+        if self.config.routing == Routing::Filters && hops >= 2 {
+            targets = self.prune_intermediates(words, targets);
+        }
+        let via: Vec<NodeId> = targets.iter().copied().take(64).collect();
         for &t in &targets {
             let msg = PeerMessage::Query {
                 id,
@@ -536,6 +606,7 @@ impl Overlay {
                 words: words.to_vec(),
                 max_results: max,
                 hops_left: hops - 1,
+                via: via.clone(),
             };
             self.send(t, msg, &mut actions);
         }
@@ -643,8 +714,23 @@ impl Overlay {
                 words,
                 max_results,
                 hops_left,
+                via,
             } => {
-                return self.on_query(from, id, origin, words, max_results, hops_left, index, now);
+                if via.len() > 64 {
+                    return self.penalize(from, "oversized via list", now);
+                }
+                let via = (from == origin).then_some(via);
+                return self.on_query(
+                    from,
+                    id,
+                    origin,
+                    words,
+                    max_results,
+                    hops_left,
+                    via,
+                    index,
+                    now,
+                );
             }
             PeerMessage::Hits { id, mut hits } => {
                 if hits.len() > HITS_PER_FRAME {
@@ -691,6 +777,7 @@ impl Overlay {
         words: Vec<String>,
         max_results: u32,
         hops_left: u8,
+        via: Option<Vec<NodeId>>,
         index: &Index,
         now: Instant,
     ) -> Vec<Action> {
@@ -728,7 +815,7 @@ impl Overlay {
                 &mut actions,
             );
         }
-        let targets = self.targets(&words, hops_left, &[from, origin]);
+        let targets = self.targets(&words, hops_left, &[from, origin], via.as_deref());
         for &t in &targets {
             let msg = PeerMessage::Query {
                 id,
@@ -736,6 +823,7 @@ impl Overlay {
                 words: words.clone(),
                 max_results,
                 hops_left: hops_left - 1,
+                via: Vec::new(),
             };
             self.send(t, msg, &mut actions);
         }

@@ -107,7 +107,9 @@ impl Mesh {
         };
         let (_, _, index) = &mut self.nodes[n];
         let leaf = index.add_leaf(NodeId([200; 32]), addr(100 + n));
-        index.register(leaf, std::slice::from_ref(&entry), 100).unwrap();
+        index
+            .register(leaf, std::slice::from_ref(&entry), 100)
+            .unwrap();
         entry.id
     }
 
@@ -209,6 +211,7 @@ fn query_floods_and_oversized_messages_drop_the_peer() {
             words: vec!["x".into()],
             max_results: 5,
             hops_left: 1,
+            via: vec![],
         };
         let actions = overlay.on_message(id(0), msg, &index, now);
         if actions.iter().any(|a| matches!(a, Action::Disconnect(..))) {
