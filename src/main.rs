@@ -380,7 +380,7 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
             config.node.data_dir.display()
         );
     };
-    let status: Status = events
+    let status: Box<Status> = events
         .into_iter()
         .find_map(|e| match e {
             ControlEvent::Status { status } => Some(status),
@@ -404,6 +404,13 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
             (Some(sn), Some(addr)) => writeln!(out, "supernode:     {sn} at {addr}")?,
             _ => writeln!(out, "supernode:     none (joining)")?,
         }
+        let heirs: Vec<String> = status
+            .succession
+            .iter()
+            .flatten()
+            .map(|n| n.short())
+            .collect();
+        writeln!(out, "succession:    {}", heirs.join(", "))?;
     }
     if let Some(leaves) = status.leaves {
         writeln!(out, "leaves:        {leaves}")?;

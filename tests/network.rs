@@ -131,7 +131,7 @@ async fn edge_sizes_and_hostile_names() {
 async fn download_uses_every_source_and_survives_a_corrupt_one() {
     let net = Net::new();
     let sn = net.supernode("sn").await;
-    let content = bytes(8 << 20, 3);
+    let content = bytes(16 << 20, 3);
     let id = ContentId::from(blake3::hash(&content));
     let mut sources = Vec::new();
     for name in ["s1", "s2", "s3"] {

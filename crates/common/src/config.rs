@@ -22,6 +22,11 @@
 //! max_entries_per_leaf = 100000
 //! hop_limit = 2
 //! routing = "filters"           # or "flood"
+//!
+//! [election]
+//! eligible = true               # default: auto nodes whose score reaches the threshold
+//! bandwidth_kib = 1000          # advertised capacity (the score)
+//! threshold = 1
 //! ```
 
 use std::fmt;
@@ -82,6 +87,45 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `[supernode]`
     pub supernode: SupernodeConfig,
+    /// `[election]`
+    pub election: ElectionConfig,
+}
+
+/// `[election]`: whether an `auto` node may become a supernode.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionConfig {
+    /// Force eligibility on or off. Default: an `auto` node is eligible when its capacity
+    /// score reaches `threshold` (so auto nodes are eligible out of the box, on loopback too).
+    pub eligible: Option<bool>,
+    /// Upload bandwidth to advertise, KiB/s: the capacity score. Default 1000.
+    pub bandwidth_kib: u32,
+    /// Lowest score that makes an `auto` node eligible. Default 1.
+    pub threshold: u32,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            eligible: None,
+            bandwidth_kib: 1000,
+            threshold: 1,
+        }
+    }
+}
+
+impl Config {
+    /// The capacity this node advertises: > 0 means it may be elected supernode.
+    pub fn election_capacity(&self) -> u32 {
+        let e = &self.election;
+        let eligible = self.node.role == RoleSetting::Auto
+            && e.eligible.unwrap_or(e.bandwidth_kib >= e.threshold);
+        if eligible {
+            e.bandwidth_kib.max(1)
+        } else {
+            0
+        }
+    }
 }
 
 /// Which role a node takes.

@@ -25,8 +25,10 @@
 //!
 //! The dialler checks version and identity of the reply. The handshake stream then stays
 //! open as the *control stream* for the life of the connection. On a supernode peering
-//! ([`Intent::Peer`]) both sides send [`PeerMessage`] frames on it; otherwise nothing travels
-//! on it from dialler to acceptor in version 1 and a byte there is a protocol violation.
+//! ([`Intent::Peer`]) both sides send [`PeerMessage`] frames on it; on a join
+//! ([`Intent::Join`]) the supernode sends [`Notice`] frames to its leaf; nothing travels on it
+//! from dialler to acceptor otherwise, and a byte there is a protocol violation. A leaf's
+//! `Hello.capacity` > 0 says it is eligible to become a supernode.
 //!
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
@@ -180,6 +182,23 @@ pub enum Intent {
     /// Peer as supernodes: the control stream carries [`PeerMessage`]s both ways.
     Peer,
 }
+
+/// A supernode's notice to its leaf, on their control stream (supernode → leaf only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// Who takes over if this supernode dies: its eligible leaves, best first (heir `k`
+    /// waits `k` × a short delay for the heirs before it, then promotes itself), and other
+    /// supernodes to re-home to. Each list ≤ [`MAX_SUCCESSION`]; sent when it changes.
+    Succession {
+        /// Eligible leaves, best first.
+        heirs: Vec<Provider>,
+        /// Other supernodes (this one's peers).
+        supernodes: Vec<Provider>,
+    },
+}
+
+/// Most entries in each list of a [`Notice::Succession`].
+pub const MAX_SUCCESSION: usize = 8;
 
 /// Most supernodes listed in one `Supernodes` gossip message.
 pub const MAX_GOSSIP: usize = 64;

@@ -87,7 +87,7 @@ pub enum ControlEvent {
     /// Answer to `status`.
     Status {
         /// The status.
-        status: Status,
+        status: Box<Status>,
     },
     /// One search result.
     Hit {
@@ -202,7 +202,7 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
     };
     match request {
         ControlRequest::Status => {
-            let status = node.status();
+            let status = Box::new(node.status());
             send(&mut write, &ControlEvent::Status { status }).await
         }
         ControlRequest::Search { words, max_results } => {

@@ -236,24 +236,37 @@ impl Ctx {
         });
     }
 
-    /// Adds a connected source and starts its request slots.
-    fn add_source(self: &Arc<Self>, node: NodeId, conn: Connection, slots: &mut JoinSet<()>) {
-        let index = self.sched().add_source();
-        let source = Arc::new(Source {
-            index,
-            node,
-            conn,
-            bytes: AtomicU64::new(0),
-            bad: AtomicU32::new(0),
-            dead: AtomicBool::new(false),
-            dropped: Mutex::new(None),
-        });
-        self.sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::clone(&source));
+    /// Adds connected sources and starts their request slots, one slot of each source in
+    /// turn so that every source gets pieces from the start.
+    fn add_sources(
+        self: &Arc<Self>,
+        connected: Vec<(Provider, Connection)>,
+        slots: &mut JoinSet<()>,
+    ) {
+        let added: Vec<Arc<Source>> = connected
+            .into_iter()
+            .map(|(provider, conn)| {
+                tracing::debug!(source = %provider.node.short(), "source joins the download");
+                let source = Arc::new(Source {
+                    index: self.sched().add_source(),
+                    node: provider.node,
+                    conn,
+                    bytes: AtomicU64::new(0),
+                    bad: AtomicU32::new(0),
+                    dead: AtomicBool::new(false),
+                    dropped: Mutex::new(None),
+                });
+                self.sources
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Arc::clone(&source));
+                source
+            })
+            .collect();
         for _ in 0..SLOTS_PER_SOURCE {
-            slots.spawn(slot(Arc::clone(self), Arc::clone(&source)));
+            for source in &added {
+                slots.spawn(slot(Arc::clone(self), Arc::clone(source)));
+            }
         }
         self.publish();
     }
@@ -320,10 +333,7 @@ async fn refresh(
     }
     let connected = dial_all(network, fresh).await;
     let added = connected.len();
-    for (provider, conn) in connected {
-        tracing::info!(source = %provider.node.short(), "new source joins the download");
-        ctx.add_source(provider.node, conn, slots);
-    }
+    ctx.add_sources(connected, slots);
     added
 }
 
@@ -407,9 +417,7 @@ pub async fn run(
         manifest,
     });
     let mut slots = JoinSet::new();
-    for (provider, conn) in usable {
-        ctx.add_source(provider.node, conn, &mut slots);
-    }
+    ctx.add_sources(usable, &mut slots);
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.reset();
     loop {

@@ -118,6 +118,8 @@ pub struct Status {
     pub peer_list: Option<Vec<PeerView>>,
     /// Supernode: supernodes known (host cache).
     pub known_supernodes: Option<usize>,
+    /// Leaf: its supernode's succession list (heirs, best first).
+    pub succession: Option<Vec<NodeId>>,
     /// Distinct files shared by this node.
     pub shared_files: usize,
     /// Supernode: index entries (leaf, file).
@@ -145,6 +147,8 @@ struct Inner {
     supernode: RwLock<Option<Arc<Supernode>>>,
     uplink: watch::Sender<Option<Uplink>>,
     connections: AtomicUsize,
+    /// Leaf role: the last succession notice from its supernode (heirs, other supernodes).
+    succession: Mutex<(Vec<Provider>, Vec<Provider>)>,
     /// Supernode role: peer links and routed searches.
     peering: peering::Peering,
     /// Content ids being downloaded now (one download per id at a time).
@@ -248,6 +252,7 @@ impl Node {
             supernode: RwLock::new(None),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
+            succession: Mutex::new((Vec::new(), Vec::new())),
             peering: peering::Peering::default(),
             downloads: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
@@ -325,6 +330,35 @@ impl Node {
         self.spawn(self.clone().overlay_loop(sn));
     }
 
+    /// The last succession notice: (heirs, other supernodes).
+    fn succession(&self) -> (Vec<Provider>, Vec<Provider>) {
+        self.inner
+            .succession
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_succession(&self, heirs: Vec<Provider>, supernodes: Vec<Provider>) {
+        *self
+            .inner
+            .succession
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (heirs, supernodes);
+    }
+
+    /// Tells this (new) supernode's overlay about other supernodes to peer with.
+    fn learn_supernodes(&self, supernodes: &[Provider]) {
+        if let Some(sn) = self.supernode() {
+            let now = std::time::Instant::now();
+            sn.with_overlay(|o| {
+                for p in supernodes {
+                    o.add_host(*p, Duration::ZERO, now);
+                }
+            });
+        }
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.inner.identity.node_id()
@@ -377,6 +411,8 @@ impl Node {
             peers: sn.map(|s| s.peers),
             peer_list,
             known_supernodes: sn.map(|s| s.known),
+            succession: (role.role == Role::Leaf)
+                .then(|| self.succession().0.into_iter().map(|p| p.node).collect()),
             shared_files: self.inner.shares.len(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
@@ -566,7 +602,7 @@ fn hello(inner: &Inner, intent: Intent) -> Hello {
         node_id: inner.identity.node_id(),
         role: inner.role.read().unwrap_or_else(|p| p.into_inner()).role,
         listen_port: inner.listen.port(),
-        capacity: 0,
+        capacity: inner.config.election_capacity(),
         intent,
     }
 }

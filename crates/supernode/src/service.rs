@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
-    ErrorCode, Hit, PeerMessage, Request, Response, ShareEntry, HITS_PER_FRAME, MAX_BATCH,
-    MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS,
+    ErrorCode, Hit, PeerMessage, Provider, Request, Response, ShareEntry, HITS_PER_FRAME,
+    MAX_BATCH, MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS,
 };
 use kazoo_common::{ContentId, NodeId};
 
@@ -29,11 +29,19 @@ pub enum Admission {
     Full(String),
 }
 
+#[derive(Clone, Copy)]
+struct Joined {
+    key: LeafKey,
+    addr: SocketAddr,
+    capacity: u32,
+}
+
 struct State {
     index: Index,
     overlay: Overlay,
-    /// Current key of every joined leaf (a re-joining node replaces its old key).
-    leaves: HashMap<NodeId, LeafKey>,
+    /// Every joined leaf: its current key (a re-joining node replaces its old key), address
+    /// and advertised capacity (> 0: eligible to become a supernode).
+    leaves: HashMap<NodeId, Joined>,
     /// This node's own shares, indexed like a leaf's.
     own: LeafKey,
 }
@@ -130,10 +138,11 @@ impl Supernode {
         self.node_id
     }
 
-    /// Admits a leaf connecting from `addr` unless `max_leaves` are already joined.
-    pub fn admit(&self, node: NodeId, addr: SocketAddr) -> Admission {
+    /// Admits a leaf connecting from `addr` with `capacity` (> 0: eligible to succeed this
+    /// supernode) unless `max_leaves` are already joined.
+    pub fn admit(&self, node: NodeId, addr: SocketAddr, capacity: u32) -> Admission {
         let mut state = self.state();
-        let old = state.leaves.get(&node).copied();
+        let old = state.leaves.get(&node).map(|j| j.key);
         if old.is_none() && state.leaves.len() >= self.config.max_leaves {
             return Admission::Full(format!(
                 "supernode {} is full ({} leaves)",
@@ -145,14 +154,38 @@ impl Supernode {
             state.index.remove_leaf(old);
         }
         let key = state.index.add_leaf(node, addr);
-        state.leaves.insert(node, key);
+        state.leaves.insert(
+            node,
+            Joined {
+                key,
+                addr,
+                capacity,
+            },
+        );
         Admission::Admitted(key)
+    }
+
+    /// The succession list: eligible leaves, highest capacity first (ties by node id).
+    pub fn succession(&self, max: usize) -> Vec<Provider> {
+        let state = self.state();
+        let mut heirs: Vec<(u32, NodeId, SocketAddr)> = state
+            .leaves
+            .iter()
+            .filter(|(_, j)| j.capacity > 0)
+            .map(|(n, j)| (j.capacity, *n, j.addr))
+            .collect();
+        heirs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        heirs
+            .into_iter()
+            .take(max)
+            .map(|(_, node, addr)| Provider { node, addr })
+            .collect()
     }
 
     /// Forgets a leaf whose connection ended; returns how many entries were dropped.
     pub fn depart(&self, node: NodeId, key: LeafKey) -> usize {
         let mut state = self.state();
-        if state.leaves.get(&node) != Some(&key) {
+        if state.leaves.get(&node).map(|j| j.key) != Some(key) {
             return 0;
         }
         state.leaves.remove(&node);
@@ -312,18 +345,18 @@ mod tests {
     #[test]
     fn admission_is_bounded_and_rejoin_replaces() {
         let sn = sn(2);
-        let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr()) else {
+        let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr(), 0) else {
             panic!("first leaf refused");
         };
         assert!(matches!(
-            sn.admit(NodeId([2; 32]), addr()),
+            sn.admit(NodeId([2; 32]), addr(), 0),
             Admission::Admitted(_)
         ));
         assert!(matches!(
-            sn.admit(NodeId([3; 32]), addr()),
+            sn.admit(NodeId([3; 32]), addr(), 0),
             Admission::Full(_)
         ));
-        let Admission::Admitted(a2) = sn.admit(NodeId([1; 32]), addr()) else {
+        let Admission::Admitted(a2) = sn.admit(NodeId([1; 32]), addr(), 0) else {
             panic!("re-join refused");
         };
         assert_eq!(
@@ -339,7 +372,7 @@ mod tests {
     #[test]
     fn search_streams_hits_then_end_and_own_shares_count() {
         let sn = sn(5);
-        let Admission::Admitted(key) = sn.admit(NodeId([1; 32]), addr()) else {
+        let Admission::Admitted(key) = sn.admit(NodeId([1; 32]), addr(), 0) else {
             panic!("refused");
         };
         let id = ContentId([5; 32]);

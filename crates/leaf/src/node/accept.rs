@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
 use kazoo_common::wire::{
-    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Request, Response, HITS_PER_FRAME,
-    MAX_RESULTS,
+    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Notice, Provider, Request, Response,
+    HITS_PER_FRAME, MAX_RESULTS, MAX_SUCCESSION,
 };
 use kazoo_common::NodeId;
 use kazoo_supernode::{check_query, Admission, LeafKey, Supernode};
@@ -99,7 +99,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 .await;
             return;
         }
-        (true, Some(sn)) => match sn.admit(peer, remote) {
+        (true, Some(sn)) => match sn.admit(peer, remote, pending.hello().capacity) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused");
@@ -133,10 +133,13 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     let Link {
         conn,
         hello,
-        control_send: _control_send,
+        control_send,
         mut control_recv,
     } = link;
     let peer = hello.node_id;
+    // A leaf hears of its succession list on the control stream; for other connections the
+    // stream just stays open.
+    let notices = leaf.map(|(sn, _)| tokio::spawn(send_notices(Arc::clone(sn), control_send)));
     // Nothing travels dialler → acceptor on the control stream in protocol version 1.
     let watch_conn = conn.clone();
     let control = tokio::spawn(async move {
@@ -183,6 +186,38 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         });
     }
     control.abort();
+    if let Some(notices) = notices {
+        notices.abort();
+    }
+}
+
+/// How often a supernode checks whether its leaves' succession notice changed.
+const NOTICE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps a leaf's succession notice current.
+async fn send_notices(sn: Arc<Supernode>, mut send: SendStream) {
+    let mut last: Option<Notice> = None;
+    let mut tick = tokio::time::interval(NOTICE_EVERY);
+    loop {
+        tick.tick().await;
+        let heirs = sn.succession(MAX_SUCCESSION);
+        let supernodes = sn
+            .with_overlay(|o| o.peers())
+            .into_iter()
+            .take(MAX_SUCCESSION)
+            .map(|p| Provider {
+                node: p.node,
+                addr: p.addr,
+            })
+            .collect();
+        let notice = Notice::Succession { heirs, supernodes };
+        if last.as_ref() != Some(&notice) {
+            if wire::write_frame(&mut send, &notice).await.is_err() {
+                return;
+            }
+            last = Some(notice);
+        }
+    }
 }
 
 /// Per-connection limits.

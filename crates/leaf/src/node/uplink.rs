@@ -5,9 +5,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::config::RoleSetting;
-use kazoo_common::wire::{Intent, Request, Response, ShareEntry, MAX_BATCH};
-use kazoo_common::ContentId;
+use kazoo_common::transport::Link;
+use kazoo_common::wire::{
+    self, Intent, Notice, Request, Response, ShareEntry, MAX_BATCH, MAX_SUCCESSION,
+};
+use kazoo_common::{ContentId, NodeId};
 use quinn::Connection;
 
 use super::{Node, Uplink};
@@ -35,64 +42,150 @@ pub(super) fn diff(
     (added, removed)
 }
 
-/// Joins a supernode and stays joined; promotes an `auto` node that reaches none.
+/// How long heir `k` waits (× `k`) for the heirs before it to take over.
+pub const HEIR_DELAY: Duration = Duration::from_secs(1);
+/// How long one join attempt may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Joins a supernode and stays joined. When the supernode is lost the leaf re-homes: to the
+/// heirs of the succession list, the other supernodes it was told of, then the bootstrap
+/// list, all tried at once. An eligible `auto` node that is heir `k` promotes itself once
+/// `k` × [`HEIR_DELAY`] has passed without joining anyone; an `auto` node that never reached
+/// any supernode promotes itself as the first of its network.
 pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
+    let me = node.node_id();
+    let eligible = setting == RoleSetting::Auto && node.inner.config.election_capacity() > 0;
     let mut backoff = Duration::from_millis(250);
     let mut ever_joined = false;
     // Ids learned on first contact with `ADDR` entries, then required (pinned).
-    let mut pinned: HashMap<std::net::SocketAddr, kazoo_common::NodeId> = HashMap::new();
+    let mut pinned: HashMap<SocketAddr, NodeId> = HashMap::new();
+    // The supernode lost last, and when.
+    let mut lost: Option<(NodeId, Instant)> = None;
     loop {
-        let mut joined = false;
-        for entry in node.inner.config.network.bootstrap.clone() {
-            let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
-            match node.dial(entry.addr, expected, Intent::Join).await {
-                Ok(link) => {
-                    pinned.insert(entry.addr, link.peer());
-                    joined = true;
-                    ever_joined = true;
-                    backoff = Duration::from_millis(250);
-                    let sn = link.peer();
-                    tracing::info!(node = %node.node_id().short(), supernode = %sn.short(), addr = %entry.addr, "joined supernode");
-                    node.inner.uplink.send_replace(Some(Uplink {
-                        conn: link.conn.clone(),
-                        node: sn,
-                    }));
-                    let reason = stay_joined(&node, &link.conn).await;
-                    node.inner.uplink.send_replace(None);
-                    tracing::warn!(node = %node.node_id().short(), supernode = %sn.short(), %reason, "lost supernode; re-joining");
-                    drop(link);
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!(node = %node.node_id().short(), addr = %entry.addr, reason = %e, "could not join supernode");
+        let (heirs, supernodes) = node.succession();
+        if let (Some((dead, since)), true) = (lost, eligible) {
+            if let Some(rank) = heirs.iter().position(|h| h.node == me) {
+                if since.elapsed() >= HEIR_DELAY * rank as u32 {
+                    let reason = format!("heir {rank} of supernode {}, which died", dead.short());
+                    node.promote(&reason);
+                    node.learn_supernodes(&supernodes);
+                    return;
                 }
             }
         }
-        if !joined {
-            if setting == RoleSetting::Auto && !ever_joined {
-                node.promote("auto: no bootstrap supernode reachable");
-                return;
+        let mut candidates: Vec<(SocketAddr, Option<NodeId>)> = Vec::new();
+        let lost_node = lost.map(|(n, _)| n);
+        for p in heirs.iter().chain(&supernodes) {
+            if p.node != me && Some(p.node) != lost_node {
+                candidates.push((p.addr, Some(p.node)));
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        for entry in &node.inner.config.network.bootstrap {
+            let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
+            if expected.is_none_or(|n| n != me && Some(n) != lost_node) {
+                candidates.push((entry.addr, expected));
+            }
+        }
+        candidates.dedup();
+        match join_first(&node, &candidates).await {
+            Some((addr, link)) => {
+                let sn = link.peer();
+                pinned.insert(addr, sn);
+                ever_joined = true;
+                backoff = Duration::from_millis(250);
+                let why = match lost {
+                    Some((dead, _)) => format!("re-homed after supernode {} died", dead.short()),
+                    None => "joined".to_string(),
+                };
+                tracing::info!(node = %me.short(), supernode = %sn.short(), %addr, reason = %why, "joined supernode");
+                node.inner.uplink.send_replace(Some(Uplink {
+                    conn: link.conn.clone(),
+                    node: sn,
+                }));
+                let reason = stay_joined(&node, link).await;
+                node.inner.uplink.send_replace(None);
+                tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
+                lost = Some((sn, Instant::now()));
+            }
+            None => {
+                if setting == RoleSetting::Auto && !ever_joined && eligible {
+                    node.promote("auto: no bootstrap supernode reachable");
+                    return;
+                }
+                let wait = if lost.is_some() {
+                    Duration::from_millis(100)
+                } else {
+                    backoff
+                };
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
 }
 
-/// Registers shares and keeps them in sync until the connection ends; returns why it ended.
-async fn stay_joined(node: &Node, conn: &Connection) -> String {
-    let mut version = node.inner.shares.subscribe();
-    let mut indexed: HashMap<ContentId, ShareEntry> = HashMap::new();
-    loop {
-        let (added, removed) = diff(&indexed, node.inner.shares.entries());
-        if let Err(e) = sync(conn, &mut indexed, added, removed).await {
-            return e;
-        }
-        tokio::select! {
-            changed = version.changed() => if changed.is_err() { return "node stopping".into() },
-            reason = conn.closed() => return reason.to_string(),
+/// Dials every candidate at once; returns the first that accepts this node as its leaf.
+async fn join_first(
+    node: &Node,
+    candidates: &[(SocketAddr, Option<NodeId>)],
+) -> Option<(SocketAddr, Link)> {
+    let mut attempts: FuturesUnordered<_> = candidates
+        .iter()
+        .map(|&(addr, expected)| async move {
+            let result =
+                tokio::time::timeout(JOIN_TIMEOUT, node.dial(addr, expected, Intent::Join)).await;
+            (addr, result)
+        })
+        .collect();
+    while let Some((addr, result)) = attempts.next().await {
+        match result {
+            Ok(Ok(link)) => return Some((addr, link)),
+            Ok(Err(e)) => tracing::debug!(%addr, reason = %e, "could not join supernode"),
+            Err(_) => tracing::debug!(%addr, "join attempt timed out"),
         }
     }
+    None
+}
+
+/// Registers shares and keeps them in sync until the connection ends; returns why it ended.
+/// Meanwhile the supernode's notices (the succession list) are recorded.
+async fn stay_joined(node: &Node, link: Link) -> String {
+    let Link {
+        conn,
+        control_send: _keep_open,
+        control_recv: mut recv,
+        ..
+    } = link;
+    let notices = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                match wire::read_frame::<Notice>(&mut recv).await {
+                    Ok(Notice::Succession { heirs, supernodes }) => {
+                        if heirs.len() > MAX_SUCCESSION || supernodes.len() > MAX_SUCCESSION {
+                            return;
+                        }
+                        node.set_succession(heirs, supernodes);
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    let mut version = node.inner.shares.subscribe();
+    let mut indexed: HashMap<ContentId, ShareEntry> = HashMap::new();
+    let reason = loop {
+        let (added, removed) = diff(&indexed, node.inner.shares.entries());
+        if let Err(e) = sync(&conn, &mut indexed, added, removed).await {
+            break e;
+        }
+        tokio::select! {
+            changed = version.changed() => if changed.is_err() { break "node stopping".into() },
+            reason = conn.closed() => break reason.to_string(),
+        }
+    };
+    notices.abort();
+    reason
 }
 
 /// Sends removals then additions in batches; records what the supernode accepted.
