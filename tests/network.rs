@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use kazoo_common::config::RoleSetting;
 use kazoo_common::ContentId;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,10 +134,16 @@ async fn download_uses_every_source_and_survives_a_corrupt_one() {
     let sn = net.supernode("sn").await;
     let content = bytes(16 << 20, 3);
     let id = ContentId::from(blake3::hash(&content));
+    // Sources are capped at 8 MiB/s each so the download lasts long enough for every one of
+    // them to be asked, however the runtime schedules their request slots.
     let mut sources = Vec::new();
     for name in ["s1", "s2", "s3"] {
         write(&net.share_dir(name), "big file.iso", &content);
-        sources.push(net.leaf(name, &sn).await);
+        let mut config = net.config(name, RoleSetting::Leaf, Some(sn.listen_addr()));
+        config.share.upload_rate_kib = 8192;
+        let node = net.start(config).await;
+        node.wait_ready(DEADLINE).await.unwrap();
+        sources.push(node);
     }
     let d = net.leaf("d", &sn).await;
     search_until(&d, &[&id.to_hex()], |h| {
@@ -169,7 +176,13 @@ async fn download_uses_every_source_and_survives_a_corrupt_one() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
+    // d shares its (uncapped) copy too; without it the three capped sources stay the only ones.
+    d.shutdown().await;
     let e = net.leaf("e", &sn).await;
+    search_until(&e, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 3)
+    })
+    .await;
     let report = e.get(id, None, no_progress()).await.unwrap();
     assert_eq!(
         std::fs::read(&report.path).unwrap(),
@@ -185,9 +198,7 @@ async fn download_uses_every_source_and_survives_a_corrupt_one() {
     assert!(bad.dropped.is_some());
     assert_eq!(bad.bytes, 0);
     assert!(report.bad_pieces >= 1);
-    for node in [e, d] {
-        node.shutdown().await;
-    }
+    e.shutdown().await;
     for node in sources {
         node.shutdown().await;
     }

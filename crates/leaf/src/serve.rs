@@ -35,11 +35,13 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// A limit of `bytes_per_sec` (must be > 0).
-    pub fn new(bytes_per_sec: u64) -> Self {
+    /// A limit of `bytes_per_sec` (must be > 0), starting with a full bucket (`full`) or an
+    /// empty one (pacing from the first byte).
+    pub fn new(bytes_per_sec: u64, full: bool) -> Self {
+        let tokens = if full { bytes_per_sec as f64 } else { 0.0 };
         RateLimit {
             rate: bytes_per_sec as f64,
-            state: std::sync::Mutex::new((bytes_per_sec as f64, std::time::Instant::now())),
+            state: std::sync::Mutex::new((tokens, std::time::Instant::now())),
         }
     }
 
@@ -105,7 +107,7 @@ impl Uploads {
         Uploads {
             shares,
             slots: Semaphore::new(MAX_CONCURRENT_UPLOADS),
-            limit: (rate_kib > 0).then(|| RateLimit::new(rate_kib * 1024)),
+            limit: (rate_kib > 0).then(|| RateLimit::new(rate_kib * 1024, false)),
         }
     }
 
