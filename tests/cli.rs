@@ -174,3 +174,70 @@ fn supernode_leaf_and_one_shot_commands() {
     let failed = run(&getter_cfg, &["status"]);
     assert!(String::from_utf8_lossy(&failed.stderr).contains("no kazoo node is running"));
 }
+
+#[test]
+fn kill_dash_nine_of_a_supernode_elects_an_heir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sn_cfg = write_config(
+        dir,
+        "sn",
+        "[node]\nrole = \"supernode\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"sn\"\n",
+    );
+    let mut sn = spawn(&sn_cfg);
+    let sn_status = json(&until(&sn_cfg, &["status", "--json"], |o| o.status.success()));
+    let sn_addr = sn_status["listen"].as_str().unwrap().to_owned();
+    let old_sn = sn_status["node_id"].clone();
+    let mut leaves = Vec::new();
+    for name in ["auto1", "auto2", "plain"] {
+        let role = if name == "plain" { "leaf" } else { "auto" };
+        std::fs::create_dir_all(dir.join(name).join("shared")).unwrap();
+        std::fs::write(
+            dir.join(name).join("shared").join(format!("{name} song.ogg")),
+            name.as_bytes(),
+        )
+        .unwrap();
+        let cfg = write_config(
+            dir,
+            name,
+            &format!(
+                "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
+                 [share]\ndirs = [\"{name}/shared\"]\nrescan_secs = 1\n\
+                 [network]\nbootstrap = [\"{sn_addr}\"]\n"
+            ),
+        );
+        let proc = spawn(&cfg);
+        leaves.push((cfg, proc));
+    }
+    let plain = leaves[2].0.clone();
+    // The succession list reached the leaves and every file is searchable.
+    until(&plain, &["status", "--json"], |o| {
+        o.status.success() && json(o)["succession"].as_array().is_some_and(|a| a.len() == 2)
+    });
+    until(&plain, &["search", "--json", "song"], |o| {
+        String::from_utf8_lossy(&o.stdout).lines().count() == 3
+    });
+
+    // kill -9: no goodbye; the leaves notice through the QUIC idle timeout.
+    sn.0.kill().unwrap();
+    let _ = sn.0.wait();
+    let promoted = until(&plain, &["status", "--json"], |o| {
+        o.status.success() && !json(o)["supernode"].is_null() && json(o)["supernode"] != old_sn
+    });
+    let new_sn = json(&promoted)["supernode"].as_str().unwrap().to_owned();
+    let mut found = false;
+    for (cfg, _) in &leaves[..2] {
+        let status = json(&run(cfg, &["status", "--json"]));
+        if status["node_id"] == new_sn.as_str() {
+            assert_eq!(status["role"], "supernode");
+            assert!(status["reason"].as_str().unwrap().contains("heir"), "{status}");
+            found = true;
+        }
+    }
+    assert!(found, "the new supernode is one of the auto leaves");
+    assert_eq!(json(&run(&plain, &["status", "--json"]))["role"], "leaf");
+    // Every leaf re-registered with the heir: all three files are found again.
+    until(&plain, &["search", "--json", "song"], |o| {
+        String::from_utf8_lossy(&o.stdout).lines().count() == 3
+    });
+}
