@@ -1,0 +1,183 @@
+//! Failover benchmark: `cargo bench --bench failover`.
+//!
+//! 25 supernodes run as real `kazoo run` processes; 250 auto leaves (eligible heirs) run in
+//! this process over QUIC on loopback, 10 per supernode, each sharing one file named after
+//! its first supernode. Twenty supernodes are killed with SIGKILL one after another; for each,
+//! the time from the kill until every orphaned leaf is attached again (to an heir that
+//! promoted itself, or another supernode) and every orphaned file is searchable from an
+//! observer leaf elsewhere in the network. Prints p50/p99/max and the shares lost.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kazoo_common::config::{BootstrapEntry, Config, RoleSetting};
+use kazoo_common::NodeId;
+use kazoo_leaf::{Node, StartOptions};
+
+const SUPERNODES: usize = 25;
+const LEAVES_PER_SN: usize = 10;
+const KILLS: usize = 20;
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status(config: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kazoo"))
+        .arg("--config")
+        .arg(config)
+        .args(["status", "--json"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+fn leaf_config(root: &Path, name: &str, role: RoleSetting, sn: SocketAddr) -> Config {
+    let mut config = Config::default();
+    config.node.role = role;
+    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.node.data_dir = root.join(name).join("data");
+    config.share.dirs = vec![root.join(name).join("shared")];
+    config.share.rescan_secs = 60;
+    config.network.bootstrap = vec![BootstrapEntry { node: None, addr: sn }];
+    config
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let root = root.path();
+    // Supernode processes, each bootstrapped to the one before (gossip makes the mesh).
+    let mut sns: Vec<(Proc, NodeId, SocketAddr)> = Vec::new();
+    for i in 0..SUPERNODES {
+        let dir = root.join(format!("sn{i}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bootstrap = sns.last().map(|(_, _, a)| format!("bootstrap = [\"{a}\"]\n")).unwrap_or_default();
+        let config = dir.join("kazoo.toml");
+        std::fs::write(
+            &config,
+            format!("[node]\nrole = \"supernode\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[network]\n{bootstrap}"),
+        )
+        .expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_kazoo"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kazoo run");
+        let proc = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let s = loop {
+            if let Some(s) = status(&config) {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "supernode {i} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let id: NodeId = s["node_id"].as_str().and_then(|v| v.parse().ok()).expect("node id");
+        let addr: SocketAddr = s["listen"].as_str().and_then(|v| v.parse().ok()).expect("listen");
+        sns.push((proc, id, addr));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let options = StartOptions { control_socket: false, ..StartOptions::default() };
+        let mut leaves: Vec<(Node, usize)> = Vec::new();
+        for i in 0..SUPERNODES * LEAVES_PER_SN {
+            let home = i % SUPERNODES;
+            let name = format!("leaf{i}");
+            let config = leaf_config(root, &name, RoleSetting::Auto, sns[home].2);
+            std::fs::create_dir_all(&config.share.dirs[0]).expect("share dir");
+            std::fs::write(config.share.dirs[0].join(format!("group{home} file{i}.bin")), name.as_bytes()).expect("file");
+            let node = Node::start(config, options.clone()).await.expect("leaf");
+            leaves.push((node, home));
+        }
+        let observer = Node::start(
+            leaf_config(root, "observer", RoleSetting::Leaf, sns[SUPERNODES - 1].2),
+            options.clone(),
+        )
+        .await
+        .expect("observer");
+        for (node, _) in &leaves {
+            node.wait_ready(Duration::from_secs(30)).await.expect("leaf joins");
+        }
+        observer.wait_ready(Duration::from_secs(30)).await.expect("observer joins");
+        let searchable = |group: usize| {
+            let observer = observer.clone();
+            async move {
+                observer
+                    .search(&[format!("group{group}")], 50)
+                    .await
+                    .map(|h| h.len())
+                    .unwrap_or(0)
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for group in 0..SUPERNODES {
+            while searchable(group).await < LEAVES_PER_SN {
+                assert!(Instant::now() < deadline, "group {group} never became searchable");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut times = Vec::new();
+        let mut lost = 0;
+        for victim in 0..KILLS {
+            let victim_id = sns[victim].1;
+            let orphans: Vec<&Node> = leaves
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| n.status().supernode == Some(victim_id))
+                .collect();
+            let _ = sns[victim].0 .0.kill();
+            let killed = Instant::now();
+            let attached = |n: &Node| {
+                let s = n.status();
+                s.role == "supernode" || s.supernode.is_some_and(|sn| sn != victim_id)
+            };
+            let mut done = None;
+            while killed.elapsed() < GIVE_UP {
+                if orphans.iter().all(|n| attached(n)) && searchable(victim).await >= LEAVES_PER_SN {
+                    done = Some(killed.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match done {
+                Some(t) => times.push(t.as_secs_f64()),
+                None => {
+                    let found = searchable(victim).await;
+                    lost += LEAVES_PER_SN.saturating_sub(found);
+                    times.push(GIVE_UP.as_secs_f64());
+                }
+            }
+            eprintln!("kill {victim}: {} orphans, {:.2} s", orphans.len(), times.last().copied().unwrap_or(0.0));
+        }
+        let promoted = leaves.iter().filter(|(n, _)| n.status().role == "supernode").count();
+        times.sort_by(|a, b| a.total_cmp(b));
+        println!("\nfailover: {SUPERNODES} supernode processes, {} auto leaves in-process, {KILLS} supernodes killed with SIGKILL one after another", leaves.len());
+        println!("(default timeouts: QUIC keep-alive 1 s, idle 4 s; heir k waits k x 1 s)");
+        println!("{:<52} {:>10} {:>8} {:>8}", "measurement", "value", "target", "ratio");
+        println!("{:<52} {:>10.2} {:>8} {:>8}", "seconds until re-attached and searchable, p50", percentile(&times, 0.5), "", "");
+        println!("{:<52} {:>10.2} {:>8} {:>8.2}", "seconds until re-attached and searchable, p99", percentile(&times, 0.99), "<= 3", percentile(&times, 0.99) / 3.0);
+        println!("{:<52} {:>10.2} {:>8} {:>8}", "seconds until re-attached and searchable, max", times.last().copied().unwrap_or(f64::NAN), "", "");
+        println!("{:<52} {:>10} {:>8} {:>8}", "shares lost", lost, "0", "");
+        println!("{:<52} {:>10} {:>8} {:>8}", "leaves that promoted themselves", promoted, "", "");
+        observer.shutdown().await;
+        for (node, _) in leaves {
+            node.shutdown().await;
+        }
+    });
+}
