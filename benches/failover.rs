@@ -37,7 +37,10 @@ fn status(config: &Path) -> Option<serde_json::Value> {
         .args(["status", "--json"])
         .output()
         .ok()?;
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
 }
 
 fn leaf_config(root: &Path, name: &str, role: RoleSetting, sn: SocketAddr) -> Config {
@@ -47,12 +50,18 @@ fn leaf_config(root: &Path, name: &str, role: RoleSetting, sn: SocketAddr) -> Co
     config.node.data_dir = root.join(name).join("data");
     config.share.dirs = vec![root.join(name).join("shared")];
     config.share.rescan_secs = 60;
-    config.network.bootstrap = vec![BootstrapEntry { node: None, addr: sn }];
+    config.network.bootstrap = vec![BootstrapEntry {
+        node: None,
+        addr: sn,
+    }];
     config
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN)
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 fn main() {
@@ -63,7 +72,10 @@ fn main() {
     for i in 0..SUPERNODES {
         let dir = root.join(format!("sn{i}"));
         std::fs::create_dir_all(&dir).expect("dir");
-        let bootstrap = sns.last().map(|(_, _, a)| format!("bootstrap = [\"{a}\"]\n")).unwrap_or_default();
+        let bootstrap = sns
+            .last()
+            .map(|(_, _, a)| format!("bootstrap = [\"{a}\"]\n"))
+            .unwrap_or_default();
         let config = dir.join("kazoo.toml");
         std::fs::write(
             &config,
@@ -88,8 +100,14 @@ fn main() {
             assert!(Instant::now() < deadline, "supernode {i} did not start");
             std::thread::sleep(Duration::from_millis(50));
         };
-        let id: NodeId = s["node_id"].as_str().and_then(|v| v.parse().ok()).expect("node id");
-        let addr: SocketAddr = s["listen"].as_str().and_then(|v| v.parse().ok()).expect("listen");
+        let id: NodeId = s["node_id"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("node id");
+        let addr: SocketAddr = s["listen"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("listen");
         sns.push((proc, id, addr));
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -134,14 +152,14 @@ fn main() {
         }
         let mut times = Vec::new();
         let mut lost = 0;
-        for victim in 0..KILLS {
-            let victim_id = sns[victim].1;
+        for (victim, (proc, victim_id, _)) in sns.iter_mut().enumerate().take(KILLS) {
+            let victim_id = *victim_id;
             let orphans: Vec<&Node> = leaves
                 .iter()
                 .map(|(n, _)| n)
                 .filter(|n| n.status().supernode == Some(victim_id))
                 .collect();
-            let _ = sns[victim].0 .0.kill();
+            let _ = proc.0.kill();
             let killed = Instant::now();
             let attached = |n: &Node| {
                 let s = n.status();
@@ -168,7 +186,7 @@ fn main() {
         let promoted = leaves.iter().filter(|(n, _)| n.status().role == "supernode").count();
         times.sort_by(|a, b| a.total_cmp(b));
         println!("\nfailover: {SUPERNODES} supernode processes, {} auto leaves in-process, {KILLS} supernodes killed with SIGKILL one after another", leaves.len());
-        println!("(default timeouts: QUIC keep-alive 1 s, idle 4 s; heir k waits k x 1 s)");
+        println!("(default timeouts: QUIC keep-alive 0.5 s, idle 2 s; heir k waits k x 1 s)");
         println!("{:<52} {:>10} {:>8} {:>8}", "measurement", "value", "target", "ratio");
         println!("{:<52} {:>10.2} {:>8} {:>8}", "seconds until re-attached and searchable, p50", percentile(&times, 0.5), "", "");
         println!("{:<52} {:>10.2} {:>8} {:>8.2}", "seconds until re-attached and searchable, p99", percentile(&times, 0.99), "<= 3", percentile(&times, 0.99) / 3.0);

@@ -185,7 +185,9 @@ fn kill_dash_nine_of_a_supernode_elects_an_heir() {
         "[node]\nrole = \"supernode\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"sn\"\n",
     );
     let mut sn = spawn(&sn_cfg);
-    let sn_status = json(&until(&sn_cfg, &["status", "--json"], |o| o.status.success()));
+    let sn_status = json(&until(&sn_cfg, &["status", "--json"], |o| {
+        o.status.success()
+    }));
     let sn_addr = sn_status["listen"].as_str().unwrap().to_owned();
     let old_sn = sn_status["node_id"].clone();
     let mut leaves = Vec::new();
@@ -193,7 +195,9 @@ fn kill_dash_nine_of_a_supernode_elects_an_heir() {
         let role = if name == "plain" { "leaf" } else { "auto" };
         std::fs::create_dir_all(dir.join(name).join("shared")).unwrap();
         std::fs::write(
-            dir.join(name).join("shared").join(format!("{name} song.ogg")),
+            dir.join(name)
+                .join("shared")
+                .join(format!("{name} song.ogg")),
             name.as_bytes(),
         )
         .unwrap();
@@ -212,7 +216,10 @@ fn kill_dash_nine_of_a_supernode_elects_an_heir() {
     let plain = leaves[2].0.clone();
     // The succession list reached the leaves and every file is searchable.
     until(&plain, &["status", "--json"], |o| {
-        o.status.success() && json(o)["succession"].as_array().is_some_and(|a| a.len() == 2)
+        o.status.success()
+            && json(o)["succession"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
     });
     until(&plain, &["search", "--json", "song"], |o| {
         String::from_utf8_lossy(&o.stdout).lines().count() == 3
@@ -230,7 +237,10 @@ fn kill_dash_nine_of_a_supernode_elects_an_heir() {
         let status = json(&run(cfg, &["status", "--json"]));
         if status["node_id"] == new_sn.as_str() {
             assert_eq!(status["role"], "supernode");
-            assert!(status["reason"].as_str().unwrap().contains("heir"), "{status}");
+            assert!(
+                status["reason"].as_str().unwrap().contains("heir"),
+                "{status}"
+            );
             found = true;
         }
     }

@@ -15,6 +15,7 @@
 //!
 //! [network]
 //! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@198.51.100.2:4710"]
+//! idle_timeout_ms = 2000        # a silent peer is dead after this; keep-alive every 1/4
 //!
 //! [supernode]
 //! max_leaves = 200
@@ -191,11 +192,34 @@ impl Default for ShareConfig {
 }
 
 /// `[network]`
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// Supernodes to contact first: `ADDR` or `NODEID@ADDR`. Default: none.
     pub bootstrap: Vec<BootstrapEntry>,
+    /// A peer silent this long (ms) is dead; keep-alives go out every quarter of it.
+    /// Default 2000 (a dead supernode is noticed within ~2 s); range 500–60000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bootstrap: Vec::new(),
+            idle_timeout_ms: 2000,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The QUIC timing this section asks for.
+    pub fn timeouts(&self) -> crate::transport::Timeouts {
+        let idle = std::time::Duration::from_millis(self.idle_timeout_ms);
+        crate::transport::Timeouts {
+            keep_alive: idle / 4,
+            idle,
+        }
+    }
 }
 
 /// `[supernode]`
@@ -365,6 +389,13 @@ impl Config {
                 "supernode.max_entries_per_leaf",
                 sn.max_entries_per_leaf.to_string(),
                 "1-100000",
+            ));
+        }
+        if !(500..=60_000).contains(&self.network.idle_timeout_ms) {
+            return Err(range(
+                "network.idle_timeout_ms",
+                self.network.idle_timeout_ms.to_string(),
+                "500-60000",
             ));
         }
         if sn.hop_limit > crate::wire::MAX_HOPS {

@@ -36,8 +36,8 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            keep_alive: Duration::from_secs(1),
-            idle: Duration::from_secs(4),
+            keep_alive: Duration::from_millis(500),
+            idle: Duration::from_secs(2),
         }
     }
 }

@@ -38,8 +38,8 @@ use crate::share::ShareStore;
 /// How a node is started (beyond its config).
 #[derive(Clone, Debug)]
 pub struct StartOptions {
-    /// QUIC keep-alive and idle timeout.
-    pub timeouts: Timeouts,
+    /// QUIC keep-alive and idle timeout (default: from `[network] idle_timeout_ms`).
+    pub timeouts: Option<Timeouts>,
     /// Serve the control socket in `data_dir`.
     pub control_socket: bool,
     /// Scan and share `share.dirs` (off for a short-lived CLI leaf).
@@ -53,7 +53,7 @@ pub struct StartOptions {
 impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
-            timeouts: Timeouts::default(),
+            timeouts: None,
             control_socket: true,
             share: true,
             role: None,
@@ -223,7 +223,10 @@ impl Node {
         let identity =
             Identity::load_or_create(&data_dir).map_err(|e| NodeError::Start(e.to_string()))?;
         let listen = options.listen.unwrap_or(config.node.listen);
-        let endpoint = transport::endpoint(&identity, listen, options.timeouts)
+        let timeouts = options
+            .timeouts
+            .unwrap_or_else(|| config.network.timeouts());
+        let endpoint = transport::endpoint(&identity, listen, timeouts)
             .map_err(|e| NodeError::Start(e.to_string()))?;
         let listen = endpoint
             .local_addr()
@@ -241,7 +244,7 @@ impl Node {
             identity,
             endpoint,
             listen,
-            timeouts: options.timeouts,
+            timeouts,
             uploads: Uploads::new(Arc::clone(&shares), config.share.upload_rate_kib),
             shares,
             role: RwLock::new(RoleState {
