@@ -9,7 +9,7 @@ use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
     CloseCode, ErrorCode, Hello, Intent, Request, Response, Role, ShareEntry, MAX_FRAME,
-    MAX_NAME_LEN, PROTOCOL_VERSION,
+    MAX_NAME_LEN,
 };
 use kazoo_common::ContentId;
 use kazoo_leaf::client::{self, RequestError};
@@ -28,14 +28,7 @@ fn raw_node() -> (Identity, quinn::Endpoint) {
 }
 
 fn hello(identity: &Identity, intent: Intent) -> Hello {
-    Hello {
-        version: PROTOCOL_VERSION,
-        node_id: identity.node_id(),
-        role: Role::Leaf,
-        listen_port: 0,
-        capacity: 0,
-        intent,
-    }
+    Hello::new(identity.node_id(), Role::Leaf, intent)
 }
 
 /// Dials `node` from a raw endpoint.

@@ -9,7 +9,7 @@ use common::*;
 use kazoo_common::config::{BootstrapEntry, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Timeouts};
-use kazoo_common::wire::{CloseCode, ErrorCode, Hello, Intent, Role, PROTOCOL_VERSION};
+use kazoo_common::wire::{CloseCode, ErrorCode, Hello, Intent, Role};
 use kazoo_common::ContentId;
 use kazoo_leaf::Node;
 
@@ -127,14 +127,7 @@ async fn a_peer_sending_garbage_is_dropped_and_kept_away() {
         Timeouts::default(),
     )
     .unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        node_id: identity.node_id(),
-        role: Role::Supernode,
-        listen_port: endpoint.local_addr().unwrap().port(),
-        capacity: 0,
-        intent: Intent::Peer,
-    };
+    let hello = Hello::new(identity.node_id(), Role::Supernode, Intent::Peer);
     let mut link = transport::dial(
         &endpoint,
         &identity,

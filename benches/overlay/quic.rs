@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use kazoo_common::config::{BootstrapEntry, Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
-use kazoo_common::wire::{
-    Hello, Hit, Intent, Request, Response, Role, ShareEntry, PROTOCOL_VERSION,
-};
+use kazoo_common::wire::{Hello, Hit, Intent, Request, Response, Role, ShareEntry};
 use kazoo_common::{ContentId, NodeId};
 use kazoo_leaf::{client, Node, StartOptions};
 
@@ -29,14 +27,7 @@ async fn join(sn: &Node) -> Leaf {
         Timeouts::default(),
     )
     .expect("endpoint");
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        node_id: identity.node_id(),
-        role: Role::Leaf,
-        listen_port: endpoint.local_addr().map(|a| a.port()).unwrap_or(0),
-        capacity: 0,
-        intent: Intent::Join,
-    };
+    let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
     let link = transport::dial(
         &endpoint,
         &identity,

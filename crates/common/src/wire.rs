@@ -172,6 +172,20 @@ pub struct Hello {
     pub intent: Intent,
 }
 
+impl Hello {
+    /// A `Hello` of this protocol version that advertises no listen port and no capacity.
+    pub fn new(node_id: NodeId, role: Role, intent: Intent) -> Self {
+        Hello {
+            version: PROTOCOL_VERSION,
+            node_id,
+            role,
+            listen_port: 0,
+            capacity: 0,
+            intent,
+        }
+    }
+}
+
 /// What a dialler wants from a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Intent {

@@ -2,14 +2,8 @@ use super::*;
 use crate::wire::{Intent, Role};
 
 fn hello(identity: &Identity, join: bool) -> Hello {
-    Hello {
-        version: PROTOCOL_VERSION,
-        node_id: identity.node_id(),
-        role: Role::Leaf,
-        listen_port: 0,
-        capacity: 0,
-        intent: if join { Intent::Join } else { Intent::Fetch },
-    }
+    let intent = if join { Intent::Join } else { Intent::Fetch };
+    Hello::new(identity.node_id(), Role::Leaf, intent)
 }
 
 struct Server {
