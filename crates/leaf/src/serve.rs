@@ -27,54 +27,52 @@ pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 /// Granularity of rate-capped sending.
 const PACE_CHUNK: usize = 64 * 1024;
 
-/// A token bucket: `rate` bytes per second, bursts up to one second's worth.
+/// A token bucket: `rate` units per second, bursts of at most `burst` units.
 #[derive(Debug)]
 pub struct RateLimit {
     rate: f64,
+    burst: f64,
     state: std::sync::Mutex<(f64, std::time::Instant)>,
 }
 
 impl RateLimit {
-    /// A limit of `bytes_per_sec` (must be > 0), starting with a full bucket (`full`) or an
-    /// empty one (pacing from the first byte).
-    pub fn new(bytes_per_sec: u64, full: bool) -> Self {
-        let tokens = if full { bytes_per_sec as f64 } else { 0.0 };
+    /// A limit of `rate` per second (must be > 0) with bursts up to `burst`; the bucket
+    /// starts full.
+    pub fn new(rate: u64, burst: u64) -> Self {
         RateLimit {
-            rate: bytes_per_sec as f64,
-            state: std::sync::Mutex::new((tokens, std::time::Instant::now())),
+            rate: rate as f64,
+            burst: burst as f64,
+            state: std::sync::Mutex::new((burst as f64, std::time::Instant::now())),
         }
+    }
+
+    /// The bucket's level now, after refilling since the last use.
+    fn refill(&self, state: &mut (f64, std::time::Instant)) -> f64 {
+        let now = std::time::Instant::now();
+        let level =
+            (state.0 + now.duration_since(state.1).as_secs_f64() * self.rate).min(self.burst);
+        *state = (level, now);
+        level
     }
 
     /// Takes `amount` now if available (no waiting); false when over the rate.
     pub fn try_take(&self, amount: u64) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        let (tokens, last) = *state;
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-        if refilled >= amount as f64 {
-            *state = (refilled - amount as f64, now);
-            true
-        } else {
-            *state = (refilled, now);
-            false
+        let level = self.refill(&mut state);
+        let ok = level >= amount as f64;
+        if ok {
+            state.0 = level - amount as f64;
         }
+        ok
     }
 
-    /// Waits until `bytes` may be sent.
-    pub async fn take(&self, bytes: usize) {
+    /// Waits until `amount` may be used (the bucket may go negative: later callers wait).
+    pub async fn take(&self, amount: usize) {
         let wait = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let now = std::time::Instant::now();
-            let (tokens, last) = *state;
-            let refilled =
-                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-            let left = refilled - bytes as f64;
-            *state = (left, now);
-            if left >= 0.0 {
-                None
-            } else {
-                Some(std::time::Duration::from_secs_f64(-left / self.rate))
-            }
+            let left = self.refill(&mut state) - amount as f64;
+            state.0 = left;
+            (left < 0.0).then(|| std::time::Duration::from_secs_f64(-left / self.rate))
         };
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
@@ -107,7 +105,11 @@ impl Uploads {
         Uploads {
             shares,
             slots: Semaphore::new(MAX_CONCURRENT_UPLOADS),
-            limit: (rate_kib > 0).then(|| RateLimit::new(rate_kib * 1024, false)),
+            // Bursts of a tenth of a second (at least one pacing step) keep the cap honest.
+            limit: (rate_kib > 0).then(|| {
+                let rate = rate_kib * 1024;
+                RateLimit::new(rate, (rate / 10).max(PACE_CHUNK as u64))
+            }),
         }
     }
 

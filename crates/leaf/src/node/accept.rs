@@ -154,7 +154,7 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         }
     });
     let peer_slots = Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER));
-    let queries = Arc::new(RateLimit::new(LEAF_QUERY_RATE, true));
+    let queries = Arc::new(RateLimit::new(LEAF_QUERY_RATE, LEAF_QUERY_RATE));
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
