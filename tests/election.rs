@@ -130,3 +130,43 @@ async fn a_dead_heir_does_not_stall_the_next_one() {
     l.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_supernode_grows_the_network() {
+    let net = Net::new();
+    let config = |name: &str, bootstrap: Option<std::net::SocketAddr>| {
+        let mut config = net.config(name, RoleSetting::Auto, bootstrap);
+        config.supernode.max_leaves = 3;
+        config
+    };
+    let first = net.start(config("n0", None)).await;
+    role_becomes(&first, "supernode").await;
+    let mut nodes = vec![first];
+    for i in 1..8 {
+        let node = net
+            .start(config(&format!("n{i}"), Some(nodes[0].listen_addr())))
+            .await;
+        nodes.push(node);
+    }
+    // Settled: every node is a supernode or attached to one, and no supernode is over 3.
+    eventually("every node attached, no supernode over its limit", || {
+        let statuses: Vec<_> = nodes.iter().map(|n| n.status()).collect();
+        async move {
+            let attached = statuses
+                .iter()
+                .all(|s| s.role == "supernode" || s.supernode.is_some());
+            let within = statuses.iter().all(|s| s.leaves.unwrap_or(0) <= 3);
+            let supernodes = statuses.iter().filter(|s| s.role == "supernode").count();
+            (attached && within && supernodes >= 2).then_some(())
+        }
+    })
+    .await;
+    let grown = nodes
+        .iter()
+        .filter(|n| n.status().reason.contains("full"))
+        .count();
+    assert!(grown >= 1, "a leaf was asked to promote");
+    for node in nodes.into_iter().rev() {
+        node.shutdown().await;
+    }
+}

@@ -86,6 +86,8 @@ pub enum TransportError {
         code: ErrorCode,
         /// Its reason.
         reason: String,
+        /// Where it suggests trying instead.
+        redirect: Vec<wire::Provider>,
     },
 }
 
@@ -233,8 +235,17 @@ pub async fn dial(
                     control_recv: recv,
                 })
             }
-            Ok(Handshake::Refused { code, reason }) => {
-                Err(TransportError::Refused { code, reason })
+            Ok(Handshake::Refused {
+                code,
+                reason,
+                redirect,
+            }) => {
+                let redirect = redirect.into_iter().take(wire::MAX_SUCCESSION).collect();
+                Err(TransportError::Refused {
+                    code,
+                    reason,
+                    redirect,
+                })
             }
             Err(e) => {
                 if e.is_violation() {
@@ -285,17 +296,33 @@ impl Pending {
     }
 
     /// Refuses with a reason, then closes the connection with `CloseCode::REFUSED`.
-    pub async fn refuse(mut self, code: ErrorCode, reason: &str) {
-        send_refusal(&mut self.send, code, reason).await;
+    pub async fn refuse(self, code: ErrorCode, reason: &str) {
+        self.refuse_with(code, reason, Vec::new()).await;
+    }
+
+    /// Refuses with a reason and supernodes to try instead, then closes the connection.
+    pub async fn refuse_with(
+        mut self,
+        code: ErrorCode,
+        reason: &str,
+        redirect: Vec<wire::Provider>,
+    ) {
+        send_refusal(&mut self.send, code, reason, redirect).await;
         close(&self.conn, CloseCode::REFUSED, reason);
     }
 }
 
 /// Sends a refusal on the control stream and waits (briefly) until the peer has it.
-async fn send_refusal(send: &mut SendStream, code: ErrorCode, reason: &str) {
+async fn send_refusal(
+    send: &mut SendStream,
+    code: ErrorCode,
+    reason: &str,
+    redirect: Vec<wire::Provider>,
+) {
     let refusal = Handshake::Refused {
         code,
         reason: reason.to_owned(),
+        redirect,
     };
     if wire::write_frame(send, &refusal).await.is_ok() {
         let _ = send.finish();
@@ -325,7 +352,7 @@ pub async fn accept(incoming: quinn::Incoming) -> Result<Pending, TransportError
             }
         };
         if let Err((close_code, code, reason)) = check_hello(&hello, tls_id) {
-            send_refusal(&mut send, code, &reason).await;
+            send_refusal(&mut send, code, &reason, Vec::new()).await;
             close(&conn, close_code, &reason);
             return Err(TransportError::Violation(reason));
         }

@@ -19,7 +19,9 @@
 //! * `version` equals [`PROTOCOL_VERSION`] (else [`ErrorCode::VersionMismatch`],
 //!   [`CloseCode::VERSION_MISMATCH`]);
 //! * `node_id` equals the key in the TLS certificate (else [`CloseCode::IDENTITY_MISMATCH`]);
-//! * for [`Intent::Join`]: it is a supernode with room for another leaf, and for
+//! * for [`Intent::Join`]: it is a supernode with room for another leaf (a full one refuses
+//!   with `Busy` and a `redirect` list of its peers, and asks its best eligible leaf to
+//!   promote with [`Notice::Promote`]), and for
 //!   [`Intent::Peer`]: it is a supernode with room for another peer (else
 //!   [`ErrorCode::NotSupernode`] / [`ErrorCode::Busy`]).
 //!
@@ -209,6 +211,12 @@ pub enum Notice {
         /// Other supernodes (this one's peers).
         supernodes: Vec<Provider>,
     },
+    /// The supernode is full and asks this (eligible) leaf to become a supernode too; the
+    /// leaf promotes itself, leaves, and peers with it.
+    Promote {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Most entries in each list of a [`Notice::Succession`].
@@ -289,6 +297,8 @@ pub enum Handshake {
         code: ErrorCode,
         /// Human-readable detail.
         reason: String,
+        /// Where to try instead (a full supernode's peers), ≤ [`MAX_SUCCESSION`].
+        redirect: Vec<Provider>,
     },
 }
 

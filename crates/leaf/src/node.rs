@@ -19,7 +19,7 @@ use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
+    self, CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
     PROTOCOL_VERSION,
 };
 use kazoo_common::{ContentId, NodeId};
@@ -149,6 +149,12 @@ struct Inner {
     connections: AtomicUsize,
     /// Leaf role: the last succession notice from its supernode (heirs, other supernodes).
     succession: Mutex<(Vec<Provider>, Vec<Provider>)>,
+    /// Supernode role: a channel to each joined leaf's notice stream.
+    leaf_notices: Mutex<std::collections::HashMap<NodeId, tokio::sync::mpsc::Sender<wire::Notice>>>,
+    /// Supernode role: when it last asked a leaf to promote (at most one request per 5 s).
+    promote_asked_at: Mutex<Option<std::time::Instant>>,
+    /// Leaf role: its supernode asked it to promote.
+    promote_asked: std::sync::atomic::AtomicBool,
     /// Supernode role: peer links and routed searches.
     peering: peering::Peering,
     /// Content ids being downloaded now (one download per id at a time).
@@ -256,6 +262,9 @@ impl Node {
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
             succession: Mutex::new((Vec::new(), Vec::new())),
+            leaf_notices: Mutex::new(std::collections::HashMap::new()),
+            promote_asked_at: Mutex::new(None),
+            promote_asked: std::sync::atomic::AtomicBool::new(false),
             peering: peering::Peering::default(),
             downloads: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),

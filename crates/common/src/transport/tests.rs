@@ -115,7 +115,7 @@ async fn version_mismatch_is_refused_clearly() {
         .await
         .unwrap_err();
     match err {
-        TransportError::Refused { code, reason } => {
+        TransportError::Refused { code, reason, .. } => {
             assert_eq!(code, ErrorCode::VersionMismatch);
             assert!(reason.contains("version 99"), "{reason}");
         }

@@ -102,8 +102,20 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         (true, Some(sn)) => match sn.admit(peer, remote, pending.hello().capacity) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
-                tracing::info!(peer = %peer.short(), %remote, %reason, "join refused");
-                pending.refuse(ErrorCode::Busy, &reason).await;
+                tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");
+                let redirect = sn
+                    .with_overlay(|o| o.peers())
+                    .into_iter()
+                    .take(MAX_SUCCESSION)
+                    .map(|p| Provider {
+                        node: p.node,
+                        addr: p.addr,
+                    })
+                    .collect();
+                pending
+                    .refuse_with(ErrorCode::Busy, &reason, redirect)
+                    .await;
+                request_promotion(inner, sn);
                 return;
             }
         },
@@ -139,7 +151,15 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     let peer = hello.node_id;
     // A leaf hears of its succession list on the control stream; for other connections the
     // stream just stays open.
-    let notices = leaf.map(|(sn, _)| tokio::spawn(send_notices(Arc::clone(sn), control_send)));
+    let notices = leaf.map(|(sn, _)| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        inner
+            .leaf_notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, tx);
+        tokio::spawn(send_notices(Arc::clone(sn), control_send, rx))
+    });
     // Nothing travels dialler → acceptor on the control stream in protocol version 1.
     let watch_conn = conn.clone();
     let control = tokio::spawn(async move {
@@ -188,18 +208,66 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     control.abort();
     if let Some(notices) = notices {
         notices.abort();
+        inner
+            .leaf_notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+    }
+}
+
+/// How often a full supernode may ask a leaf to promote.
+const PROMOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A full supernode asks its best eligible leaf to become a supernode (growth).
+fn request_promotion(inner: &Inner, sn: &Supernode) {
+    {
+        let mut last = inner
+            .promote_asked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let Some(best) = sn.succession(1).into_iter().next() else {
+        return;
+    };
+    let notices = inner.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = notices.get(&best.node) {
+        let reason = format!("supernode {} is full", sn.node_id().short());
+        tracing::info!(leaf = %best.node.short(), %reason, "asking best eligible leaf to promote");
+        let _ = tx.try_send(Notice::Promote { reason });
     }
 }
 
 /// How often a supernode checks whether its leaves' succession notice changed.
 const NOTICE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Keeps a leaf's succession notice current.
-async fn send_notices(sn: Arc<Supernode>, mut send: SendStream) {
+/// Keeps a leaf's succession notice current, and passes on other notices from `extra`.
+async fn send_notices(
+    sn: Arc<Supernode>,
+    mut send: SendStream,
+    mut extra: tokio::sync::mpsc::Receiver<Notice>,
+) {
     let mut last: Option<Notice> = None;
     let mut tick = tokio::time::interval(NOTICE_EVERY);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            notice = extra.recv() => {
+                match notice {
+                    Some(notice) => {
+                        if wire::write_frame(&mut send, &notice).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+                continue;
+            }
+        }
         let heirs = sn.succession(MAX_SUCCESSION);
         let supernodes = sn
             .with_overlay(|o| o.peers())

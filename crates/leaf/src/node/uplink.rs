@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::config::RoleSetting;
-use kazoo_common::transport::Link;
+use std::sync::atomic::Ordering;
+
+use kazoo_common::transport::{Link, TransportError};
 use kazoo_common::wire::{
-    self, Intent, Notice, Request, Response, ShareEntry, MAX_BATCH, MAX_SUCCESSION,
+    self, Intent, Notice, Provider, Request, Response, ShareEntry, MAX_BATCH, MAX_SUCCESSION,
 };
 use kazoo_common::{ContentId, NodeId};
 use quinn::Connection;
@@ -87,7 +89,18 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
             }
         }
         candidates.dedup();
-        match join_first(&node, &candidates).await {
+        let mut redirects = Vec::new();
+        let mut joined = join_first(&node, &candidates, &mut redirects).await;
+        if joined.is_none() && !redirects.is_empty() {
+            // A full supernode named others to try.
+            let others: Vec<(SocketAddr, Option<NodeId>)> = redirects
+                .iter()
+                .filter(|p| p.node != me)
+                .map(|p| (p.addr, Some(p.node)))
+                .collect();
+            joined = join_first(&node, &others, &mut Vec::new()).await;
+        }
+        match joined {
             Some((addr, link)) => {
                 let sn = link.peer();
                 pinned.insert(addr, sn);
@@ -102,8 +115,18 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
                     conn: link.conn.clone(),
                     node: sn,
                 }));
+                let sn_addr = link.remote();
                 let reason = stay_joined(&node, link).await;
                 node.inner.uplink.send_replace(None);
+                if eligible && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
+                    let why = format!("asked by supernode {}, which is full", sn.short());
+                    node.promote(&why);
+                    node.learn_supernodes(&[Provider {
+                        node: sn,
+                        addr: sn_addr,
+                    }]);
+                    return;
+                }
                 tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
                 lost = Some((sn, Instant::now()));
             }
@@ -125,9 +148,11 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
 }
 
 /// Dials every candidate at once; returns the first that accepts this node as its leaf.
+/// Supernodes that refuse because they are full add where to go instead to `redirects`.
 async fn join_first(
     node: &Node,
     candidates: &[(SocketAddr, Option<NodeId>)],
+    redirects: &mut Vec<Provider>,
 ) -> Option<(SocketAddr, Link)> {
     let mut attempts: FuturesUnordered<_> = candidates
         .iter()
@@ -140,6 +165,12 @@ async fn join_first(
     while let Some((addr, result)) = attempts.next().await {
         match result {
             Ok(Ok(link)) => return Some((addr, link)),
+            Ok(Err(TransportError::Refused {
+                redirect, reason, ..
+            })) => {
+                tracing::debug!(%addr, %reason, "join refused");
+                redirects.extend(redirect);
+            }
             Ok(Err(e)) => tracing::debug!(%addr, reason = %e, "could not join supernode"),
             Err(_) => tracing::debug!(%addr, "join attempt timed out"),
         }
@@ -158,6 +189,7 @@ async fn stay_joined(node: &Node, link: Link) -> String {
     } = link;
     let notices = {
         let node = node.clone();
+        let conn_for_notices = conn.clone();
         tokio::spawn(async move {
             loop {
                 match wire::read_frame::<Notice>(&mut recv).await {
@@ -166,6 +198,15 @@ async fn stay_joined(node: &Node, link: Link) -> String {
                             return;
                         }
                         node.set_succession(heirs, supernodes);
+                    }
+                    Ok(Notice::Promote { reason }) => {
+                        if node.inner.config.node.role == RoleSetting::Auto
+                            && node.inner.config.election_capacity() > 0
+                        {
+                            tracing::info!(%reason, "supernode asks this leaf to promote");
+                            node.inner.promote_asked.store(true, Ordering::SeqCst);
+                            conn_for_notices.close(0u32.into(), b"promoting");
+                        }
                     }
                     Err(_) => return,
                 }
