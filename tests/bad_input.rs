@@ -15,18 +15,6 @@ use kazoo_common::ContentId;
 use kazoo_leaf::client::{self, RequestError};
 use kazoo_leaf::Node;
 
-/// A bare QUIC endpoint with a fresh identity (no node runtime), so a test can send anything.
-fn raw_node() -> (Identity, quinn::Endpoint) {
-    let identity = Identity::generate().unwrap();
-    let endpoint = transport::endpoint(
-        &identity,
-        "127.0.0.1:0".parse().unwrap(),
-        Timeouts::default(),
-    )
-    .unwrap();
-    (identity, endpoint)
-}
-
 fn hello(identity: &Identity, intent: Intent) -> Hello {
     Hello::new(identity.node_id(), Role::Leaf, intent)
 }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 
 use common::*;
 use kazoo_common::config::{BootstrapEntry, RoleSetting};
-use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Timeouts};
 use kazoo_common::wire::{CloseCode, ErrorCode, Hello, Intent, Role};
 use kazoo_common::ContentId;
@@ -120,13 +119,7 @@ async fn a_restarted_supernode_finds_its_peers_in_the_host_cache() {
 async fn a_peer_sending_garbage_is_dropped_and_kept_away() {
     let net = Net::new();
     let sn = supernode(&net, "sn", &[]).await;
-    let identity = Identity::generate().unwrap();
-    let endpoint = transport::endpoint(
-        &identity,
-        "127.0.0.1:0".parse().unwrap(),
-        Timeouts::default(),
-    )
-    .unwrap();
+    let (identity, endpoint) = raw_node();
     let hello = Hello::new(identity.node_id(), Role::Supernode, Intent::Peer);
     let mut link = transport::dial(
         &endpoint,

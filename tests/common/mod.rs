@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kazoo_common::config::{BootstrapEntry, Config, RoleSetting};
+use kazoo_common::identity::Identity;
+use kazoo_common::transport::{self, Timeouts};
 use kazoo_common::wire::Hit;
 use kazoo_leaf::{Node, StartOptions};
 
@@ -92,6 +94,18 @@ impl Net {
         };
         Node::start(config, options).await.expect("node starts")
     }
+}
+
+/// A bare QUIC endpoint with a fresh identity (no node runtime), so a test can send anything.
+pub fn raw_node() -> (Identity, quinn::Endpoint) {
+    let identity = Identity::generate().expect("identity");
+    let endpoint = transport::endpoint(
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        Timeouts::default(),
+    )
+    .expect("endpoint");
+    (identity, endpoint)
 }
 
 /// Deterministic pseudo-random bytes.

@@ -216,6 +216,11 @@ impl Overlay {
         list
     }
 
+    /// Number of known supernodes.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
     /// Known supernodes and how long ago each was last seen (for the persisted host cache).
     pub fn hosts(&self, now: Instant) -> Vec<(Provider, Duration)> {
         self.hosts

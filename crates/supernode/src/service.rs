@@ -165,6 +165,20 @@ impl Supernode {
         Admission::Admitted(key)
     }
 
+    /// Up to `max` of this supernode's peers, as places for leaves to go.
+    pub fn peer_providers(&self, max: usize) -> Vec<Provider> {
+        self.state()
+            .overlay
+            .peers()
+            .into_iter()
+            .take(max)
+            .map(|p| Provider {
+                node: p.node,
+                addr: p.addr,
+            })
+            .collect()
+    }
+
     /// The succession list: eligible leaves, highest capacity first (ties by node id).
     pub fn succession(&self, max: usize) -> Vec<Provider> {
         let state = self.state();
@@ -207,7 +221,7 @@ impl Supernode {
         SupernodeStats {
             leaves: state.leaves.len(),
             peers: state.overlay.peer_count(),
-            known: state.overlay.hosts(Instant::now()).len(),
+            known: state.overlay.host_count(),
             entries: state.index.entry_count(),
             files: state.index.file_count(),
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
 use kazoo_common::wire::{
-    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Notice, Provider, Request, Response,
-    HITS_PER_FRAME, MAX_RESULTS, MAX_SUCCESSION,
+    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Notice, Request, Response, HITS_PER_FRAME,
+    MAX_RESULTS, MAX_SUCCESSION,
 };
 use kazoo_common::NodeId;
 use kazoo_supernode::{check_query, Admission, LeafKey, Supernode};
@@ -103,15 +103,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");
-                let redirect = sn
-                    .with_overlay(|o| o.peers())
-                    .into_iter()
-                    .take(MAX_SUCCESSION)
-                    .map(|p| Provider {
-                        node: p.node,
-                        addr: p.addr,
-                    })
-                    .collect();
+                let redirect = sn.peer_providers(MAX_SUCCESSION);
                 pending
                     .refuse_with(ErrorCode::Busy, &reason, redirect)
                     .await;
@@ -269,15 +261,7 @@ async fn send_notices(
             }
         }
         let heirs = sn.succession(MAX_SUCCESSION);
-        let supernodes = sn
-            .with_overlay(|o| o.peers())
-            .into_iter()
-            .take(MAX_SUCCESSION)
-            .map(|p| Provider {
-                node: p.node,
-                addr: p.addr,
-            })
-            .collect();
+        let supernodes = sn.peer_providers(MAX_SUCCESSION);
         let notice = Notice::Succession { heirs, supernodes };
         if last.as_ref() != Some(&notice) {
             if wire::write_frame(&mut send, &notice).await.is_err() {
