@@ -401,7 +401,12 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
     writeln!(out, "listen:        {}", status.listen)?;
     if status.role == "leaf" {
         match (status.supernode, status.supernode_addr) {
-            (Some(sn), Some(addr)) => writeln!(out, "supernode:     {sn} at {addr}")?,
+            (Some(sn), Some(addr)) => {
+                writeln!(out, "supernode:     {sn} at {addr}")?;
+                if let Some(reason) = &status.uplink_reason {
+                    writeln!(out, "               ({reason})")?;
+                }
+            }
             _ => writeln!(out, "supernode:     none (joining)")?,
         }
         let heirs: Vec<String> = status

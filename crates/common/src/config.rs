@@ -28,6 +28,9 @@
 //! eligible = true               # default: auto nodes whose score reaches the threshold
 //! bandwidth_kib = 1000          # advertised capacity (the score)
 //! threshold = 1
+//! heir_delay_ms = 1000          # heir k of a dead supernode waits k × this, then promotes
+//! demote_below_pct = 25         # an auto supernode under this % of max_leaves is under-used
+//! demote_after_secs = 30        # … and demotes after being under-used this long (0 % = never)
 //! ```
 
 use std::fmt;
@@ -103,6 +106,15 @@ pub struct ElectionConfig {
     pub bandwidth_kib: u32,
     /// Lowest score that makes an `auto` node eligible. Default 1.
     pub threshold: u32,
+    /// Heir `k` of a dead supernode waits `k` × this (ms) for the heirs before it, then
+    /// promotes itself. Default 1000; range 0–10000 (0: every heir promotes at once).
+    pub heir_delay_ms: u64,
+    /// An `auto` supernode with fewer leaves than this percentage of `max_leaves` is
+    /// under-used. Default 25; range 0–100 (0: never demote).
+    pub demote_below_pct: u8,
+    /// Seconds an `auto` supernode stays under-used before the one with the fewest leaves
+    /// among it and its peers demotes. Default 30; range 1–3600.
+    pub demote_after_secs: u64,
 }
 
 impl Default for ElectionConfig {
@@ -111,7 +123,22 @@ impl Default for ElectionConfig {
             eligible: None,
             bandwidth_kib: 1000,
             threshold: 1,
+            heir_delay_ms: 1000,
+            demote_below_pct: 25,
+            demote_after_secs: 30,
         }
+    }
+}
+
+impl ElectionConfig {
+    /// How long heir `k` waits, per rank, before promoting.
+    pub fn heir_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.heir_delay_ms)
+    }
+
+    /// How long a supernode must stay under-used before it may demote.
+    pub fn demote_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.demote_after_secs)
     }
 }
 
@@ -403,6 +430,28 @@ impl Config {
                 "supernode.hop_limit",
                 sn.hop_limit.to_string(),
                 "0-4",
+            ));
+        }
+        let e = &self.election;
+        if e.heir_delay_ms > 10_000 {
+            return Err(range(
+                "election.heir_delay_ms",
+                e.heir_delay_ms.to_string(),
+                "0-10000",
+            ));
+        }
+        if e.demote_below_pct > 100 {
+            return Err(range(
+                "election.demote_below_pct",
+                e.demote_below_pct.to_string(),
+                "0-100",
+            ));
+        }
+        if !(1..=3600).contains(&e.demote_after_secs) {
+            return Err(range(
+                "election.demote_after_secs",
+                e.demote_after_secs.to_string(),
+                "1-3600",
             ));
         }
         if !(1..=3600).contains(&self.share.rescan_secs) {

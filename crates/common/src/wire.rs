@@ -20,8 +20,9 @@
 //!   [`CloseCode::VERSION_MISMATCH`]);
 //! * `node_id` equals the key in the TLS certificate (else [`CloseCode::IDENTITY_MISMATCH`]);
 //! * for [`Intent::Join`]: it is a supernode with room for another leaf (a full one refuses
-//!   with `Busy` and a `redirect` list of its peers, and asks its best eligible leaf to
-//!   promote with [`Notice::Promote`]), and for
+//!   with `Busy` and a `redirect` list of its peers with room, and asks its best eligible
+//!   leaf to promote with [`Notice::Promote`]; once that leaf has promoted and peered back,
+//!   part of the full supernode's leaves get a [`Notice::Redirect`] to it), and for
 //!   [`Intent::Peer`]: it is a supernode with room for another peer (else
 //!   [`ErrorCode::NotSupernode`] / [`ErrorCode::Busy`]).
 //!
@@ -39,7 +40,8 @@
 //! connect (`reset`) and as patches after. A query travels with a random id and a hop limit;
 //! an SN forwards it only to peers whose filter may match (or whose reach may match, while
 //! two or more hops are left), answers with `Hits` back along the path, and sends `Done`
-//! once it and everything it forwarded to have answered (or timed out). A peer that floods
+//! once it and everything it forwarded to have answered (or timed out). Each side also
+//! announces its `Load` (leaves, `max_leaves`, demotable). A peer that floods
 //! queries or sends malformed frames is disconnected and not re-dialled for a while.
 //!
 //! # Requests
@@ -217,6 +219,16 @@ pub enum Notice {
         /// Why.
         reason: String,
     },
+    /// Leave this supernode and join one of `to` instead (tried in order, the first alone):
+    /// sent to part of a full supernode's leaves when a new supernode has taken over some
+    /// of its load, and to every leaf of a supernode that demotes. The supernode closes the
+    /// connection a few seconds later if the leaf has not gone. `to` ≤ [`MAX_SUCCESSION`].
+    Redirect {
+        /// Where to go, best first.
+        to: Vec<Provider>,
+        /// Why (logged by the leaf).
+        reason: String,
+    },
 }
 
 /// Most entries in each list of a [`Notice::Succession`].
@@ -283,6 +295,18 @@ pub enum PeerMessage {
     Done {
         /// The query.
         id: u64,
+    },
+    /// The sender's load, sent on peering and whenever it changes (at most once per tick):
+    /// redirects and succession notices list peers with room, and an under-used supernode
+    /// demotes only when it has the fewest leaves of its under-used, demotable peers and
+    /// they have room for its leaves.
+    Load {
+        /// Leaves joined now.
+        leaves: u32,
+        /// Its `max_leaves`.
+        max_leaves: u32,
+        /// It is an `auto` supernode that may demote (a configured supernode never does).
+        demotable: bool,
     },
 }
 

@@ -5,6 +5,7 @@
 //! is what the control socket and the tests drive.
 
 mod accept;
+mod election;
 mod peering;
 mod uplink;
 
@@ -19,12 +20,12 @@ use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    self, CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
+    CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
     PROTOCOL_VERSION,
 };
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::overlay::PeerView;
-use kazoo_supernode::{check_query, merge_hits, OverlayConfig, Supernode};
+use kazoo_supernode::{check_query, merge_hits, DemotePolicy, OverlayConfig, Supernode};
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -120,6 +121,9 @@ pub struct Status {
     pub known_supernodes: Option<usize>,
     /// Leaf: its supernode's succession list (heirs, best first).
     pub succession: Option<Vec<NodeId>>,
+    /// Leaf: why it is with its current supernode (joined, re-homed after a death,
+    /// redirected by a full or demoting supernode).
+    pub uplink_reason: Option<String>,
     /// Distinct files shared by this node.
     pub shared_files: usize,
     /// Supernode: index entries (leaf, file).
@@ -133,6 +137,8 @@ pub struct Status {
 struct Uplink {
     conn: Connection,
     node: NodeId,
+    /// Why the leaf is with this supernode (joined, re-homed, redirected).
+    reason: String,
 }
 
 struct Inner {
@@ -149,12 +155,21 @@ struct Inner {
     connections: AtomicUsize,
     /// Leaf role: the last succession notice from its supernode (heirs, other supernodes).
     succession: Mutex<(Vec<Provider>, Vec<Provider>)>,
-    /// Supernode role: a channel to each joined leaf's notice stream.
-    leaf_notices: Mutex<std::collections::HashMap<NodeId, tokio::sync::mpsc::Sender<wire::Notice>>>,
+    /// The configured role (or the start option overriding it).
+    setting: RoleSetting,
+    /// Supernode role: each joined leaf's notice stream and connection.
+    leaf_notices: Mutex<std::collections::HashMap<NodeId, election::LeafChannel>>,
     /// Supernode role: when it last asked a leaf to promote (at most one request per 5 s).
     promote_asked_at: Mutex<Option<std::time::Instant>>,
+    /// Supernode role: the leaf it asked to promote, and when; part of its leaves move to
+    /// that node once it peers back as a supernode.
+    handover_to: Mutex<Option<(NodeId, std::time::Instant)>>,
+    /// Supernode role: tasks that end when it demotes (overlay, own shares, demotion check).
+    sn_tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Leaf role: its supernode asked it to promote.
     promote_asked: std::sync::atomic::AtomicBool,
+    /// Leaf role: its supernode redirected it (where to, why).
+    redirect: Mutex<Option<(Vec<Provider>, String)>>,
     /// Supernode role: peer links and routed searches.
     peering: peering::Peering,
     /// Content ids being downloaded now (one download per id at a time).
@@ -262,9 +277,13 @@ impl Node {
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
             succession: Mutex::new((Vec::new(), Vec::new())),
+            setting,
             leaf_notices: Mutex::new(std::collections::HashMap::new()),
             promote_asked_at: Mutex::new(None),
+            handover_to: Mutex::new(None),
+            sn_tasks: Mutex::new(Vec::new()),
             promote_asked: std::sync::atomic::AtomicBool::new(false),
+            redirect: Mutex::new(None),
             peering: peering::Peering::default(),
             downloads: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
@@ -284,7 +303,7 @@ impl Node {
             }
             RoleSetting::Auto | RoleSetting::Leaf => {
                 node.set_role(Role::Leaf, "joining a supernode");
-                node.spawn(uplink::uplink_loop(node.clone(), setting));
+                node.spawn(uplink::uplink_loop(node.clone(), setting, None));
             }
         }
         if options.control_socket {
@@ -334,12 +353,44 @@ impl Node {
             .supernode
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
+        if self.inner.setting == RoleSetting::Auto {
+            let election = &self.inner.config.election;
+            sn.set_demote_policy(DemotePolicy {
+                below_pct: election.demote_below_pct,
+                after: election.demote_after(),
+            });
+        }
         self.set_role(Role::Supernode, reason);
-        self.spawn(own_shares_loop(
-            Arc::clone(&self.inner.shares),
-            Arc::clone(&sn),
-        ));
-        self.spawn(self.clone().overlay_loop(sn));
+        let tasks = [
+            tokio::spawn(own_shares_loop(
+                Arc::clone(&self.inner.shares),
+                Arc::clone(&sn),
+            )),
+            tokio::spawn(self.clone().overlay_loop(Arc::clone(&sn))),
+            tokio::spawn(self.clone().demotion_loop(sn)),
+        ];
+        self.inner
+            .sn_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
+    }
+
+    /// A redirect notice from the supernode, to follow once the connection has closed.
+    fn set_redirect(&self, to: Vec<Provider>, reason: String) {
+        *self
+            .inner
+            .redirect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((to, reason));
+    }
+
+    fn take_redirect(&self) -> Option<(Vec<Provider>, String)> {
+        self.inner
+            .redirect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The last succession notice: (heirs, other supernodes).
@@ -423,6 +474,7 @@ impl Node {
             peers: sn.map(|s| s.peers),
             peer_list,
             known_supernodes: sn.map(|s| s.known),
+            uplink_reason: uplink.as_ref().map(|u| u.reason.clone()),
             succession: (role.role == Role::Leaf)
                 .then(|| self.succession().0.into_iter().map(|p| p.node).collect()),
             shared_files: self.inner.shares.len(),
@@ -567,13 +619,20 @@ impl Node {
             let path = self.inner.config.node.data_dir.join(peering::HOST_CACHE);
             peering::save_hosts(&path, &sn);
         }
-        let tasks: Vec<_> = self
+        let mut tasks: Vec<_> = self
             .inner
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
             .collect();
+        tasks.extend(
+            self.inner
+                .sn_tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
         for task in tasks {
             task.abort();
         }

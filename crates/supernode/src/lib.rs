@@ -5,12 +5,14 @@
 //! Everything here is plain state driven by the node runtime in `kazoo-leaf`, which owns the
 //! sockets; the same logic therefore runs over QUIC and in in-memory tests.
 
+pub mod election;
 pub mod filter;
 pub mod index;
 pub mod overlay;
 pub mod service;
 pub mod tokenize;
 
+pub use election::{DemotePolicy, Demotion};
 pub use index::{Index, IndexError, LeafKey};
-pub use overlay::{Action, Overlay, OverlayConfig, Routing};
+pub use overlay::{Action, Load, Overlay, OverlayConfig, Routing};
 pub use service::{check_query, merge_hits, Admission, Supernode};

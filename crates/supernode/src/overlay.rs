@@ -106,12 +106,32 @@ struct TokenBucket {
     last: Instant,
 }
 
+/// A supernode's load, as announced to its peers with [`PeerMessage::Load`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Load {
+    /// Leaves joined now.
+    pub leaves: u32,
+    /// Its `max_leaves`.
+    pub max_leaves: u32,
+    /// An `auto` supernode, which may demote.
+    pub demotable: bool,
+}
+
+impl Load {
+    /// Leaves it can still take.
+    pub fn room(&self) -> u32 {
+        self.max_leaves.saturating_sub(self.leaves)
+    }
+}
+
 struct Peer {
     addr: SocketAddr,
     filter: HashSet<u32>,
     reach: ReachMap,
     peers: Vec<NodeId>,
     bucket: TokenBucket,
+    /// Its last `Load` (none yet: not known).
+    load: Option<Load>,
 }
 
 struct Host {
@@ -138,6 +158,8 @@ pub struct PeerView {
     pub filter_positions: usize,
     /// Its own peer count, as it last told us.
     pub peers: usize,
+    /// Its load, as it last told us.
+    pub load: Option<Load>,
 }
 
 /// One supernode's overlay state.
@@ -155,6 +177,9 @@ pub struct Overlay {
     reach_remove: Vec<u32>,
     next_id: u64,
     stats: OverlayStats,
+    /// This supernode's load, and whether peers have heard it yet.
+    load: Load,
+    load_sent: bool,
 }
 
 /// How long a query id is remembered.
@@ -177,6 +202,8 @@ impl Overlay {
             reach_remove: Vec::new(),
             next_id: 0,
             stats: OverlayStats::default(),
+            load: Load::default(),
+            load_sent: true,
         }
     }
 
@@ -210,10 +237,46 @@ impl Overlay {
                 addr: p.addr,
                 filter_positions: p.filter.len(),
                 peers: p.peers.len(),
+                load: p.load,
             })
             .collect();
         list.sort_by_key(|p| p.node);
         list
+    }
+
+    /// Sets this supernode's load; peers hear of a change at the next tick.
+    pub fn set_load(&mut self, load: Load) {
+        if load != self.load {
+            self.load = load;
+            self.load_sent = false;
+        }
+    }
+
+    /// Up to `max` peers that may take a leaf: those with room, most room first, then
+    /// those whose load is not known yet. Full peers are left out.
+    pub fn peers_with_room(&self, max: usize) -> Vec<(Provider, Option<Load>)> {
+        let mut list = self.peers_with_load();
+        list.retain(|(_, load)| load.is_none_or(|l| l.room() > 0));
+        list.sort_by_key(|(p, load)| {
+            let room = load.map_or(0, |l| l.room());
+            (load.is_none(), std::cmp::Reverse(room), p.node)
+        });
+        list.truncate(max);
+        list
+    }
+
+    /// Every peer and its last announced load.
+    pub fn peers_with_load(&self) -> Vec<(Provider, Option<Load>)> {
+        self.peers
+            .iter()
+            .map(|(node, p)| {
+                let provider = Provider {
+                    node: *node,
+                    addr: p.addr,
+                };
+                (provider, p.load)
+            })
+            .collect()
     }
 
     /// Number of known supernodes.
@@ -374,6 +437,14 @@ impl Overlay {
         list
     }
 
+    fn load_message(&self) -> PeerMessage {
+        PeerMessage::Load {
+            leaves: self.load.leaves,
+            max_leaves: self.load.max_leaves,
+            demotable: self.load.demotable,
+        }
+    }
+
     fn peer_ids(&self) -> Vec<NodeId> {
         self.peers.keys().copied().take(64).collect()
     }
@@ -403,8 +474,11 @@ impl Overlay {
                     tokens: 2.0 * self.config.peer_query_rate,
                     last: now,
                 },
+                load: None,
             },
         );
+        let load = self.load_message();
+        self.send(node, load, &mut actions);
         let gossip = self.gossip_list();
         self.send(node, PeerMessage::Supernodes(gossip), &mut actions);
         let filter = index.filter().positions();
@@ -760,6 +834,19 @@ impl Overlay {
                     Some(up) => self.send(up, PeerMessage::Hits { id, hits }, &mut actions),
                 }
             }
+            PeerMessage::Load {
+                leaves,
+                max_leaves,
+                demotable,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&from) {
+                    peer.load = Some(Load {
+                        leaves,
+                        max_leaves,
+                        demotable,
+                    });
+                }
+            }
             PeerMessage::Done { id } => {
                 let empty = self
                     .relays
@@ -879,6 +966,13 @@ impl Overlay {
             .filter(|p| self.reach_counts[*p as usize] == 0)
             .collect();
         let peer_ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        if !self.load_sent {
+            self.load_sent = true;
+            for &peer in &peer_ids {
+                let load = self.load_message();
+                self.send(peer, load, &mut actions);
+            }
+        }
         for &peer in &peer_ids {
             for (add, remove) in chunk_patch(&patch.add, &patch.remove) {
                 self.send(

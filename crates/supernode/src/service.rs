@@ -17,8 +17,9 @@ use kazoo_common::wire::{
 };
 use kazoo_common::{ContentId, NodeId};
 
+use crate::election::{self, DemotePolicy, Demotion};
 use crate::index::{Index, IndexError, LeafKey};
-use crate::overlay::{Action, Overlay, OverlayConfig};
+use crate::overlay::{Action, Load, Overlay, OverlayConfig};
 
 /// Outcome of a leaf asking to join.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +45,22 @@ struct State {
     leaves: HashMap<NodeId, Joined>,
     /// This node's own shares, indexed like a leaf's.
     own: LeafKey,
+    /// Set for an `auto` supernode: when it counts as under-used and may demote.
+    demote: Option<DemotePolicy>,
+    /// Since when it has been under-used without a break.
+    underused_since: Option<Instant>,
+}
+
+impl State {
+    /// Tells the overlay (and so the peers) the current load.
+    fn refresh_load(&mut self, max_leaves: usize) {
+        let load = Load {
+            leaves: self.leaves.len() as u32,
+            max_leaves: max_leaves as u32,
+            demotable: self.demote.is_some_and(|p| p.below_pct > 0),
+        };
+        self.overlay.set_load(load);
+    }
 }
 
 /// One supernode's service state: its index and its place in the overlay.
@@ -78,16 +95,59 @@ impl Supernode {
     ) -> Self {
         let mut index = Index::new();
         let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
+        let mut state = State {
+            index,
+            overlay: Overlay::new(node_id, overlay),
+            leaves: HashMap::new(),
+            own,
+            demote: None,
+            underused_since: None,
+        };
+        state.refresh_load(config.max_leaves);
         Supernode {
             node_id,
             config,
-            state: Mutex::new(State {
-                index,
-                overlay: Overlay::new(node_id, overlay),
-                leaves: HashMap::new(),
-                own,
-            }),
+            state: Mutex::new(state),
         }
+    }
+
+    /// Lets this (`auto`) supernode demote when under-used, as `policy` says.
+    pub fn set_demote_policy(&self, policy: DemotePolicy) {
+        let mut state = self.state();
+        state.demote = Some(policy);
+        state.refresh_load(self.config.max_leaves);
+    }
+
+    /// Whether to demote now (see [`election::plan_demotion`]); also tracks since when this
+    /// supernode has been under-used, which must last the policy's `after` first.
+    pub fn demotion(&self, now: Instant) -> Option<Demotion> {
+        let mut state = self.state();
+        let policy = state.demote?;
+        let mine = Load {
+            leaves: state.leaves.len() as u32,
+            max_leaves: self.config.max_leaves as u32,
+            demotable: policy.below_pct > 0,
+        };
+        if !policy.underused(mine) {
+            state.underused_since = None;
+            return None;
+        }
+        let since = *state.underused_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < policy.after {
+            return None;
+        }
+        let leaves: Vec<NodeId> = state.leaves.keys().copied().collect();
+        let peers = state.overlay.peers_with_load();
+        election::plan_demotion(self.node_id, mine, &leaves, &peers, policy)
+    }
+
+    /// Which `count` leaves to hand over to the new supernode `to` (see
+    /// [`election::pick_handover`]).
+    pub fn handover(&self, to: NodeId, count: usize) -> Vec<NodeId> {
+        let state = self.state();
+        let leaves: Vec<(NodeId, u32)> =
+            state.leaves.iter().map(|(n, j)| (*n, j.capacity)).collect();
+        election::pick_handover(&leaves, to, count)
     }
 
     /// A peering with `node` came up.
@@ -162,20 +222,18 @@ impl Supernode {
                 capacity,
             },
         );
+        state.refresh_load(self.config.max_leaves);
         Admission::Admitted(key)
     }
 
-    /// Up to `max` of this supernode's peers, as places for leaves to go.
+    /// Up to `max` of this supernode's peers with room, most room first, as places for
+    /// leaves to go.
     pub fn peer_providers(&self, max: usize) -> Vec<Provider> {
         self.state()
             .overlay
-            .peers()
+            .peers_with_room(max)
             .into_iter()
-            .take(max)
-            .map(|p| Provider {
-                node: p.node,
-                addr: p.addr,
-            })
+            .map(|(p, _)| p)
             .collect()
     }
 
@@ -203,6 +261,7 @@ impl Supernode {
             return 0;
         }
         state.leaves.remove(&node);
+        state.refresh_load(self.config.max_leaves);
         state.index.remove_leaf(key)
     }
 

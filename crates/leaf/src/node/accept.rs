@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::serve::{RateLimit, MAX_UPLOADS_PER_PEER};
 
+use super::election::{LeafChannel, NOTICE_QUEUE};
 use super::{hello, Inner, MAX_DOWNLOADER_CONNECTIONS};
 
 /// How long a peer may take to send its request after opening a stream.
@@ -107,7 +108,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 pending
                     .refuse_with(ErrorCode::Busy, &reason, redirect)
                     .await;
-                request_promotion(inner, sn);
+                inner.request_promotion(sn);
                 return;
             }
         },
@@ -144,12 +145,16 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     // A leaf hears of its succession list on the control stream; for other connections the
     // stream just stays open.
     let notices = leaf.map(|(sn, _)| {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (tx, rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
+        let channel = LeafChannel {
+            tx,
+            conn: conn.clone(),
+        };
         inner
             .leaf_notices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(peer, tx);
+            .insert(peer, channel);
         tokio::spawn(send_notices(Arc::clone(sn), control_send, rx))
     });
     // Nothing travels dialler → acceptor on the control stream in protocol version 1.
@@ -205,32 +210,6 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&peer);
-    }
-}
-
-/// How often a full supernode may ask a leaf to promote.
-const PROMOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A full supernode asks its best eligible leaf to become a supernode (growth).
-fn request_promotion(inner: &Inner, sn: &Supernode) {
-    {
-        let mut last = inner
-            .promote_asked_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
-            return;
-        }
-        *last = Some(std::time::Instant::now());
-    }
-    let Some(best) = sn.succession(1).into_iter().next() else {
-        return;
-    };
-    let notices = inner.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = notices.get(&best.node) {
-        let reason = format!("supernode {} is full", sn.node_id().short());
-        tracing::info!(leaf = %best.node.short(), %reason, "asking best eligible leaf to promote");
-        let _ = tx.try_send(Notice::Promote { reason });
     }
 }
 

@@ -69,6 +69,13 @@ impl Peering {
     fn queries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<QueryEvent>>> {
         self.queries.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Closes every peering (this node stops being a supernode).
+    pub(super) fn close_all(&self, reason: &str) {
+        for (_, link) in self.links().drain() {
+            transport::close(&link.conn, CloseCode::NORMAL, reason);
+        }
+    }
 }
 
 impl Node {
@@ -174,6 +181,7 @@ impl Node {
         tracing::info!(node = %me.short(), peer = %peer.short(), %addr, "supernode peering up");
         let actions = sn.peer_up(peer, addr, now);
         self.execute(&sn, actions);
+        self.hand_over_to_new_supernode(&sn, peer, addr);
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if wire::write_frame(&mut send, &msg).await.is_err() {

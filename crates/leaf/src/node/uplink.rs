@@ -44,61 +44,95 @@ pub(super) fn diff(
     (added, removed)
 }
 
-/// How long heir `k` waits (× `k`) for the heirs before it to take over.
-pub const HEIR_DELAY: Duration = Duration::from_secs(1);
 /// How long one join attempt may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a supernode sent this node, and why: (who sent it, where to go, best first, reason).
+pub(super) type Redirect = (NodeId, Vec<Provider>, String);
 
 /// Joins a supernode and stays joined. When the supernode is lost the leaf re-homes: to the
 /// heirs of the succession list, the other supernodes it was told of, then the bootstrap
 /// list, all tried at once. An eligible `auto` node that is heir `k` promotes itself once
-/// `k` × [`HEIR_DELAY`] has passed without joining anyone; an `auto` node that never reached
-/// any supernode promotes itself as the first of its network.
-pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
+/// `k` × `election.heir_delay_ms` has passed without joining anyone; an `auto` node that
+/// never reached any supernode promotes itself as the first of its network. A redirect
+/// (from a supernode handing leaves over or demoting, or `first` for a node that just
+/// demoted) is followed first: its first target alone, then the rest at once.
+pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<Redirect>) {
     let me = node.node_id();
     let eligible = setting == RoleSetting::Auto && node.inner.config.election_capacity() > 0;
+    let heir_delay = node.inner.config.election.heir_delay();
     let mut backoff = Duration::from_millis(250);
     let mut ever_joined = false;
     // Ids learned on first contact with `ADDR` entries, then required (pinned).
     let mut pinned: HashMap<SocketAddr, NodeId> = HashMap::new();
-    // The supernode lost last, and when.
-    let mut lost: Option<(NodeId, Instant)> = None;
+    // The supernode lost last: its id, address, and when.
+    let mut lost: Option<(NodeId, SocketAddr, Instant)> = None;
+    let mut redirect = first;
     loop {
         let (heirs, supernodes) = node.succession();
-        if let (Some((dead, since)), true) = (lost, eligible) {
+        if let (Some((dead, dead_addr, since)), true) = (lost, eligible) {
             if let Some(rank) = heirs.iter().position(|h| h.node == me) {
-                if since.elapsed() >= HEIR_DELAY * rank as u32 {
+                if since.elapsed() >= heir_delay * rank as u32 {
                     let reason = format!("heir {rank} of supernode {}, which died", dead.short());
                     node.promote(&reason);
-                    node.learn_supernodes(&supernodes);
+                    // Peer with the supernodes it was told of, the other heirs (one may have
+                    // promoted at the same time) and the lost supernode (it may only have
+                    // been cut off): a healed split ends in one overlay.
+                    let mut hosts = supernodes.clone();
+                    hosts.extend(heirs.iter().filter(|h| h.node != me).copied());
+                    hosts.push(Provider {
+                        node: dead,
+                        addr: dead_addr,
+                    });
+                    node.learn_supernodes(&hosts);
                     return;
                 }
             }
         }
-        let mut candidates: Vec<(SocketAddr, Option<NodeId>)> = Vec::new();
-        let lost_node = lost.map(|(n, _)| n);
-        for p in heirs.iter().chain(&supernodes) {
-            if p.node != me && Some(p.node) != lost_node {
-                candidates.push((p.addr, Some(p.node)));
-            }
-        }
-        for entry in &node.inner.config.network.bootstrap {
-            let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
-            if expected.is_none_or(|n| n != me && Some(n) != lost_node) {
-                candidates.push((entry.addr, expected));
-            }
-        }
-        candidates.dedup();
-        let mut redirects = Vec::new();
-        let mut joined = join_first(&node, &candidates, &mut redirects).await;
-        if joined.is_none() && !redirects.is_empty() {
-            // A full supernode named others to try.
-            let others: Vec<(SocketAddr, Option<NodeId>)> = redirects
+        let mut joined = None;
+        let mut why = match lost {
+            Some((dead, _, _)) => format!("re-homed after supernode {} died", dead.short()),
+            None => "joined".to_string(),
+        };
+        if let Some((from, to, reason)) = redirect.take() {
+            let to: Vec<(SocketAddr, Option<NodeId>)> = to
                 .iter()
                 .filter(|p| p.node != me)
                 .map(|p| (p.addr, Some(p.node)))
                 .collect();
-            joined = join_first(&node, &others, &mut Vec::new()).await;
+            let split = to.len().min(1);
+            joined = join_first(&node, &to[..split], &mut Vec::new()).await;
+            if joined.is_none() && to.len() > split {
+                joined = join_first(&node, &to[split..], &mut Vec::new()).await;
+            }
+            why = format!("redirected by supernode {}: {reason}", from.short());
+        }
+        if joined.is_none() {
+            let mut candidates: Vec<(SocketAddr, Option<NodeId>)> = Vec::new();
+            let lost_node = lost.map(|(n, _, _)| n);
+            for p in heirs.iter().chain(&supernodes) {
+                if p.node != me && Some(p.node) != lost_node {
+                    candidates.push((p.addr, Some(p.node)));
+                }
+            }
+            for entry in &node.inner.config.network.bootstrap {
+                let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
+                if expected.is_none_or(|n| n != me && Some(n) != lost_node) {
+                    candidates.push((entry.addr, expected));
+                }
+            }
+            candidates.dedup();
+            let mut redirects = Vec::new();
+            joined = join_first(&node, &candidates, &mut redirects).await;
+            if joined.is_none() && !redirects.is_empty() {
+                // A full supernode named others to try.
+                let others: Vec<(SocketAddr, Option<NodeId>)> = redirects
+                    .iter()
+                    .filter(|p| p.node != me)
+                    .map(|p| (p.addr, Some(p.node)))
+                    .collect();
+                joined = join_first(&node, &others, &mut Vec::new()).await;
+            }
         }
         match joined {
             Some((addr, link)) => {
@@ -106,14 +140,11 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
                 pinned.insert(addr, sn);
                 ever_joined = true;
                 backoff = Duration::from_millis(250);
-                let why = match lost {
-                    Some((dead, _)) => format!("re-homed after supernode {} died", dead.short()),
-                    None => "joined".to_string(),
-                };
                 tracing::info!(node = %me.short(), supernode = %sn.short(), %addr, reason = %why, "joined supernode");
                 node.inner.uplink.send_replace(Some(Uplink {
                     conn: link.conn.clone(),
                     node: sn,
+                    reason: why.clone(),
                 }));
                 let sn_addr = link.remote();
                 let reason = stay_joined(&node, link).await;
@@ -127,8 +158,14 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting) {
                     }]);
                     return;
                 }
+                if let Some((to, why)) = node.take_redirect() {
+                    tracing::info!(node = %me.short(), supernode = %sn.short(), reason = %why, "redirected; re-homing");
+                    redirect = Some((sn, to, why));
+                    lost = None;
+                    continue;
+                }
                 tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
-                lost = Some((sn, Instant::now()));
+                lost = Some((sn, sn_addr, Instant::now()));
             }
             None => {
                 if setting == RoleSetting::Auto && !ever_joined && eligible {
@@ -198,6 +235,14 @@ async fn stay_joined(node: &Node, link: Link) -> String {
                             return;
                         }
                         node.set_succession(heirs, supernodes);
+                    }
+                    Ok(Notice::Redirect { to, reason }) => {
+                        if to.len() > MAX_SUCCESSION {
+                            return;
+                        }
+                        node.set_redirect(to, reason);
+                        conn_for_notices.close(0u32.into(), b"redirected");
+                        return;
                     }
                     Ok(Notice::Promote { reason }) => {
                         if node.inner.config.node.role == RoleSetting::Auto

@@ -1,0 +1,175 @@
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn id(n: usize) -> NodeId {
+    NodeId([n as u8 + 1; 32])
+}
+
+fn provider(n: usize) -> Provider {
+    Provider {
+        node: id(n),
+        addr: SocketAddr::from(([127, 0, 0, 1], 6000 + n as u16)),
+    }
+}
+
+fn load(leaves: u32, max_leaves: u32) -> Load {
+    Load {
+        leaves,
+        max_leaves,
+        demotable: true,
+    }
+}
+
+const POLICY: DemotePolicy = DemotePolicy {
+    below_pct: 25,
+    after: Duration::from_secs(1),
+};
+
+#[test]
+fn underused_is_below_the_percentage() {
+    assert!(POLICY.underused(load(0, 3)));
+    assert!(!POLICY.underused(load(1, 3)));
+    assert!(POLICY.underused(load(49, 200)));
+    assert!(!POLICY.underused(load(50, 200)));
+    let never = DemotePolicy {
+        below_pct: 0,
+        ..POLICY
+    };
+    assert!(!never.underused(load(0, 200)));
+}
+
+#[test]
+fn the_emptier_of_two_underused_supernodes_demotes_and_the_other_stays() {
+    let a = id(10);
+    let b = id(11);
+    let leaves_a = [id(20)];
+    let leaves_b = [id(21), id(22)];
+    let peer_b = Provider {
+        node: b,
+        addr: provider(11).addr,
+    };
+    let peer_a = Provider {
+        node: a,
+        addr: provider(10).addr,
+    };
+    let plan = plan_demotion(
+        a,
+        load(1, 10),
+        &leaves_a,
+        &[(peer_b, Some(load(2, 10)))],
+        POLICY,
+    )
+    .expect("a has fewer leaves: it demotes");
+    assert_eq!(plan.moves, vec![(id(20), vec![peer_b])]);
+    assert_eq!(plan.supernodes, vec![peer_b]);
+    assert_eq!(
+        plan_demotion(
+            b,
+            load(2, 10),
+            &leaves_b,
+            &[(peer_a, Some(load(1, 10)))],
+            POLICY
+        ),
+        None
+    );
+}
+
+#[test]
+fn ties_go_to_the_smaller_node_id() {
+    let p0 = provider(0);
+    let p1 = provider(1);
+    assert!(plan_demotion(id(0), load(0, 10), &[], &[(p1, Some(load(0, 10)))], POLICY).is_some());
+    assert!(plan_demotion(id(1), load(0, 10), &[], &[(p0, Some(load(0, 10)))], POLICY).is_none());
+}
+
+#[test]
+fn no_demotion_without_room_peers_or_known_loads() {
+    let leaves = [id(20), id(21)];
+    let me = id(0);
+    // Not under-used.
+    assert!(plan_demotion(
+        me,
+        load(5, 10),
+        &leaves,
+        &[(provider(1), Some(load(9, 10)))],
+        POLICY
+    )
+    .is_none());
+    // No peers.
+    assert!(plan_demotion(me, load(2, 10), &leaves, &[], POLICY).is_none());
+    // A peer whose load is unknown.
+    assert!(plan_demotion(me, load(2, 10), &leaves, &[(provider(1), None)], POLICY).is_none());
+    // Room for the leaves but not for the node itself.
+    assert!(plan_demotion(
+        me,
+        load(2, 10),
+        &leaves,
+        &[(provider(1), Some(load(8, 10)))],
+        POLICY
+    )
+    .is_none());
+    // A configured supernode never demotes.
+    let fixed = Load {
+        demotable: false,
+        ..load(0, 10)
+    };
+    assert!(plan_demotion(me, fixed, &[], &[(provider(1), Some(load(5, 10)))], POLICY).is_none());
+    // A full, non-demotable peer does not outrank; room elsewhere suffices.
+    let busy = Load {
+        demotable: false,
+        ..load(0, 10)
+    };
+    assert!(plan_demotion(
+        me,
+        load(2, 10),
+        &leaves,
+        &[(provider(1), Some(busy))],
+        POLICY
+    )
+    .is_some());
+}
+
+#[test]
+fn handover_keeps_the_best_heirs() {
+    let leaves = [
+        (id(1), 500),
+        (id(2), 0),
+        (id(3), 1000),
+        (id(4), 0),
+        (id(5), 900),
+    ];
+    let moved = pick_handover(&leaves, id(3), 3);
+    assert_eq!(moved.len(), 3);
+    assert!(!moved.contains(&id(3)), "the new supernode is not moved");
+    assert!(moved.contains(&id(2)) && moved.contains(&id(4)) && moved.contains(&id(1)));
+}
+
+proptest! {
+    /// Every leaf is sent somewhere with room, and no peer gets more than its room.
+    #[test]
+    fn a_demotion_plan_respects_every_peers_room(
+        rooms in proptest::collection::vec(0u32..6, 1..8),
+        leaf_count in 0usize..12,
+    ) {
+        let peers: Vec<(Provider, Option<Load>)> = rooms
+            .iter()
+            .enumerate()
+            .map(|(i, room)| (provider(i + 1), Some(Load { leaves: 20 - room, max_leaves: 20, demotable: false })))
+            .collect();
+        let leaves: Vec<NodeId> = (0..leaf_count).map(|i| id(100 + i)).collect();
+        let total: u32 = rooms.iter().sum();
+        let plan = plan_demotion(id(0), load(leaf_count as u32, 100), &leaves, &peers, POLICY);
+        prop_assert_eq!(plan.is_some(), total as usize > leaf_count);
+        if let Some(plan) = plan {
+            prop_assert_eq!(plan.moves.len(), leaf_count);
+            for (i, (provider, _)) in peers.iter().enumerate() {
+                let sent = plan.moves.iter().filter(|(_, to)| to[0].node == provider.node).count();
+                prop_assert!(sent as u32 <= rooms[i]);
+            }
+            prop_assert!(!plan.supernodes.is_empty());
+        }
+    }
+}
