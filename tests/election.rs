@@ -170,3 +170,181 @@ async fn a_full_supernode_grows_the_network() {
         node.shutdown().await;
     }
 }
+
+/// Waits until `node` is a leaf of `sn`; returns its status.
+async fn attached_to(node: &Node, sn: &Node) -> kazoo_leaf::Status {
+    let sn_id = sn.node_id();
+    eventually(
+        &format!("{} attached to {}", node.node_id().short(), sn_id.short()),
+        || {
+            let status = node.status();
+            async move { (status.role == "leaf" && status.supernode == Some(sn_id)).then_some(status) }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_hands_part_of_a_full_supernodes_leaves_to_the_new_one() {
+    let net = Net::new();
+    let config = |name: &str, role: RoleSetting, bootstrap: Option<std::net::SocketAddr>| {
+        let mut config = net.config(name, role, bootstrap);
+        config.supernode.max_leaves = 4;
+        config
+    };
+    let first = net.start(config("first", RoleSetting::Auto, None)).await;
+    role_becomes(&first, "supernode").await;
+    let mut leaves = Vec::new();
+    for i in 0..4 {
+        let node = net
+            .start(config(
+                &format!("a{i}"),
+                RoleSetting::Auto,
+                Some(first.listen_addr()),
+            ))
+            .await;
+        node.wait_ready(DEADLINE).await.expect("joins");
+        leaves.push(node);
+    }
+    assert_eq!(first.status().leaves, Some(4));
+    // A fifth node finds the supernode full: its best eligible leaf is asked to promote, and
+    // once it has peered back, part of the remaining leaves move to it.
+    let late = net
+        .start(config("late", RoleSetting::Leaf, Some(first.listen_addr())))
+        .await;
+    let grown = eventually("a leaf promoted on request", || {
+        let promoted = leaves
+            .iter()
+            .find(|n| n.status().role == "supernode")
+            .map(|n| (n.node_id(), n.status().reason));
+        async move { promoted }
+    })
+    .await;
+    assert!(grown.1.contains("full"), "{}", grown.1);
+    let moved = eventually("a leaf handed over to the new supernode", || {
+        let moved = leaves.iter().find_map(|n| {
+            let s = n.status();
+            (s.supernode == Some(grown.0)
+                && s.uplink_reason
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("handed over"))
+            .then_some(s.node_id)
+        });
+        async move { moved }
+    })
+    .await;
+    assert_ne!(moved, grown.0);
+    late.wait_ready(DEADLINE)
+        .await
+        .expect("the late node joins");
+    eventually("every node attached, no supernode over its limit", || {
+        let statuses: Vec<_> = leaves
+            .iter()
+            .chain([&first, &late])
+            .map(|n| n.status())
+            .collect();
+        async move {
+            let attached = statuses
+                .iter()
+                .all(|s| s.role == "supernode" || s.supernode.is_some());
+            let within = statuses.iter().all(|s| s.leaves.unwrap_or(0) <= 4);
+            (attached && within).then_some(())
+        }
+    })
+    .await;
+    late.shutdown().await;
+    for node in leaves.into_iter().rev() {
+        node.shutdown().await;
+    }
+    first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_underused_supernode_demotes_and_its_leaves_follow() {
+    let net = Net::new();
+    let mut sn_config = net.config("sn", RoleSetting::Supernode, None);
+    sn_config.supernode.max_leaves = 2;
+    let sn = net.start(sn_config).await;
+    let fillers = [net.leaf("f0", &sn).await, net.leaf("f1", &sn).await];
+    // The bootstrap supernode is full and has no heir to ask: the auto node becomes a
+    // supernode of its own, peers with it, and takes a leaf.
+    let mut auto = net.config("auto", RoleSetting::Auto, Some(sn.listen_addr()));
+    auto.election.demote_after_secs = 1;
+    let auto = net.start(auto).await;
+    role_becomes(&auto, "supernode").await;
+    write(&net.share_dir("l"), "lima file.txt", b"lima");
+    let l = net.leaf("l", &auto).await;
+    eventually("peered with the bootstrap supernode", || {
+        let peers = auto.status().peers;
+        async move { (peers == Some(1)).then_some(()) }
+    })
+    .await;
+    // While the other supernode is full the under-used one stays.
+    assert_eq!(auto.status().role, "supernode");
+    for filler in fillers {
+        filler.shutdown().await;
+    }
+    // Room now: it demotes, its leaf follows the redirect, and it joins as a leaf itself.
+    let status = attached_to(&auto, &sn).await;
+    assert!(status.reason.contains("demoted"), "{}", status.reason);
+    let status = attached_to(&l, &sn).await;
+    let why = status.uplink_reason.unwrap_or_default();
+    assert!(why.contains("demoted"), "{why}");
+    search_until(&auto, &["lima"], |h| h.len() == 1).await;
+    for node in [l, auto, sn] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_heirs_promoting_at_once_converge_to_one_overlay() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let config = |name: &str| {
+        let mut config = net.config(name, RoleSetting::Auto, Some(sn.listen_addr()));
+        // Both heirs promote the moment the supernode dies (a split brain on purpose).
+        config.election.heir_delay_ms = 0;
+        config.election.demote_after_secs = 1;
+        config
+    };
+    write(&net.share_dir("a"), "alpha file.txt", b"alpha");
+    write(&net.share_dir("b"), "bravo file.txt", b"bravo");
+    write(&net.share_dir("l"), "lima file.txt", b"lima");
+    let a = net.start(config("a")).await;
+    let b = net.start(config("b")).await;
+    a.wait_ready(DEADLINE).await.expect("a joins");
+    b.wait_ready(DEADLINE).await.expect("b joins");
+    let l = net.leaf("l", &sn).await;
+    heirs_known(&[&a, &b, &l], 2).await;
+    search_until(&l, &["file"], |h| h.len() == 3).await;
+
+    sn.shutdown().await;
+    // Both promote; they peer (each knew the other as an heir), then the emptier one
+    // demotes into the other: one supernode, every leaf on it, every share found.
+    let (winner, loser) = eventually("one supernode left, the other demoted", || {
+        let (sa, sb) = (a.status(), b.status());
+        async move {
+            let demoted = |s: &kazoo_leaf::Status| s.role == "leaf" && s.reason.contains("demoted");
+            if sa.role == "supernode" && demoted(&sb) {
+                Some((0, 1))
+            } else if sb.role == "supernode" && demoted(&sa) {
+                Some((1, 0))
+            } else {
+                None
+            }
+        }
+    })
+    .await;
+    let nodes = [&a, &b];
+    let (winner, loser) = (nodes[winner], nodes[loser]);
+    let promoted = winner.status().reason;
+    assert!(promoted.contains("heir"), "{promoted}");
+    attached_to(loser, winner).await;
+    attached_to(&l, winner).await;
+    search_until(&l, &["file"], |h| h.len() == 3).await;
+    assert_eq!(winner.status().leaves, Some(2));
+    for node in [l, b, a] {
+        node.shutdown().await;
+    }
+}
