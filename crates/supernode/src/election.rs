@@ -1,5 +1,7 @@
-//! Election decisions a supernode takes about its own leaves, as plain functions of its
-//! state (the node runtime carries them out over QUIC):
+//! Election decisions as plain state (the node runtime carries them out over QUIC, the
+//! failover harness over an in-memory network):
+//! * **a leaf's uplink** ([`LeafElection`]): whom to dial to join, when to promote itself
+//!   (first node of a network, or heir `k` of a dead supernode after `k` × the heir delay);
 //! * **growth**: when a leaf it asked to promote has peered back, which of its leaves move
 //!   to the new supernode ([`pick_handover`]);
 //! * **shrink**: whether an under-used `auto` supernode demotes now, and where each of its
@@ -11,7 +13,9 @@
 //! only the one with the fewest leaves (ties: the smallest node id) demotes, so two
 //! neighbours never both leave.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use kazoo_common::wire::{Provider, MAX_SUCCESSION};
 use kazoo_common::NodeId;
@@ -123,6 +127,181 @@ pub fn pick_handover(leaves: &[(NodeId, u32)], exclude: NodeId, count: usize) ->
         .collect();
     list.sort_by_key(|(n, capacity)| (*capacity, std::cmp::Reverse(*n)));
     list.into_iter().take(count).map(|(n, _)| n).collect()
+}
+
+/// Somewhere to dial to join: an address and the node id expected there (`None`: learn it
+/// on first contact, then pin it).
+pub type Target = (SocketAddr, Option<NodeId>);
+
+/// What a leaf does next while it has no supernode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Become a supernode and peer with `hosts`.
+    Promote {
+        /// Why (logged, shown by `kazoo status`).
+        reason: String,
+        /// Supernodes to peer with.
+        hosts: Vec<Provider>,
+    },
+    /// Dial each group at once, one group after another; the first supernode to accept
+    /// wins. If none does, dial the redirect lists the refusals carried
+    /// ([`LeafElection::redirect_targets`]), then report [`LeafElection::on_join_failed`].
+    Join {
+        /// Groups of targets, best first (a group may be empty).
+        groups: Vec<Vec<Target>>,
+        /// Why the leaf is joining (logged, shown by `kazoo status` once joined).
+        reason: String,
+    },
+}
+
+/// Where a supernode sent this leaf: (the supernode, where to go, best first, why).
+pub type Redirect = (NodeId, Vec<Provider>, String);
+
+/// Longest wait between rounds of join attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Wait between rounds after losing a supernode (the heirs are promoting).
+const REHOME_RETRY: Duration = Duration::from_millis(100);
+/// First wait between rounds of join attempts.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A leaf's side of the election: which supernodes to try, and when to promote itself.
+///
+/// Invariants: `lost` is the supernode lost last and is cleared by a redirect (the leaf was
+/// sent away, nobody died), so only a death can make an heir promote; an `auto` node that has
+/// never joined anyone and is eligible promotes after its first failed round (the first node
+/// of a network); a node never dials itself or the supernode it lost.
+#[derive(Debug)]
+pub struct LeafElection {
+    me: NodeId,
+    eligible: bool,
+    heir_delay: Duration,
+    bootstrap: Vec<Target>,
+    /// Ids learned on first contact with address-only bootstrap entries.
+    pinned: HashMap<SocketAddr, NodeId>,
+    lost: Option<(Provider, Instant)>,
+    redirect: Option<Redirect>,
+    ever_joined: bool,
+    first_of_network: bool,
+    backoff: Duration,
+}
+
+impl LeafElection {
+    /// A leaf `me` (`eligible`: an `auto` node that may promote) with its bootstrap list.
+    pub fn new(me: NodeId, eligible: bool, heir_delay: Duration, bootstrap: Vec<Target>) -> Self {
+        LeafElection {
+            me,
+            eligible,
+            heir_delay,
+            bootstrap,
+            pinned: HashMap::new(),
+            lost: None,
+            redirect: None,
+            ever_joined: false,
+            first_of_network: false,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// What to do next, given the last succession notice (`heirs`, other `supernodes`).
+    pub fn step(&mut self, now: Instant, heirs: &[Provider], supernodes: &[Provider]) -> Step {
+        if let (Some((dead, since)), true) = (self.lost, self.eligible) {
+            if let Some(rank) = heirs.iter().position(|h| h.node == self.me) {
+                if now.saturating_duration_since(since) >= self.heir_delay * rank as u32 {
+                    // Peer with the supernodes it was told of, the other heirs (one may have
+                    // promoted at the same time) and the lost supernode (it may only have
+                    // been cut off): a healed split ends in one overlay.
+                    let mut hosts = supernodes.to_vec();
+                    hosts.extend(heirs.iter().filter(|h| h.node != self.me).copied());
+                    hosts.push(dead);
+                    return Step::Promote {
+                        reason: format!(
+                            "heir {rank} of supernode {}, which died",
+                            dead.node.short()
+                        ),
+                        hosts,
+                    };
+                }
+            }
+        }
+        if self.first_of_network {
+            return Step::Promote {
+                reason: "auto: no bootstrap supernode reachable".into(),
+                hosts: Vec::new(),
+            };
+        }
+        let lost = self.lost.map(|(p, _)| p.node);
+        let mut candidates: Vec<Target> = Vec::new();
+        for p in heirs.iter().chain(supernodes) {
+            if p.node != self.me && Some(p.node) != lost {
+                candidates.push((p.addr, Some(p.node)));
+            }
+        }
+        for &(addr, node) in &self.bootstrap {
+            let expected = node.or_else(|| self.pinned.get(&addr).copied());
+            if expected.is_none_or(|n| n != self.me && Some(n) != lost) {
+                candidates.push((addr, expected));
+            }
+        }
+        candidates.dedup();
+        match self.redirect.take() {
+            Some((from, to, why)) => {
+                let to = self.redirect_targets(&to);
+                let split = to.len().min(1);
+                Step::Join {
+                    groups: vec![to[..split].to_vec(), to[split..].to_vec(), candidates],
+                    reason: format!("redirected by supernode {}: {why}", from.short()),
+                }
+            }
+            None => Step::Join {
+                groups: vec![candidates],
+                reason: match lost {
+                    Some(dead) => format!("re-homed after supernode {} died", dead.short()),
+                    None => "joined".into(),
+                },
+            },
+        }
+    }
+
+    /// Targets from a redirect list (never this node).
+    pub fn redirect_targets(&self, to: &[Provider]) -> Vec<Target> {
+        to.iter()
+            .filter(|p| p.node != self.me)
+            .map(|p| (p.addr, Some(p.node)))
+            .collect()
+    }
+
+    /// Joined supernode `sn`, dialled at `addr`.
+    pub fn on_joined(&mut self, addr: SocketAddr, sn: NodeId) {
+        self.pinned.insert(addr, sn);
+        self.ever_joined = true;
+        self.backoff = FIRST_BACKOFF;
+    }
+
+    /// A round of join attempts failed: how long to wait before the next [`Self::step`]
+    /// (`None`: step at once — it promotes as the first node of its network).
+    pub fn on_join_failed(&mut self) -> Option<Duration> {
+        if self.eligible && !self.ever_joined {
+            self.first_of_network = true;
+            return None;
+        }
+        if self.lost.is_some() {
+            return Some(REHOME_RETRY);
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Some(wait)
+    }
+
+    /// The supernode died (or its connection did).
+    pub fn on_lost(&mut self, sn: Provider, now: Instant) {
+        self.lost = Some((sn, now));
+    }
+
+    /// The supernode `from` sent this leaf to `to`.
+    pub fn on_redirected(&mut self, from: NodeId, to: Vec<Provider>, reason: String) {
+        self.lost = None;
+        self.redirect = Some((from, to, reason));
+    }
 }
 
 #[cfg(test)]

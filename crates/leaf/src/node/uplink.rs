@@ -1,29 +1,25 @@
 //! A leaf's connection to its supernode: join through the bootstrap list, register the full
 //! share list in batches, then send adds and removes as the share list changes. When the
-//! supernode goes away the leaf re-joins (with back-off) and re-registers everything.
+//! supernode goes away the leaf re-joins (with back-off) and re-registers everything; the
+//! election decisions are [`LeafElection`]'s (plain state, shared with the failover harness).
 
 use std::collections::HashMap;
-use std::time::Duration;
-
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::config::RoleSetting;
-use std::sync::atomic::Ordering;
-
 use kazoo_common::transport::{Link, TransportError};
 use kazoo_common::wire::{
     self, Intent, Notice, Provider, Request, Response, ShareEntry, MAX_BATCH, MAX_SUCCESSION,
 };
 use kazoo_common::{ContentId, NodeId};
+use kazoo_supernode::election::{LeafElection, Redirect, Step};
 use quinn::Connection;
 
 use super::{Node, Uplink};
 use crate::client;
-
-/// Longest wait between rounds of join attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What changed between what a supernode has and what is shared now: (to add, to remove).
 pub(super) fn diff(
@@ -47,140 +43,88 @@ pub(super) fn diff(
 /// How long one join attempt may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where a supernode sent this node, and why: (who sent it, where to go, best first, reason).
-pub(super) type Redirect = (NodeId, Vec<Provider>, String);
-
-/// Joins a supernode and stays joined. When the supernode is lost the leaf re-homes: to the
-/// heirs of the succession list, the other supernodes it was told of, then the bootstrap
-/// list, all tried at once. An eligible `auto` node that is heir `k` promotes itself once
-/// `k` × `election.heir_delay_ms` has passed without joining anyone; an `auto` node that
-/// never reached any supernode promotes itself as the first of its network. A redirect
-/// (from a supernode handing leaves over or demoting, or `first` for a node that just
-/// demoted) is followed first: its first target alone, then the rest at once.
+/// Joins a supernode and stays joined; the decisions (whom to dial, when to promote) are
+/// [`LeafElection`]'s. When the supernode is lost the leaf re-homes: to the heirs of the
+/// succession list, the other supernodes it was told of, then the bootstrap list, all tried
+/// at once. An eligible `auto` node that is heir `k` promotes itself once `k` ×
+/// `election.heir_delay_ms` has passed without joining anyone; an `auto` node that never
+/// reached any supernode promotes itself as the first of its network. A redirect (from a
+/// supernode handing leaves over or demoting, or `first` for a node that just demoted) is
+/// followed first: its first target alone, then the rest at once.
 pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<Redirect>) {
     let me = node.node_id();
-    let eligible = setting == RoleSetting::Auto && node.inner.config.election_capacity() > 0;
-    let heir_delay = node.inner.config.election.heir_delay();
-    let mut backoff = Duration::from_millis(250);
-    let mut ever_joined = false;
-    // Ids learned on first contact with `ADDR` entries, then required (pinned).
-    let mut pinned: HashMap<SocketAddr, NodeId> = HashMap::new();
-    // The supernode lost last: its id, address, and when.
-    let mut lost: Option<(NodeId, SocketAddr, Instant)> = None;
-    let mut redirect = first;
+    let config = &node.inner.config;
+    let eligible = setting == RoleSetting::Auto && config.election_capacity() > 0;
+    let bootstrap = config
+        .network
+        .bootstrap
+        .iter()
+        .map(|b| (b.addr, b.node))
+        .collect();
+    let mut election = LeafElection::new(me, eligible, config.election.heir_delay(), bootstrap);
+    if let Some((from, to, reason)) = first {
+        election.on_redirected(from, to, reason);
+    }
     loop {
         let (heirs, supernodes) = node.succession();
-        if let (Some((dead, dead_addr, since)), true) = (lost, eligible) {
-            if let Some(rank) = heirs.iter().position(|h| h.node == me) {
-                if since.elapsed() >= heir_delay * rank as u32 {
-                    let reason = format!("heir {rank} of supernode {}, which died", dead.short());
-                    node.promote(&reason);
-                    // Peer with the supernodes it was told of, the other heirs (one may have
-                    // promoted at the same time) and the lost supernode (it may only have
-                    // been cut off): a healed split ends in one overlay.
-                    let mut hosts = supernodes.clone();
-                    hosts.extend(heirs.iter().filter(|h| h.node != me).copied());
-                    hosts.push(Provider {
-                        node: dead,
-                        addr: dead_addr,
-                    });
-                    node.learn_supernodes(&hosts);
-                    return;
-                }
+        let (groups, why) = match election.step(Instant::now(), &heirs, &supernodes) {
+            Step::Promote { reason, hosts } => {
+                node.promote(&reason);
+                node.learn_supernodes(&hosts);
+                return;
             }
-        }
-        let mut joined = None;
-        let mut why = match lost {
-            Some((dead, _, _)) => format!("re-homed after supernode {} died", dead.short()),
-            None => "joined".to_string(),
+            Step::Join { groups, reason } => (groups, reason),
         };
-        if let Some((from, to, reason)) = redirect.take() {
-            let to: Vec<(SocketAddr, Option<NodeId>)> = to
-                .iter()
-                .filter(|p| p.node != me)
-                .map(|p| (p.addr, Some(p.node)))
-                .collect();
-            let split = to.len().min(1);
-            joined = join_first(&node, &to[..split], &mut Vec::new()).await;
-            if joined.is_none() && to.len() > split {
-                joined = join_first(&node, &to[split..], &mut Vec::new()).await;
-            }
-            why = format!("redirected by supernode {}: {reason}", from.short());
-        }
-        if joined.is_none() {
-            let mut candidates: Vec<(SocketAddr, Option<NodeId>)> = Vec::new();
-            let lost_node = lost.map(|(n, _, _)| n);
-            for p in heirs.iter().chain(&supernodes) {
-                if p.node != me && Some(p.node) != lost_node {
-                    candidates.push((p.addr, Some(p.node)));
-                }
-            }
-            for entry in &node.inner.config.network.bootstrap {
-                let expected = entry.node.or_else(|| pinned.get(&entry.addr).copied());
-                if expected.is_none_or(|n| n != me && Some(n) != lost_node) {
-                    candidates.push((entry.addr, expected));
-                }
-            }
-            candidates.dedup();
-            let mut redirects = Vec::new();
-            joined = join_first(&node, &candidates, &mut redirects).await;
-            if joined.is_none() && !redirects.is_empty() {
-                // A full supernode named others to try.
-                let others: Vec<(SocketAddr, Option<NodeId>)> = redirects
-                    .iter()
-                    .filter(|p| p.node != me)
-                    .map(|p| (p.addr, Some(p.node)))
-                    .collect();
-                joined = join_first(&node, &others, &mut Vec::new()).await;
+        let mut redirects = Vec::new();
+        let mut joined = None;
+        for group in groups.iter().filter(|g| !g.is_empty()) {
+            joined = join_first(&node, group, &mut redirects).await;
+            if joined.is_some() {
+                break;
             }
         }
-        match joined {
-            Some((addr, link)) => {
-                let sn = link.peer();
-                pinned.insert(addr, sn);
-                ever_joined = true;
-                backoff = Duration::from_millis(250);
-                tracing::info!(node = %me.short(), supernode = %sn.short(), %addr, reason = %why, "joined supernode");
-                node.inner.uplink.send_replace(Some(Uplink {
-                    conn: link.conn.clone(),
-                    node: sn,
-                    reason: why.clone(),
-                }));
-                let sn_addr = link.remote();
-                let reason = stay_joined(&node, link).await;
-                node.inner.uplink.send_replace(None);
-                if eligible && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
-                    let why = format!("asked by supernode {}, which is full", sn.short());
-                    node.promote(&why);
-                    node.learn_supernodes(&[Provider {
-                        node: sn,
-                        addr: sn_addr,
-                    }]);
-                    return;
-                }
-                if let Some((to, why)) = node.take_redirect() {
-                    tracing::info!(node = %me.short(), supernode = %sn.short(), reason = %why, "redirected; re-homing");
-                    redirect = Some((sn, to, why));
-                    lost = None;
-                    continue;
-                }
-                tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
-                lost = Some((sn, sn_addr, Instant::now()));
-            }
-            None => {
-                if setting == RoleSetting::Auto && !ever_joined && eligible {
-                    node.promote("auto: no bootstrap supernode reachable");
-                    return;
-                }
-                let wait = if lost.is_some() {
-                    Duration::from_millis(100)
-                } else {
-                    backoff
-                };
+        if joined.is_none() && !redirects.is_empty() {
+            // A full supernode named others to try.
+            let others = election.redirect_targets(&redirects);
+            joined = join_first(&node, &others, &mut Vec::new()).await;
+        }
+        let Some((addr, link)) = joined else {
+            if let Some(wait) = election.on_join_failed() {
                 tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            continue;
+        };
+        let sn = link.peer();
+        election.on_joined(addr, sn);
+        tracing::info!(node = %me.short(), supernode = %sn.short(), %addr, reason = %why, "joined supernode");
+        node.inner.uplink.send_replace(Some(Uplink {
+            conn: link.conn.clone(),
+            node: sn,
+            reason: why,
+        }));
+        let sn_addr = link.remote();
+        let reason = stay_joined(&node, link).await;
+        node.inner.uplink.send_replace(None);
+        if eligible && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
+            let why = format!("asked by supernode {}, which is full", sn.short());
+            node.promote(&why);
+            node.learn_supernodes(&[Provider {
+                node: sn,
+                addr: sn_addr,
+            }]);
+            return;
         }
+        if let Some((to, why)) = node.take_redirect() {
+            tracing::info!(node = %me.short(), supernode = %sn.short(), reason = %why, "redirected; re-homing");
+            election.on_redirected(sn, to, why);
+            continue;
+        }
+        tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
+        let lost = Provider {
+            node: sn,
+            addr: sn_addr,
+        };
+        election.on_lost(lost, Instant::now());
     }
 }
 

@@ -173,3 +173,93 @@ proptest! {
         }
     }
 }
+
+fn joins(step: Step) -> Vec<Vec<Target>> {
+    match step {
+        Step::Join { groups, .. } => groups,
+        other => panic!("expected a join, got {other:?}"),
+    }
+}
+
+fn promotes(step: Step) -> String {
+    match step {
+        Step::Promote { reason, .. } => reason,
+        other => panic!("expected a promotion, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_eligible_node_that_reaches_nobody_is_the_first_of_its_network() {
+    let now = Instant::now();
+    let boot = provider(9);
+    let mut e = LeafElection::new(id(0), true, Duration::from_secs(1), vec![(boot.addr, None)]);
+    assert_eq!(joins(e.step(now, &[], &[])), vec![vec![(boot.addr, None)]]);
+    assert_eq!(e.on_join_failed(), None);
+    assert!(promotes(e.step(now, &[], &[])).contains("no bootstrap"));
+    // A leaf-only node keeps trying, backing off.
+    let mut leaf = LeafElection::new(
+        id(0),
+        false,
+        Duration::from_secs(1),
+        vec![(boot.addr, None)],
+    );
+    joins(leaf.step(now, &[], &[]));
+    let first = leaf.on_join_failed().expect("waits");
+    let second = leaf.on_join_failed().expect("waits");
+    assert!(second > first && second <= MAX_BACKOFF);
+}
+
+#[test]
+fn heir_k_promotes_after_k_delays_and_never_dials_the_dead_supernode() {
+    let t0 = Instant::now();
+    let delay = Duration::from_secs(1);
+    let dead = provider(9);
+    let heirs = [provider(1), provider(2), provider(3)];
+    let other_sn = [provider(7)];
+    let mut heir2 = LeafElection::new(id(3), true, delay, vec![(dead.addr, Some(dead.node))]);
+    heir2.on_joined(dead.addr, dead.node);
+    heir2.on_lost(dead, t0);
+    let groups = joins(heir2.step(t0 + delay, &heirs, &other_sn));
+    let dialled: Vec<Option<NodeId>> = groups[0].iter().map(|t| t.1).collect();
+    assert_eq!(dialled, vec![Some(id(1)), Some(id(2)), Some(id(7))]);
+    assert_eq!(heir2.on_join_failed(), Some(REHOME_RETRY));
+    let reason = promotes(heir2.step(t0 + 2 * delay, &heirs, &other_sn));
+    assert!(reason.contains("heir 2"), "{reason}");
+    // Heir 0 promotes at once and peers with the others and the lost supernode.
+    let mut heir0 = LeafElection::new(id(1), true, delay, Vec::new());
+    heir0.on_joined(dead.addr, dead.node);
+    heir0.on_lost(dead, t0);
+    match heir0.step(t0, &heirs, &other_sn) {
+        Step::Promote { hosts, .. } => {
+            let ids: Vec<NodeId> = hosts.iter().map(|h| h.node).collect();
+            assert_eq!(ids, vec![id(7), id(2), id(3), dead.node]);
+        }
+        other => panic!("heir 0 should promote, got {other:?}"),
+    }
+    // A node that is not eligible never promotes.
+    let mut leaf = LeafElection::new(id(1), false, delay, Vec::new());
+    leaf.on_joined(dead.addr, dead.node);
+    leaf.on_lost(dead, t0);
+    joins(leaf.step(t0 + 10 * delay, &heirs, &other_sn));
+}
+
+#[test]
+fn a_redirect_is_followed_first_and_is_no_death() {
+    let t0 = Instant::now();
+    let sn = provider(9);
+    let to = vec![provider(4), provider(5)];
+    let mut e = LeafElection::new(id(1), true, Duration::ZERO, vec![(sn.addr, Some(sn.node))]);
+    e.on_joined(sn.addr, sn.node);
+    e.on_redirected(sn.node, to.clone(), "demoting".into());
+    // Heir 0 of the redirecting supernode: still no promotion.
+    let step = e.step(t0, &[provider(1)], &[]);
+    match step {
+        Step::Join { groups, reason } => {
+            assert!(reason.contains("demoting"), "{reason}");
+            assert_eq!(groups[0], vec![(to[0].addr, Some(to[0].node))]);
+            assert_eq!(groups[1], vec![(to[1].addr, Some(to[1].node))]);
+            assert_eq!(groups[2], vec![(sn.addr, Some(sn.node))]);
+        }
+        other => panic!("expected a join, got {other:?}"),
+    }
+}
