@@ -6,6 +6,13 @@
 //! the time from the kill until every orphaned leaf is attached again (to an heir that
 //! promoted itself, or another supernode) and every orphaned file is searchable from an
 //! observer leaf elsewhere in the network. Prints p50/p99/max and the shares lost.
+//!
+//! Then the same sequence on the in-memory network (`failover/mem.rs`) at ten times the
+//! size: 250 supernodes and 2,500 leaves, the same `Supernode` and `LeafElection` logic on a
+//! virtual clock. `-- --quic` or `-- --mem` runs one of the two.
+
+#[path = "failover/mem.rs"]
+mod mem;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -65,6 +72,81 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let only_mem = args.iter().any(|a| a == "--mem");
+    let only_quic = args.iter().any(|a| a == "--quic");
+    if !only_mem {
+        quic();
+    }
+    if !only_quic {
+        in_memory();
+    }
+}
+
+fn print_times(times: &mut [f64], lost: usize, promoted: usize) {
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{:<52} {:>10} {:>8} {:>8}",
+        "measurement", "value", "target", "ratio"
+    );
+    println!(
+        "{:<52} {:>10.2} {:>8} {:>8}",
+        "seconds until re-attached and searchable, p50",
+        percentile(times, 0.5),
+        "",
+        ""
+    );
+    println!(
+        "{:<52} {:>10.2} {:>8} {:>8.2}",
+        "seconds until re-attached and searchable, p99",
+        percentile(times, 0.99),
+        "<= 3",
+        percentile(times, 0.99) / 3.0
+    );
+    println!(
+        "{:<52} {:>10.2} {:>8} {:>8}",
+        "seconds until re-attached and searchable, max",
+        times.last().copied().unwrap_or(f64::NAN),
+        "",
+        ""
+    );
+    println!(
+        "{:<52} {:>10} {:>8} {:>8}",
+        "shares lost (not found at the end)", lost, "0", ""
+    );
+    println!(
+        "{:<52} {:>10} {:>8} {:>8}",
+        "leaves that promoted themselves", promoted, "", ""
+    );
+}
+
+fn in_memory() {
+    let run = mem::MemRun {
+        supernodes: 10 * SUPERNODES,
+        leaves_per_sn: LEAVES_PER_SN,
+        kills: KILLS,
+        latency: Duration::from_millis(10),
+    };
+    let mut outcome = mem::run(&run);
+    println!(
+        "\nfailover, in-memory network: {} supernodes, {} auto leaves, {KILLS} supernodes killed one after another",
+        run.supernodes,
+        run.supernodes * run.leaves_per_sn
+    );
+    println!(
+        "(virtual clock, {} ms one-way latency; idle timeout 2 s, keep-alive 0.5 s; heir k waits k x 1 s; {} events in {:.1} s wall)",
+        run.latency.as_millis(),
+        outcome.events,
+        outcome.wall
+    );
+    print_times(&mut outcome.times, outcome.lost, outcome.promoted);
+    println!(
+        "{:<52} {:>10} {:>8} {:>8}",
+        "supernodes that demoted again (under-used)", outcome.demoted, "", ""
+    );
+}
+
+fn quic() {
     let root = tempfile::tempdir().expect("temp dir");
     let root = root.path();
     // Supernode processes, each bootstrapped to the one before (gossip makes the mesh).
@@ -151,7 +233,6 @@ fn main() {
             }
         }
         let mut times = Vec::new();
-        let mut lost = 0;
         for (victim, (proc, victim_id, _)) in sns.iter_mut().enumerate().take(KILLS) {
             let victim_id = *victim_id;
             let orphans: Vec<&Node> = leaves
@@ -173,26 +254,19 @@ fn main() {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            match done {
-                Some(t) => times.push(t.as_secs_f64()),
-                None => {
-                    let found = searchable(victim).await;
-                    lost += LEAVES_PER_SN.saturating_sub(found);
-                    times.push(GIVE_UP.as_secs_f64());
-                }
-            }
+            times.push(done.unwrap_or(GIVE_UP).as_secs_f64());
             eprintln!("kill {victim}: {} orphans, {:.2} s", orphans.len(), times.last().copied().unwrap_or(0.0));
         }
+        // Every group's files, searched once more at the end.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut lost_at_end = 0;
+        for group in 0..SUPERNODES {
+            lost_at_end += LEAVES_PER_SN.saturating_sub(searchable(group).await);
+        }
         let promoted = leaves.iter().filter(|(n, _)| n.status().role == "supernode").count();
-        times.sort_by(|a, b| a.total_cmp(b));
         println!("\nfailover: {SUPERNODES} supernode processes, {} auto leaves in-process, {KILLS} supernodes killed with SIGKILL one after another", leaves.len());
         println!("(default timeouts: QUIC keep-alive 0.5 s, idle 2 s; heir k waits k x 1 s)");
-        println!("{:<52} {:>10} {:>8} {:>8}", "measurement", "value", "target", "ratio");
-        println!("{:<52} {:>10.2} {:>8} {:>8}", "seconds until re-attached and searchable, p50", percentile(&times, 0.5), "", "");
-        println!("{:<52} {:>10.2} {:>8} {:>8.2}", "seconds until re-attached and searchable, p99", percentile(&times, 0.99), "<= 3", percentile(&times, 0.99) / 3.0);
-        println!("{:<52} {:>10.2} {:>8} {:>8}", "seconds until re-attached and searchable, max", times.last().copied().unwrap_or(f64::NAN), "", "");
-        println!("{:<52} {:>10} {:>8} {:>8}", "shares lost", lost, "0", "");
-        println!("{:<52} {:>10} {:>8} {:>8}", "leaves that promoted themselves", promoted, "", "");
+        print_times(&mut times, lost_at_end, promoted);
         observer.shutdown().await;
         for (node, _) in leaves {
             node.shutdown().await;
