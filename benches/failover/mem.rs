@@ -37,8 +37,13 @@ pub struct MemRun {
 pub struct MemOutcome {
     /// Seconds from each kill until every orphan was attached and its files searchable.
     pub times: Vec<f64>,
-    /// Files not found by a search for their group at the end.
+    /// Files indexed by no live supernode at the end.
     pub lost: usize,
+    /// Files a search from the observer found at the end (the hop limit may leave a few
+    /// supernodes out of reach), of `files`.
+    pub found: usize,
+    /// Files shared in all.
+    pub files: usize,
     /// Leaves that promoted themselves.
     pub promoted: usize,
     /// Supernodes that demoted again (under-used).
@@ -574,7 +579,7 @@ pub fn run(run: &MemRun) -> MemOutcome {
         rng: Rng(0x2545_f491_4f6c_dd1d),
         latency: run.latency,
         config,
-        election: ElectionConfig { demote_below_pct: std::env::var("SIM_PCT").ok().and_then(|v| v.parse().ok()).unwrap_or(25), ..ElectionConfig::default() },
+        election: ElectionConfig::default(),
         sns: HashMap::new(),
         dead: HashSet::new(),
         leaves: HashMap::new(),
@@ -636,16 +641,6 @@ pub fn run(run: &MemRun) -> MemOutcome {
     // Let the mesh form, leaves join and register, filters spread.
     sim.run_for(Duration::from_secs(30));
     let observer = node(run.supernodes - 1);
-    if std::env::var_os("SIM_DEBUG").is_some() {
-        let attached = sim.leaves.keys().filter(|l| sim.attached(l)).count();
-        let entries: usize = sim.sns.values().map(|s| s.sn.stats().entries).sum();
-        let peers: usize = sim.sns.values().map(|s| s.sn.stats().peers).sum();
-        eprintln!("attached {attached} entries {entries} peers {peers} sns {}", sim.sns.len());
-        for g in [0, 1, 2, 3, run.supernodes - 1] {
-            let found: Vec<usize> = (0..5).map(|_| sim.search(observer, &format!("group{g}"))).collect();
-            eprintln!("group{g}: {found:?}");
-        }
-    }
     let mut times = Vec::new();
     for victim in 0..run.kills.min(run.supernodes - 1) {
         let victim_id = node(victim);
@@ -668,43 +663,28 @@ pub fn run(run: &MemRun) -> MemOutcome {
                 break Some(sim.now - killed);
             }
         };
-        if std::env::var_os("SIM_DEBUG").is_some() {
-            let unattached: Vec<String> = orphans
-                .iter()
-                .filter(|o| !sim.attached(o))
-                .map(|o| {
-                    let l = &sim.leaves[o];
-                    format!("{} attached={:?} stepping={} heirs={}", o.short(), l.attached.map(|a| a.0.short()), l.stepping, l.heirs.len())
-                })
-                .collect();
-            let found = sim.search(observer, &word);
-            eprintln!("kill {victim}: {:?} orphans {} found {found} unattached {unattached:?}", done, orphans.len());
-            if found < run.leaves_per_sn {
-                let words = [word.clone()];
-                let holders: Vec<NodeId> = sim.sns.iter().filter(|(_, s)| !s.sn.search(&words, 50).unwrap_or_default().is_empty()).map(|(n, _)| *n).collect();
-                for h in holders {
-                    let direct = sim.sns[&observer].sn.with_overlay(|o| o.is_peer(&h));
-                    let obs_peers: Vec<NodeId> = sim.sns[&observer].sn.with_overlay(|o| o.peers().into_iter().map(|p| p.node).collect());
-                    let via: Vec<String> = obs_peers.iter().filter(|x| sim.sns.get(x).is_some_and(|s| s.sn.with_overlay(|o| o.is_peer(&h)))).map(|x| x.short()).collect();
-                    let hs = &sim.sns[&h];
-                    let files = hs.sn.search(&words, 50).unwrap_or_default().len();
-                    eprintln!("  holder {} files {files} peers {} direct {direct} common {via:?}", h.short(), hs.sn.stats().peers);
-                }
-            }
-        }
         times.push(done.unwrap_or(GIVE_UP).as_secs_f64());
     }
-    // Every file of every group, searched once more at the end.
+    // At the end: is every file still indexed by a live supernode, and found by a search?
     sim.run_for(Duration::from_secs(5));
     let mut lost = 0;
+    let mut found = 0;
     for group in 0..run.supernodes {
-        lost += run
-            .leaves_per_sn
-            .saturating_sub(sim.search(observer, &format!("group{group}")));
+        let words = [format!("group{group}")];
+        let indexed: HashSet<ContentId> = sim
+            .sns
+            .values()
+            .flat_map(|s| s.sn.search(&words, 50).unwrap_or_default())
+            .map(|h| h.id)
+            .collect();
+        lost += run.leaves_per_sn.saturating_sub(indexed.len());
+        found += sim.search(observer, &words[0]);
     }
     MemOutcome {
         times,
         lost,
+        found,
+        files: leaf_count,
         promoted: sim.promoted,
         demoted: sim.demoted,
         events: sim.events,

@@ -334,12 +334,25 @@ impl Overlay {
         );
     }
 
-    /// Whether an incoming peering from `node` should be accepted.
+    /// Whether an incoming peering from `node` should be accepted: up to
+    /// [`Self::max_incoming`] peers, so a new supernode (a promoted heir) finds room in a
+    /// mesh where every supernode already has `max_peers`.
     pub fn wants_peer(&self, node: &NodeId, now: Instant) -> bool {
         *node != self.me
             && !self.peers.contains_key(node)
-            && self.peers.len() < self.config.max_peers
+            && self.peers.len() < self.max_incoming()
             && self.penalties.get(node).is_none_or(|until| *until <= now)
+    }
+
+    /// Most peers once incoming peerings are counted: `max_peers` plus a quarter (at least
+    /// 2 when `max_peers` > 0). A supernode dials only while it has fewer than `max_peers`.
+    pub fn max_incoming(&self) -> usize {
+        let max = self.config.max_peers;
+        if max == 0 {
+            0
+        } else {
+            max + (max / 4).max(2)
+        }
     }
 
     /// A dial to `node` failed (or was refused).
