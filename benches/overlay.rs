@@ -238,7 +238,7 @@ impl Mem {
                         sn.with_overlay(|o| o.on_dial_failed(&p.node, now));
                     }
                 }
-                Action::Disconnect(..) => {}
+                Action::Disconnect(..) | Action::Shed(..) => {}
                 Action::Hits(q, hits) => local.entry(q).or_default().0.extend(hits),
                 Action::Done(q) => {
                     if let Some((hits, Some(reply))) = local.remove(&q) {

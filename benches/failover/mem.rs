@@ -221,6 +221,7 @@ impl Sim {
             match action {
                 Action::Send(to, msg) => self.at(self.latency, Event::Peer(me, to, msg)),
                 Action::Dial(p) => self.at(self.latency, Event::DialArrives(me, p.node)),
+                Action::Shed(peer) => self.at(self.latency, Event::PeerDown(peer, me)),
                 Action::Disconnect(peer, _) => {
                     self.at(self.latency, Event::PeerDown(peer, me));
                     self.at(Duration::ZERO, Event::PeerDown(me, peer));

@@ -9,6 +9,10 @@
 //!   advertised positions that fold to that reach position;
 //! * a query id is in `seen` from the first time it is handled here until it expires, so a
 //!   query is answered and forwarded at most once per supernode;
+//! * a peer is listed in the `Peers` messages we send only once its filter has arrived, and
+//!   a changed list goes out at a tick after that tick's reach patch: whoever learns that we
+//!   neighbour a supernode already has our reach covering that supernode's filter (the
+//!   origin prunes intermediates on exactly that assumption);
 //! * `relays[id].waiting` holds the peers a query was forwarded to that have not sent `Done`;
 //!   when it empties or the deadline passes, `Done` goes upstream (or the local query ends).
 
@@ -82,6 +86,9 @@ pub enum Action {
     Dial(Provider),
     /// Close a peering (misbehaviour); the reason is logged.
     Disconnect(NodeId, String),
+    /// Close a peering normally: this supernode is over `max_peers` and the peer has more
+    /// than `max_peers` too, so neither needs a replacement (room for newcomers returns).
+    Shed(NodeId),
     /// Results for a local query.
     Hits(u64, Vec<Hit>),
     /// A local query is complete.
@@ -132,6 +139,10 @@ struct Peer {
     bucket: TokenBucket,
     /// Its last `Load` (none yet: not known).
     load: Option<Load>,
+    /// Its filter has arrived (it is in the peer lists we send from then on).
+    filter_ready: bool,
+    /// When the peering came up.
+    since: Instant,
 }
 
 struct Host {
@@ -180,10 +191,14 @@ pub struct Overlay {
     /// This supernode's load, and whether peers have heard it yet.
     load: Load,
     load_sent: bool,
+    /// Our peer list changed since it was last sent.
+    peers_dirty: bool,
 }
 
 /// How long a query id is remembered.
 const SEEN_FOR: Duration = Duration::from_secs(30);
+/// A peering this young is never shed.
+const SHED_AFTER: Duration = Duration::from_secs(10);
 
 impl Overlay {
     /// An overlay for supernode `me`.
@@ -204,6 +219,7 @@ impl Overlay {
             stats: OverlayStats::default(),
             load: Load::default(),
             load_sent: true,
+            peers_dirty: false,
         }
     }
 
@@ -459,7 +475,12 @@ impl Overlay {
     }
 
     fn peer_ids(&self) -> Vec<NodeId> {
-        self.peers.keys().copied().take(64).collect()
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.filter_ready)
+            .map(|(n, _)| *n)
+            .take(64)
+            .collect()
     }
 
     /// A peering with `node` at `addr` is up.
@@ -488,6 +509,8 @@ impl Overlay {
                     last: now,
                 },
                 load: None,
+                filter_ready: false,
+                since: now,
             },
         );
         let load = self.load_message();
@@ -498,8 +521,8 @@ impl Overlay {
         self.send_positions(node, false, filter, &mut actions);
         let reach = self.reach_positions();
         self.send_positions(node, true, reach, &mut actions);
-        // Tell the other peers about the newcomer and our new peer list.
-        let ids = self.peer_ids();
+        // Tell the other peers about the newcomer; our peer list names it once its filter
+        // has arrived (see the invariants).
         let others: Vec<NodeId> = self.peers.keys().copied().filter(|n| *n != node).collect();
         for other in others {
             self.send(
@@ -507,8 +530,8 @@ impl Overlay {
                 PeerMessage::Supernodes(vec![Provider { node, addr }]),
                 &mut actions,
             );
-            self.send(other, PeerMessage::Peers(ids.clone()), &mut actions);
         }
+        let ids = self.peer_ids();
         self.send(node, PeerMessage::Peers(ids), &mut actions);
         actions
     }
@@ -771,6 +794,10 @@ impl Overlay {
                 let mut gone: Vec<u32> = Vec::new();
                 if reset {
                     gone.extend(peer.filter.drain());
+                    if !peer.filter_ready {
+                        peer.filter_ready = true;
+                        self.peers_dirty = true;
+                    }
                 }
                 gone.extend(remove.iter().copied().filter(|p| peer.filter.remove(p)));
                 let fresh: Vec<u32> = add
@@ -1008,6 +1035,29 @@ impl Overlay {
                     },
                     &mut actions,
                 );
+            }
+        }
+        if self.peers.len() > self.config.max_peers {
+            // Over max_peers through incoming peerings: drop one peer that is over it too,
+            // the best connected first, so both keep at least max_peers.
+            let max = self.config.max_peers;
+            let shed = self
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.peers.len() > max && now.saturating_duration_since(p.since) >= SHED_AFTER
+                })
+                .max_by_key(|(n, p)| (p.peers.len(), **n))
+                .map(|(n, _)| *n);
+            if let Some(node) = shed {
+                actions.push(Action::Shed(node));
+                actions.extend(self.on_peer_down(&node, now));
+            }
+        }
+        if std::mem::take(&mut self.peers_dirty) {
+            let ids = self.peer_ids();
+            for &peer in &peer_ids {
+                self.send(peer, PeerMessage::Peers(ids.clone()), &mut actions);
             }
         }
         if self.peers.len() + self.dialing.len() < self.config.max_peers {

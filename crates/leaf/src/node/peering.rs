@@ -100,6 +100,12 @@ impl Node {
                         node.dial_peer(sn, provider.addr, Some(provider.node)).await
                     });
                 }
+                Action::Shed(peer) => {
+                    tracing::info!(peer = %peer.short(), reason = "over max_peers, and so is the peer", "shedding a peering");
+                    if let Some(link) = peering.links().get(&peer) {
+                        transport::close(&link.conn, CloseCode::NORMAL, "shedding: over max_peers");
+                    }
+                }
                 Action::Disconnect(peer, reason) => {
                     tracing::warn!(peer = %peer.short(), %reason, "disconnecting misbehaving supernode");
                     if let Some(link) = peering.links().get(&peer) {

@@ -55,6 +55,7 @@ impl Mesh {
                     self.done.insert(q);
                 }
                 Action::Disconnect(peer, _) => self.disconnects.push((from, peer)),
+                Action::Shed(_) => {}
                 Action::Dial(_) => {}
             }
         }
@@ -273,4 +274,66 @@ proptest! {
             prop_assert!(!hits.is_empty(), "{name} n{i} not found");
         }
     }
+}
+
+#[test]
+fn a_peer_list_names_a_new_peer_only_after_the_reach_covering_it() {
+    let mut mesh = Mesh::new(3, Routing::Filters, 2);
+    let far = mesh.share(2, "beyond the river.ogg");
+    mesh.connect(0, 1);
+    mesh.tick();
+    mesh.connect(1, 2);
+    // Node 1 has node 2's filter now, but node 0 has neither its reach patch nor a peer list
+    // naming node 2: an origin never sees the adjacency before the reach.
+    let view = |mesh: &Mesh| mesh.nodes[0].1.peers()[0].peers;
+    assert_eq!(view(&mesh), 1, "node 1's list still names only node 0");
+    mesh.tick();
+    assert_eq!(view(&mesh), 2);
+    let (hits, _) = mesh.search(0, &["river"]);
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![far]);
+}
+
+#[test]
+fn incoming_peerings_may_exceed_max_peers_and_the_excess_is_shed() {
+    let config = OverlayConfig {
+        max_peers: 2,
+        ..OverlayConfig::default()
+    };
+    let mut overlay = Overlay::new(id(0), config);
+    let index = Index::new();
+    let t0 = Instant::now();
+    assert_eq!(overlay.max_incoming(), 4);
+    for n in 1..=4 {
+        assert!(overlay.wants_peer(&id(n), t0), "room for incoming peer {n}");
+        overlay.on_peer_up(id(n), addr(n), &index, t0);
+    }
+    assert!(
+        !overlay.wants_peer(&id(5), t0),
+        "the incoming cap is reached"
+    );
+    // Peer 1 has more peers than max_peers (it can spare one); the others do not.
+    let many = PeerMessage::Peers((10..14).map(id).collect());
+    overlay.on_message(id(1), many, &index, t0);
+    for n in 2..=4 {
+        overlay.on_message(id(n), PeerMessage::Peers(vec![id(0)]), &index, t0);
+    }
+    let sheds = |actions: &[Action]| -> Vec<NodeId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Shed(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        sheds(&overlay.tick(&mut Index::new(), t0)).is_empty(),
+        "young peerings stay"
+    );
+    let later = t0 + SHED_AFTER;
+    assert_eq!(sheds(&overlay.tick(&mut Index::new(), later)), vec![id(1)]);
+    assert!(!overlay.is_peer(&id(1)));
+    // No other peer can spare a peering: nobody else is shed, though still over max_peers.
+    assert!(sheds(&overlay.tick(&mut Index::new(), later)).is_empty());
+    assert_eq!(overlay.peer_count(), 3);
 }
