@@ -177,6 +177,7 @@ fn print_header(first: &str) {
 
 enum Event {
     PeerUp(NodeId, SocketAddr),
+    PeerDown(NodeId),
     Message(NodeId, PeerMessage),
     Query(Vec<String>, oneshot::Sender<Vec<Hit>>),
 }
@@ -238,7 +239,14 @@ impl Mem {
                         sn.with_overlay(|o| o.on_dial_failed(&p.node, now));
                     }
                 }
-                Action::Disconnect(..) | Action::Shed(..) => {}
+                Action::Shed(peer) => {
+                    self.links
+                        .lock()
+                        .unwrap()
+                        .remove(&(me.min(peer), me.max(peer)));
+                    self.deliver(me, peer, Event::PeerDown(me));
+                }
+                Action::Disconnect(..) => {}
                 Action::Hits(q, hits) => local.entry(q).or_default().0.extend(hits),
                 Action::Done(q) => {
                     if let Some((hits, Some(reply))) = local.remove(&q) {
@@ -261,6 +269,7 @@ async fn run_supernode(net: Arc<Mem>, me: NodeId, mut inbox: mpsc::UnboundedRece
                 let actions = match event {
                     None => return,
                     Some(Event::PeerUp(peer, addr)) => sn.peer_up(peer, addr, now),
+                    Some(Event::PeerDown(peer)) => sn.peer_down(&peer, now),
                     Some(Event::Message(from, msg)) => sn.peer_message(from, msg, now),
                     Some(Event::Query(words, reply)) => {
                         let (q, actions) = sn.start_query(&words, 50, now);
