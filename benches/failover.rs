@@ -11,8 +11,12 @@
 //! size: 250 supernodes and 2,500 leaves, the same `Supernode` and `LeafElection` logic on a
 //! virtual clock. `-- --quic` or `-- --mem` runs one of the two.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "failover/mem.rs"]
 mod mem;
+
+use common::percentile;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,13 +68,6 @@ fn leaf_config(root: &Path, name: &str, role: RoleSetting, sn: SocketAddr) -> Co
         addr: sn,
     }];
     config
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
 }
 
 fn main() {

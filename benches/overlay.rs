@@ -25,20 +25,9 @@ use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::{Action, Admission, OverlayConfig, Supernode};
 use tokio::sync::{mpsc, oneshot};
 
-/// Deterministic pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{addr, node, percentile, Rng};
 
 const WORDS: &[&str] = &[
     "love", "night", "dance", "blue", "river", "dream", "fire", "summer", "city", "heart", "rain",
@@ -71,24 +60,6 @@ fn catalogue(count: usize, rng: &mut Rng) -> Vec<File> {
             File { entry, tag }
         })
         .collect()
-}
-
-fn node(n: usize) -> NodeId {
-    let mut id = [0u8; 32];
-    id[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
-    id[8] = 0x5a;
-    NodeId(id)
-}
-
-fn addr(n: usize) -> SocketAddr {
-    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 4710))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Supernodes within `hops` of `origin` in `graph` (origin included).

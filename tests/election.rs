@@ -348,3 +348,49 @@ async fn two_heirs_promoting_at_once_converge_to_one_overlay() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_heals_ends_in_one_overlay() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    // `a` and `l` reach the supernode only through a relay the test can cut; `s` directly.
+    let relay = Partition::new(sn.listen_addr()).await;
+    write(&net.share_dir("a"), "alpha file.txt", b"alpha");
+    write(&net.share_dir("l"), "lima file.txt", b"lima");
+    write(&net.share_dir("s"), "sierra file.txt", b"sierra");
+    let a = net
+        .start(net.config("a", RoleSetting::Auto, Some(relay.addr)))
+        .await;
+    a.wait_ready(DEADLINE).await.expect("a joins");
+    let l = net
+        .start(net.config("l", RoleSetting::Leaf, Some(relay.addr)))
+        .await;
+    l.wait_ready(DEADLINE).await.expect("l joins");
+    let s = net.leaf("s", &sn).await;
+    heirs_known(&[&a, &l], 1).await;
+    search_until(&s, &["file"], |h| h.len() == 3).await;
+
+    relay.set_cut(true);
+    // Cut off, `a` takes over as heir and `l` follows it; the supernode keeps `s`.
+    role_becomes(&a, "supernode").await;
+    attached_to(&l, &a).await;
+    search_until(&l, &["lima"], |h| h.len() == 1).await;
+    assert_eq!(sn.status().role, "supernode");
+    assert_eq!(s.status().supernode, Some(sn.node_id()));
+
+    relay.set_cut(false);
+    // Healed: the new supernode peers with the one it lost, and every share is found from
+    // both sides again; no leaf was lost.
+    eventually("the two supernodes peered", || {
+        let (pa, ps) = (a.status().peers, sn.status().peers);
+        async move { (pa == Some(1) && ps == Some(1)).then_some(()) }
+    })
+    .await;
+    search_until(&s, &["file"], |h| h.len() == 3).await;
+    search_until(&l, &["file"], |h| h.len() == 3).await;
+    assert_eq!(l.status().supernode, Some(a.node_id()));
+    assert_eq!(s.status().supernode, Some(sn.node_id()));
+    for node in [s, l, a, sn] {
+        node.shutdown().await;
+    }
+}

@@ -21,6 +21,8 @@ use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::{LeafElection, Redirect, Step, Target};
 use kazoo_supernode::{Action, Admission, DemotePolicy, LeafKey, OverlayConfig, Supernode};
 
+use crate::common::{addr, node, Rng};
+
 /// Size and shape of one run.
 pub struct MemRun {
     /// Configured supernodes at the start.
@@ -60,33 +62,9 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_millis(2000);
 const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// How long after a kill a connected node notices it.
-    fn detect(&mut self) -> Duration {
-        IDLE - KEEP_ALIVE + Duration::from_micros(self.next() % KEEP_ALIVE.as_micros() as u64)
-    }
-}
-
-fn node(n: usize) -> NodeId {
-    let mut id = [0u8; 32];
-    id[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
-    id[8] = 0xf0;
-    NodeId(id)
-}
-
-fn addr(n: usize) -> SocketAddr {
-    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 4710))
+/// How long after a kill a connected node notices it.
+fn detect(rng: &mut Rng) -> Duration {
+    IDLE - KEEP_ALIVE + Duration::from_micros(rng.next() % KEEP_ALIVE.as_micros() as u64)
 }
 
 enum Event {
@@ -533,11 +511,11 @@ impl Sim {
         };
         self.dead.insert(id);
         for leaf in sn.members.keys() {
-            let after = self.rng.detect();
+            let after = detect(&mut self.rng);
             self.at(after, Event::Lost(*leaf, id));
         }
         for peer in sn.sn.with_overlay(|o| o.peers()) {
-            let after = self.rng.detect();
+            let after = detect(&mut self.rng);
             self.at(after, Event::PeerDown(peer.node, id));
         }
     }

@@ -146,3 +146,69 @@ pub async fn search_until(node: &Node, words: &[&str], ok: impl Fn(&[Hit]) -> bo
 pub fn no_progress() -> tokio::sync::watch::Sender<kazoo_leaf::download::Progress> {
     tokio::sync::watch::channel(Default::default()).0
 }
+
+/// A UDP relay on loopback in front of one node, which a test can cut (every datagram
+/// dropped, both ways) and heal: a network partition between the node and whoever reaches
+/// it through the relay. Each client address gets its own upstream socket, so the node sees
+/// one address per client. Its tasks end when it is dropped.
+pub struct Partition {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Partition {
+    pub async fn new(target: SocketAddr) -> Self {
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use tokio::net::UdpSocket;
+
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("relay socket"));
+        let addr = front.local_addr().expect("relay address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cut);
+        let task = tokio::spawn(async move {
+            let mut uplinks: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            // Dropped (with this task) aborts the return paths.
+            let mut returns = tokio::task::JoinSet::new();
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((len, client)) = front.recv_from(&mut buf).await {
+                if flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let up = match uplinks.get(&client) {
+                    Some(up) => Arc::clone(up),
+                    None => {
+                        let up = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("uplink"));
+                        uplinks.insert(client, Arc::clone(&up));
+                        let (up2, front2, flag2) =
+                            (Arc::clone(&up), Arc::clone(&front), Arc::clone(&flag));
+                        returns.spawn(async move {
+                            let mut buf = vec![0u8; 65_536];
+                            while let Ok((len, _)) = up2.recv_from(&mut buf).await {
+                                if !flag2.load(Ordering::SeqCst) {
+                                    let _ = front2.send_to(&buf[..len], client).await;
+                                }
+                            }
+                        });
+                        up
+                    }
+                };
+                let _ = up.send_to(&buf[..len], target).await;
+            }
+        });
+        Partition { addr, cut, task }
+    }
+
+    /// Drops every datagram from now on (`true`) or lets them through again (`false`).
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -173,6 +173,22 @@ impl Link {
     pub fn remote(&self) -> SocketAddr {
         self.conn.remote_address()
     }
+
+    /// Where the peer accepts connections (see [`advertised_addr`]).
+    pub fn advertised(&self) -> SocketAddr {
+        advertised_addr(self.remote(), &self.hello)
+    }
+}
+
+/// Where a dialler seen at `remote` accepts connections: its IP as seen, with the port its
+/// `Hello` advertises (unless it advertises none). This is the address other nodes are given
+/// for it (as a source, an heir, a peer); it differs from `remote` when the dialler's
+/// datagrams pass through a relay or a port-mapping middlebox.
+pub fn advertised_addr(remote: SocketAddr, hello: &Hello) -> SocketAddr {
+    match hello.listen_port {
+        0 => remote,
+        port => SocketAddr::new(remote.ip(), port),
+    }
 }
 
 /// Closes `conn` with a close code and a reason the peer can log.
@@ -282,6 +298,11 @@ impl Pending {
     /// The peer's address.
     pub fn remote(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// Where the dialler accepts connections (see [`advertised_addr`]).
+    pub fn advertised(&self) -> SocketAddr {
+        advertised_addr(self.remote(), &self.hello)
     }
 
     /// Answers with our `Hello` and returns the established link.

@@ -100,7 +100,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 .await;
             return;
         }
-        (true, Some(sn)) => match sn.admit(peer, remote, pending.hello().capacity) {
+        (true, Some(sn)) => match sn.admit(peer, pending.advertised(), pending.hello().capacity) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");

@@ -148,7 +148,12 @@ impl Node {
     pub(super) async fn run_peer(&self, sn: Arc<Supernode>, link: Link, dialed_by_me: bool) {
         let me = self.node_id();
         let peer = link.peer();
-        let addr = link.remote();
+        // The address we dialled, or the one an incoming peer advertises.
+        let addr = if dialed_by_me {
+            link.remote()
+        } else {
+            link.advertised()
+        };
         let Link {
             conn,
             control_send: mut send,
