@@ -394,3 +394,36 @@ async fn a_partition_that_heals_ends_in_one_overlay() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eligible_leaf_that_cannot_be_dialled_back_is_no_heir() {
+    use kazoo_common::transport::{self, Timeouts};
+    use kazoo_common::wire::{Hello, Intent, Role};
+
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    // A leaf advertising a high capacity but a listen port where nothing answers QUIC.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("silent socket");
+    let (identity, endpoint) = raw_node();
+    let mut hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
+    hello.capacity = 1_000_000;
+    hello.listen_port = silent.local_addr().expect("port").port();
+    let _unreachable = transport::dial(
+        &endpoint,
+        &identity,
+        sn.listen_addr(),
+        Some(sn.node_id()),
+        Timeouts::default(),
+        hello,
+    )
+    .await
+    .expect("the raw leaf joins");
+    let a = auto_leaf(&net, "a", &sn).await;
+    // `a` was dialled back and is an heir; the unreachable one, though it claims more
+    // capacity, is not.
+    let heirs = heirs_known(&[&a], 1).await;
+    assert_eq!(heirs, vec![a.node_id()]);
+    assert_eq!(sn.status().leaves, Some(2));
+    a.shutdown().await;
+    sn.shutdown().await;
+}

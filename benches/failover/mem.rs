@@ -271,6 +271,8 @@ impl Sim {
             };
             match sn.sn.admit(leaf, leaf_addr, capacity) {
                 Admission::Admitted(key) => {
+                    // Every simulated leaf answers the supernode's dial back.
+                    sn.sn.set_reachable(leaf, key);
                     sn.members.insert(leaf, key);
                     return (Some((target, key, at)), round_trips);
                 }

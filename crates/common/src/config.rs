@@ -26,7 +26,7 @@
 //!
 //! [election]
 //! eligible = true               # default: auto nodes whose score reaches the threshold
-//! bandwidth_kib = 1000          # advertised capacity (the score)
+//! bandwidth_kib = 1000          # upload KiB/s: the capacity score, doubling over the first hour of uptime
 //! threshold = 1
 //! heir_delay_ms = 1000          # heir k of a dead supernode waits k × this, then promotes
 //! demote_below_pct = 25         # an auto supernode under this % of max_leaves is under-used
@@ -102,7 +102,8 @@ pub struct ElectionConfig {
     /// Force eligibility on or off. Default: an `auto` node is eligible when its capacity
     /// score reaches `threshold` (so auto nodes are eligible out of the box, on loopback too).
     pub eligible: Option<bool>,
-    /// Upload bandwidth to advertise, KiB/s: the capacity score. Default 1000.
+    /// Upload bandwidth to advertise, KiB/s: the base of the capacity score (see
+    /// [`Config::election_score`]). Default 1000.
     pub bandwidth_kib: u32,
     /// Lowest score that makes an `auto` node eligible. Default 1.
     pub threshold: u32,
@@ -142,14 +143,23 @@ impl ElectionConfig {
     }
 }
 
+/// Uptime after which the capacity score stops growing.
+pub const SCORE_UPTIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Config {
-    /// The capacity this node advertises: > 0 means it may be elected supernode.
-    pub fn election_capacity(&self) -> u32 {
+    /// The capacity score an `auto` node advertises after `uptime` (0: not eligible; the
+    /// caller checks the role). The score is `bandwidth_kib`, growing linearly with uptime to twice that
+    /// after [`SCORE_UPTIME`] (long-lived nodes make stable supernodes); it makes the node
+    /// eligible once it reaches `threshold`, unless `eligible` forces the answer. Heirs are
+    /// ranked by it; that the node's listen address is reachable is checked by its supernode
+    /// (it dials back before listing the node as an heir).
+    pub fn election_score(&self, uptime: std::time::Duration) -> u32 {
         let e = &self.election;
-        let eligible = self.node.role == RoleSetting::Auto
-            && e.eligible.unwrap_or(e.bandwidth_kib >= e.threshold);
-        if eligible {
-            e.bandwidth_kib.max(1)
+        let base = u64::from(e.bandwidth_kib);
+        let grown = uptime.min(SCORE_UPTIME).as_secs() * base / SCORE_UPTIME.as_secs();
+        let score = u32::try_from(base + grown).unwrap_or(u32::MAX);
+        if e.eligible.unwrap_or(score >= e.threshold) {
+            score.max(1)
         } else {
             0
         }
@@ -489,6 +499,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_score_grows_with_uptime_and_decides_eligibility() {
+        let mut c = Config::default();
+        let minutes = |m: u64| std::time::Duration::from_secs(60 * m);
+        assert_eq!(c.election_score(minutes(0)), 1000);
+        assert_eq!(c.election_score(minutes(30)), 1500);
+        assert_eq!(c.election_score(minutes(600)), 2000, "capped after an hour");
+        c.election.threshold = 1600;
+        assert_eq!(c.election_score(minutes(30)), 0, "not yet eligible");
+        assert_eq!(c.election_score(minutes(40)), 1666);
+        c.election.eligible = Some(true);
+        assert_eq!(c.election_score(minutes(0)), 1000, "forced eligible");
+        c.election.eligible = Some(false);
+        assert_eq!(c.election_score(minutes(600)), 0, "forced ineligible");
+        c.election = ElectionConfig {
+            bandwidth_kib: 0,
+            threshold: 0,
+            ..ElectionConfig::default()
+        };
+        assert_eq!(
+            c.election_score(minutes(0)),
+            1,
+            "an eligible score is never 0"
+        );
+    }
 
     #[test]
     fn empty_config_has_defaults() {

@@ -31,7 +31,9 @@
 //! ([`Intent::Peer`]) both sides send [`PeerMessage`] frames on it; on a join
 //! ([`Intent::Join`]) the supernode sends [`Notice`] frames to its leaf; nothing travels on it
 //! from dialler to acceptor otherwise, and a byte there is a protocol violation. A leaf's
-//! `Hello.capacity` > 0 says it is eligible to become a supernode.
+//! `Hello.capacity` > 0 (its capacity score) says it is eligible to become a supernode; its
+//! supernode dials it back (`Fetch`) at its advertised address — the IP it is seen at, with
+//! its `listen_port` — and lists it as an heir only if that answers with the same key.
 //!
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists

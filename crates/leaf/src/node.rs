@@ -175,6 +175,18 @@ struct Inner {
     /// Content ids being downloaded now (one download per id at a time).
     downloads: Mutex<HashSet<ContentId>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// When the node started (its uptime counts towards its capacity score).
+    started: std::time::Instant,
+}
+
+impl Inner {
+    /// The capacity score this node advertises now (0: not eligible to be a supernode).
+    fn score(&self) -> u32 {
+        if self.setting != RoleSetting::Auto {
+            return 0;
+        }
+        self.config.election_score(self.started.elapsed())
+    }
 }
 
 /// Marks a content id as being downloaded until dropped.
@@ -287,6 +299,7 @@ impl Node {
             peering: peering::Peering::default(),
             downloads: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
+            started: std::time::Instant::now(),
             config,
         });
         let node = Node { inner };
@@ -673,7 +686,7 @@ fn hello(inner: &Inner, intent: Intent) -> Hello {
         node_id: inner.identity.node_id(),
         role: inner.role.read().unwrap_or_else(|p| p.into_inner()).role,
         listen_port: inner.listen.port(),
-        capacity: inner.config.election_capacity(),
+        capacity: inner.score(),
         intent,
     }
 }

@@ -202,6 +202,11 @@ impl LeafElection {
         }
     }
 
+    /// Whether this node may promote (its score can change while it runs).
+    pub fn set_eligible(&mut self, eligible: bool) {
+        self.eligible = eligible;
+    }
+
     /// What to do next, given the last succession notice (`heirs`, other `supernodes`).
     pub fn step(&mut self, now: Instant, heirs: &[Provider], supernodes: &[Provider]) -> Step {
         if let (Some((dead, since)), true) = (self.lost, self.eligible) {

@@ -35,6 +35,8 @@ struct Joined {
     key: LeafKey,
     addr: SocketAddr,
     capacity: u32,
+    /// Its listen address answered a dial from this supernode (an heir must be reachable).
+    reachable: bool,
 }
 
 struct State {
@@ -220,6 +222,7 @@ impl Supernode {
                 key,
                 addr,
                 capacity,
+                reachable: false,
             },
         );
         state.refresh_load(self.config.max_leaves);
@@ -237,13 +240,23 @@ impl Supernode {
             .collect()
     }
 
-    /// The succession list: eligible leaves, highest capacity first (ties by node id).
+    /// Records that joined leaf `node` (under `key`) answered a dial at its listen address.
+    pub fn set_reachable(&self, node: NodeId, key: LeafKey) {
+        if let Some(joined) = self.state().leaves.get_mut(&node) {
+            if joined.key == key {
+                joined.reachable = true;
+            }
+        }
+    }
+
+    /// The succession list: eligible leaves whose listen address is reachable, highest
+    /// capacity first (ties by node id).
     pub fn succession(&self, max: usize) -> Vec<Provider> {
         let state = self.state();
         let mut heirs: Vec<(u32, NodeId, SocketAddr)> = state
             .leaves
             .iter()
-            .filter(|(_, j)| j.capacity > 0)
+            .filter(|(_, j)| j.capacity > 0 && j.reachable)
             .map(|(n, j)| (j.capacity, *n, j.addr))
             .collect();
         heirs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

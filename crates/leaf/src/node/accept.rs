@@ -57,6 +57,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
     };
     let peer = pending.hello().node_id;
     let joining = pending.hello().intent == Intent::Join;
+    let advertised = pending.advertised();
     let sn = inner
         .supernode
         .read()
@@ -100,7 +101,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 .await;
             return;
         }
-        (true, Some(sn)) => match sn.admit(peer, pending.advertised(), pending.hello().capacity) {
+        (true, Some(sn)) => match sn.admit(peer, advertised, pending.hello().capacity) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");
@@ -123,8 +124,15 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             return;
         }
     };
-    if leaf.is_some() {
+    if let Some((sn, key)) = &leaf {
         tracing::info!(peer = %peer.short(), %remote, "leaf joined");
+        if link.hello.capacity > 0 {
+            let node = super::Node {
+                inner: Arc::clone(inner),
+            };
+            let (sn, key, addr) = (Arc::clone(sn), *key, advertised);
+            tokio::spawn(async move { node.check_reachable(&sn, peer, key, addr).await });
+        }
     }
     serve_link(inner, link, leaf.as_ref()).await;
     if let Some((sn, key)) = leaf {

@@ -86,7 +86,34 @@ impl Inner {
     }
 }
 
+/// How long a dial back to a joining leaf's listen address may take.
+const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Node {
+    /// Dials an eligible leaf back at the address it advertises; only a leaf that answers
+    /// (with the right key) is listed as an heir.
+    pub(super) async fn check_reachable(
+        &self,
+        sn: &Supernode,
+        leaf: NodeId,
+        key: kazoo_supernode::LeafKey,
+        addr: SocketAddr,
+    ) {
+        let dial = self.dial(addr, Some(leaf), kazoo_common::wire::Intent::Fetch);
+        match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
+            Ok(Ok(link)) => {
+                sn.set_reachable(leaf, key);
+                transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
+            }
+            Ok(Err(e)) => {
+                tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "eligible leaf is not reachable; not an heir")
+            }
+            Err(_) => {
+                tracing::info!(leaf = %leaf.short(), %addr, "eligible leaf did not answer a dial back; not an heir")
+            }
+        }
+    }
+
     /// A peering came up: if it is the leaf this supernode asked to promote, half of this
     /// supernode's leaves move to it.
     pub(super) fn hand_over_to_new_supernode(

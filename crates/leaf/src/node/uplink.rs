@@ -54,19 +54,21 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<Redirect>) {
     let me = node.node_id();
     let config = &node.inner.config;
-    let eligible = setting == RoleSetting::Auto && config.election_capacity() > 0;
+    let eligible = || setting == RoleSetting::Auto && node.inner.score() > 0;
     let bootstrap = config
         .network
         .bootstrap
         .iter()
         .map(|b| (b.addr, b.node))
         .collect();
-    let mut election = LeafElection::new(me, eligible, config.election.heir_delay(), bootstrap);
+    let mut election = LeafElection::new(me, eligible(), config.election.heir_delay(), bootstrap);
     if let Some((from, to, reason)) = first {
         election.on_redirected(from, to, reason);
     }
     loop {
         let (heirs, supernodes) = node.succession();
+        // The score grows with uptime: a node may become eligible while it runs.
+        election.set_eligible(eligible());
         let (groups, why) = match election.step(Instant::now(), &heirs, &supernodes) {
             Step::Promote { reason, hosts } => {
                 node.promote(&reason);
@@ -105,7 +107,7 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
         let sn_addr = link.remote();
         let reason = stay_joined(&node, link).await;
         node.inner.uplink.send_replace(None);
-        if eligible && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
+        if eligible() && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
             let why = format!("asked by supernode {}, which is full", sn.short());
             node.promote(&why);
             node.learn_supernodes(&[Provider {
@@ -189,9 +191,7 @@ async fn stay_joined(node: &Node, link: Link) -> String {
                         return;
                     }
                     Ok(Notice::Promote { reason }) => {
-                        if node.inner.config.node.role == RoleSetting::Auto
-                            && node.inner.config.election_capacity() > 0
-                        {
+                        if node.inner.score() > 0 {
                             tracing::info!(%reason, "supernode asks this leaf to promote");
                             node.inner.promote_asked.store(true, Ordering::SeqCst);
                             conn_for_notices.close(0u32.into(), b"promoting");
