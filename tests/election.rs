@@ -1,5 +1,8 @@
-//! Election: the first auto node promotes, heirs take over a dead supernode, a dead heir
-//! does not stall the next, leaf-only nodes never promote.
+//! Election over real QUIC on loopback: the first auto node promotes; heirs take over a dead
+//! supernode (a dead heir does not stall the next; leaf-only nodes never promote; an heir
+//! must answer a dial back); a full supernode grows the network and hands leaves over; an
+//! under-used one demotes and its leaves follow; two heirs promoting at once, and a
+//! partition that heals, end in one overlay with no leaf lost.
 
 mod common;
 
@@ -264,9 +267,13 @@ async fn growth_hands_part_of_a_full_supernodes_leaves_to_the_new_one() {
 async fn an_underused_supernode_demotes_and_its_leaves_follow() {
     let net = Net::new();
     let mut sn_config = net.config("sn", RoleSetting::Supernode, None);
-    sn_config.supernode.max_leaves = 2;
+    sn_config.supernode.max_leaves = 3;
     let sn = net.start(sn_config).await;
-    let fillers = [net.leaf("f0", &sn).await, net.leaf("f1", &sn).await];
+    let fillers = [
+        net.leaf("f0", &sn).await,
+        net.leaf("f1", &sn).await,
+        net.leaf("f2", &sn).await,
+    ];
     // The bootstrap supernode is full and has no heir to ask: the auto node becomes a
     // supernode of its own, peers with it, and takes a leaf.
     let mut auto = net.config("auto", RoleSetting::Auto, Some(sn.listen_addr()));

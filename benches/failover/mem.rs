@@ -272,7 +272,7 @@ impl Sim {
             match sn.sn.admit(leaf, leaf_addr, capacity) {
                 Admission::Admitted(key) => {
                     // Every simulated leaf answers the supernode's dial back.
-                    sn.sn.set_reachable(leaf, key);
+                    sn.sn.set_reachable(leaf, key, leaf_addr);
                     sn.members.insert(leaf, key);
                     return (Some((target, key, at)), round_trips);
                 }
@@ -481,7 +481,7 @@ impl Sim {
             Event::JoinFailed(leaf_id) => {
                 if let Some(leaf) = self.leaves.get_mut(&leaf_id) {
                     leaf.stepping = false;
-                    let wait = leaf.election.on_join_failed().unwrap_or(Duration::ZERO);
+                    let wait = leaf.election.on_join_failed(now).unwrap_or(Duration::ZERO);
                     self.schedule_step(leaf_id, wait);
                 }
             }

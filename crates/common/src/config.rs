@@ -111,7 +111,8 @@ pub struct ElectionConfig {
     /// promotes itself. Default 1000; range 0–10000 (0: every heir promotes at once).
     pub heir_delay_ms: u64,
     /// An `auto` supernode with fewer leaves than this percentage of `max_leaves` is
-    /// under-used. Default 25; range 0–100 (0: never demote).
+    /// under-used. Default 25; range 0–40 (0: never demote; above 40 the two halves of a
+    /// growth handover would both be under-used).
     pub demote_below_pct: u8,
     /// Seconds an `auto` supernode stays under-used before the one with the fewest leaves
     /// among it and its peers demotes. Default 30; range 1–3600.
@@ -450,11 +451,13 @@ impl Config {
                 "0-10000",
             ));
         }
-        if e.demote_below_pct > 100 {
+        // A handover leaves both supernodes about half full: above 40 % they would both be
+        // under-used at once, and shrink would undo growth.
+        if e.demote_below_pct > 40 {
             return Err(range(
                 "election.demote_below_pct",
                 e.demote_below_pct.to_string(),
-                "0-100",
+                "0-40",
             ));
         }
         if !(1..=3600).contains(&e.demote_after_secs) {

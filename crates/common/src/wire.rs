@@ -89,7 +89,8 @@
 //!
 //! # Close codes
 //! See [`CloseCode`]: `0` normal, `1` version mismatch, `2` protocol violation, `3` identity
-//! mismatch, `4` refused (busy / not a supernode), `5` shutting down.
+//! mismatch, `4` refused (busy / not a supernode), `5` shutting down, `6` redirected (a
+//! supernode closing a leaf it told to go elsewhere).
 
 use std::net::SocketAddr;
 
@@ -140,6 +141,9 @@ impl CloseCode {
     pub const REFUSED: u32 = 4;
     /// The node is shutting down.
     pub const SHUTDOWN: u32 = 5;
+    /// A supernode closes a leaf it redirected (handover or demotion) that has not left:
+    /// the leaf re-homes as if redirected, not as if its supernode had died.
+    pub const REDIRECTED: u32 = 6;
 }
 
 /// Role a node plays now.
@@ -298,7 +302,8 @@ pub enum PeerMessage {
         /// The query.
         id: u64,
     },
-    /// The sender's load, sent on peering and whenever it changes (at most once per tick):
+    /// The sender's load, sent on peering and whenever it changes (at most once per tick;
+    /// `leaves` > `max_leaves` or `max_leaves` > 10000 is a protocol violation):
     /// redirects and succession notices list peers with room, and an under-used supernode
     /// demotes only when it has the fewest leaves of its under-used, demotable peers and
     /// they have room for its leaves.

@@ -12,7 +12,7 @@ mod uplink;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -330,11 +330,10 @@ impl Node {
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(task);
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Role changes spawn an uplink each time: forget the ones that ended.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
     }
 
     fn set_role(&self, role: Role, reason: &str) {
@@ -366,6 +365,9 @@ impl Node {
             .supernode
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
+        // Leftovers of the leaf role.
+        self.take_redirect();
+        self.inner.promote_asked.store(false, Ordering::SeqCst);
         if self.inner.setting == RoleSetting::Auto {
             let election = &self.inner.config.election;
             sn.set_demote_policy(DemotePolicy {
@@ -396,6 +398,14 @@ impl Node {
             .redirect
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some((to, reason));
+    }
+
+    fn has_redirect(&self) -> bool {
+        self.inner
+            .redirect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn take_redirect(&self) -> Option<(Vec<Provider>, String)> {

@@ -7,11 +7,12 @@
 //! * **shrink**: whether an under-used `auto` supernode demotes now, and where each of its
 //!   leaves goes ([`plan_demotion`]).
 //!
-//! Invariants of a demotion plan: every leaf is assigned a peer whose announced room, less
-//! the leaves already assigned to it, is still positive; the demoting node itself needs one
-//! more slot; and of the under-used demotable supernodes it can see (itself and its peers),
-//! only the one with the fewest leaves (ties: the smallest node id) demotes, so two
-//! neighbours never both leave.
+//! Invariants of a demotion plan: every leaf is assigned a peer whose room to spare
+//! ([`room_to_spare`]: up to 80 % full), less the leaves already assigned to it, is still
+//! positive; the demoting node itself needs one more slot; and of the under-used demotable
+//! supernodes it can see (itself and its peers), only the one with the fewest leaves (ties:
+//! the smallest node id) demotes. The caller demotes only when a plan has existed at every
+//! check for the policy's `after`, so two neighbours never both leave on stale loads.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,8 +77,8 @@ pub fn plan_demotion(
     }
     let mut room: Vec<(Provider, u32)> = known
         .iter()
-        .filter(|(_, load)| load.room() > 0)
-        .map(|(p, load)| (*p, load.room()))
+        .map(|(p, load)| (*p, room_to_spare(*load)))
+        .filter(|(_, room)| *room > 0)
         .collect();
     let total: u64 = room.iter().map(|(_, r)| u64::from(*r)).sum();
     if total < leaves.len() as u64 + 1 {
@@ -116,6 +117,20 @@ pub fn plan_demotion(
         supernodes,
     })
 }
+
+/// Leaves a peer can take from a demoting supernode: up to [`FILL_PCT`] of its
+/// `max_leaves` (at least one slot below full), so a demotion never fills a supernode that
+/// would then have to grow the network again.
+pub fn room_to_spare(load: Load) -> u32 {
+    let max = u64::from(load.max_leaves);
+    let fill = (max * FILL_PCT / 100).clamp(max.min(1), max.saturating_sub(1).max(1));
+    u32::try_from(fill)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(load.leaves)
+}
+
+/// How full (percent of `max_leaves`) a demotion may make a peer.
+pub const FILL_PCT: u64 = 80;
 
 /// Which `count` of `leaves` (node, capacity) move to a new supernode: the least capable
 /// first, so the best heirs stay; never `exclude` (the new supernode itself).
@@ -167,9 +182,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// A leaf's side of the election: which supernodes to try, and when to promote itself.
 ///
 /// Invariants: `lost` is the supernode lost last and is cleared by a redirect (the leaf was
-/// sent away, nobody died), so only a death can make an heir promote; an `auto` node that has
-/// never joined anyone and is eligible promotes after its first failed round (the first node
-/// of a network); a node never dials itself or the supernode it lost.
+/// sent away, nobody died), so only a death can make an heir promote; an eligible node that
+/// has never been part of a network (never joined, never redirected) promotes after its first
+/// failed round (the first node of a network), and one that has been but has reached no
+/// supernode for [`STRANDED_AFTER`] promotes too (no live supernode left that it knows of);
+/// a node never dials itself or the supernode it lost.
 #[derive(Debug)]
 pub struct LeafElection {
     me: NodeId,
@@ -182,8 +199,14 @@ pub struct LeafElection {
     redirect: Option<Redirect>,
     ever_joined: bool,
     first_of_network: bool,
+    /// Since when every round of join attempts has failed (none: joined, or not tried).
+    stranded_since: Option<Instant>,
     backoff: Duration,
 }
+
+/// How long an eligible node that has been part of a network tries to join one before it
+/// promotes itself: longer than heir `MAX_SUCCESSION` waits with the default heir delay.
+pub const STRANDED_AFTER: Duration = Duration::from_secs(20);
 
 impl LeafElection {
     /// A leaf `me` (`eligible`: an `auto` node that may promote) with its bootstrap list.
@@ -198,6 +221,7 @@ impl LeafElection {
             redirect: None,
             ever_joined: false,
             first_of_network: false,
+            stranded_since: None,
             backoff: FIRST_BACKOFF,
         }
     }
@@ -230,8 +254,23 @@ impl LeafElection {
         }
         if self.first_of_network {
             return Step::Promote {
-                reason: "auto: no bootstrap supernode reachable".into(),
+                reason: "auto: no supernode reachable with room, first node of its network".into(),
                 hosts: Vec::new(),
+            };
+        }
+        let stranded = self
+            .stranded_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= STRANDED_AFTER);
+        if self.eligible && stranded {
+            let mut hosts = supernodes.to_vec();
+            hosts.extend(heirs.iter().filter(|h| h.node != self.me).copied());
+            hosts.extend(self.lost.map(|(p, _)| p));
+            return Step::Promote {
+                reason: format!(
+                    "auto: no supernode reachable for {} s",
+                    STRANDED_AFTER.as_secs()
+                ),
+                hosts,
             };
         }
         let lost = self.lost.map(|(p, _)| p.node);
@@ -279,16 +318,18 @@ impl LeafElection {
     pub fn on_joined(&mut self, addr: SocketAddr, sn: NodeId) {
         self.pinned.insert(addr, sn);
         self.ever_joined = true;
+        self.stranded_since = None;
         self.backoff = FIRST_BACKOFF;
     }
 
-    /// A round of join attempts failed: how long to wait before the next [`Self::step`]
-    /// (`None`: step at once — it promotes as the first node of its network).
-    pub fn on_join_failed(&mut self) -> Option<Duration> {
+    /// A round of join attempts failed at `now`: how long to wait before the next
+    /// [`Self::step`] (`None`: step at once — it promotes as the first node of its network).
+    pub fn on_join_failed(&mut self, now: Instant) -> Option<Duration> {
         if self.eligible && !self.ever_joined {
             self.first_of_network = true;
             return None;
         }
+        self.stranded_since.get_or_insert(now);
         if self.lost.is_some() {
             return Some(REHOME_RETRY);
         }
@@ -304,6 +345,8 @@ impl LeafElection {
 
     /// The supernode `from` sent this leaf to `to`.
     pub fn on_redirected(&mut self, from: NodeId, to: Vec<Provider>, reason: String) {
+        // Sent somewhere by a network it was part of: never the first node of one.
+        self.ever_joined = true;
         self.lost = None;
         self.redirect = Some((from, to, reason));
     }

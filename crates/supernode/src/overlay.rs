@@ -197,6 +197,8 @@ pub struct Overlay {
 
 /// How long a query id is remembered.
 const SEEN_FOR: Duration = Duration::from_secs(30);
+/// Largest `max_leaves` a peer may announce (the config's upper bound).
+pub const MAX_LEAVES_LIMIT: u32 = 10_000;
 /// A peering this young is never shed.
 const SHED_AFTER: Duration = Duration::from_secs(10);
 
@@ -556,10 +558,8 @@ impl Overlay {
         for id in finished {
             self.finish(id, &mut actions);
         }
-        let ids = self.peer_ids();
-        for other in self.peers.keys().copied().collect::<Vec<_>>() {
-            self.send(other, PeerMessage::Peers(ids.clone()), &mut actions);
-        }
+        // The new list goes out at the next tick, after that tick's reach patch.
+        self.peers_dirty = true;
         actions
     }
 
@@ -879,6 +879,9 @@ impl Overlay {
                 max_leaves,
                 demotable,
             } => {
+                if leaves > max_leaves || max_leaves > MAX_LEAVES_LIMIT {
+                    return self.penalize(from, "implausible load", now);
+                }
                 if let Some(peer) = self.peers.get_mut(&from) {
                     peer.load = Some(Load {
                         leaves,

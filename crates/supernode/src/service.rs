@@ -33,10 +33,12 @@ pub enum Admission {
 #[derive(Clone, Copy)]
 struct Joined {
     key: LeafKey,
-    addr: SocketAddr,
     capacity: u32,
-    /// Its listen address answered a dial from this supernode (an heir must be reachable).
-    reachable: bool,
+    /// When it joined (heirs of equal capacity: the longest attached first).
+    since: Instant,
+    /// The listen address that answered a dial from this supernode (an heir must be
+    /// reachable there; none yet: not an heir).
+    reachable_at: Option<SocketAddr>,
 }
 
 struct State {
@@ -49,8 +51,10 @@ struct State {
     own: LeafKey,
     /// Set for an `auto` supernode: when it counts as under-used and may demote.
     demote: Option<DemotePolicy>,
-    /// Since when it has been under-used without a break.
+    /// Since when a demotion plan has existed without a break.
     underused_since: Option<Instant>,
+    /// Set when it demotes: where leaves that still arrive are sent.
+    retired: Option<Vec<Provider>>,
 }
 
 impl State {
@@ -104,6 +108,7 @@ impl Supernode {
             own,
             demote: None,
             underused_since: None,
+            retired: None,
         };
         state.refresh_load(config.max_leaves);
         Supernode {
@@ -120,8 +125,9 @@ impl Supernode {
         state.refresh_load(self.config.max_leaves);
     }
 
-    /// Whether to demote now (see [`election::plan_demotion`]); also tracks since when this
-    /// supernode has been under-used, which must last the policy's `after` first.
+    /// Whether to demote now: a plan (see [`election::plan_demotion`]) must have existed at
+    /// every check for the policy's `after`, so loads have long been exchanged and two
+    /// neighbours cannot both think they have the fewest leaves.
     pub fn demotion(&self, now: Instant) -> Option<Demotion> {
         let mut state = self.state();
         let policy = state.demote?;
@@ -130,17 +136,15 @@ impl Supernode {
             max_leaves: self.config.max_leaves as u32,
             demotable: policy.below_pct > 0,
         };
-        if !policy.underused(mine) {
-            state.underused_since = None;
-            return None;
-        }
-        let since = *state.underused_since.get_or_insert(now);
-        if now.saturating_duration_since(since) < policy.after {
-            return None;
-        }
         let leaves: Vec<NodeId> = state.leaves.keys().copied().collect();
         let peers = state.overlay.peers_with_load();
-        election::plan_demotion(self.node_id, mine, &leaves, &peers, policy)
+        let Some(plan) = election::plan_demotion(self.node_id, mine, &leaves, &peers, policy)
+        else {
+            state.underused_since = None;
+            return None;
+        };
+        let since = *state.underused_since.get_or_insert(now);
+        (now.saturating_duration_since(since) >= policy.after).then_some(plan)
     }
 
     /// Which `count` leaves to hand over to the new supernode `to` (see
@@ -200,10 +204,36 @@ impl Supernode {
         self.node_id
     }
 
+    /// Stops taking leaves (this supernode is demoting); leaves that still arrive or were
+    /// joining are sent to `to`.
+    pub fn retire(&self, to: Vec<Provider>) {
+        self.state().retired = Some(to);
+    }
+
+    /// Where leaves go if this supernode has retired (demoted).
+    pub fn retired_to(&self) -> Option<Vec<Provider>> {
+        self.state().retired.clone()
+    }
+
+    /// Where a leaf this supernode cannot take should go: its retirement targets, or up to
+    /// `max` peers with room.
+    pub fn redirect_list(&self, max: usize) -> Vec<Provider> {
+        match self.retired_to() {
+            Some(mut to) => {
+                to.truncate(max);
+                to
+            }
+            None => self.peer_providers(max),
+        }
+    }
+
     /// Admits a leaf connecting from `addr` with `capacity` (> 0: eligible to succeed this
-    /// supernode) unless `max_leaves` are already joined.
+    /// supernode) unless `max_leaves` are already joined or this supernode has retired.
     pub fn admit(&self, node: NodeId, addr: SocketAddr, capacity: u32) -> Admission {
         let mut state = self.state();
+        if state.retired.is_some() {
+            return Admission::Full(format!("supernode {} is demoting", self.node_id.short()));
+        }
         let old = state.leaves.get(&node).map(|j| j.key);
         if old.is_none() && state.leaves.len() >= self.config.max_leaves {
             return Admission::Full(format!(
@@ -220,9 +250,9 @@ impl Supernode {
             node,
             Joined {
                 key,
-                addr,
                 capacity,
-                reachable: false,
+                since: Instant::now(),
+                reachable_at: None,
             },
         );
         state.refresh_load(self.config.max_leaves);
@@ -240,30 +270,31 @@ impl Supernode {
             .collect()
     }
 
-    /// Records that joined leaf `node` (under `key`) answered a dial at its listen address.
-    pub fn set_reachable(&self, node: NodeId, key: LeafKey) {
+    /// Records that joined leaf `node` (under `key`) answered a dial at `addr`, its listen
+    /// address: it may be an heir, and that is where the others will find it.
+    pub fn set_reachable(&self, node: NodeId, key: LeafKey, addr: SocketAddr) {
         if let Some(joined) = self.state().leaves.get_mut(&node) {
             if joined.key == key {
-                joined.reachable = true;
+                joined.reachable_at = Some(addr);
             }
         }
     }
 
-    /// The succession list: eligible leaves whose listen address is reachable, highest
-    /// capacity first (ties by node id).
+    /// The succession list: eligible leaves whose listen address answered, highest capacity
+    /// (score at join) first, then the longest attached, then by node id.
     pub fn succession(&self, max: usize) -> Vec<Provider> {
         let state = self.state();
-        let mut heirs: Vec<(u32, NodeId, SocketAddr)> = state
+        let mut heirs: Vec<(u32, Instant, NodeId, SocketAddr)> = state
             .leaves
             .iter()
-            .filter(|(_, j)| j.capacity > 0 && j.reachable)
-            .map(|(n, j)| (j.capacity, *n, j.addr))
+            .filter(|(_, j)| j.capacity > 0)
+            .filter_map(|(n, j)| j.reachable_at.map(|addr| (j.capacity, j.since, *n, addr)))
             .collect();
-        heirs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        heirs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         heirs
             .into_iter()
             .take(max)
-            .map(|(_, node, addr)| Provider { node, addr })
+            .map(|(_, _, node, addr)| Provider { node, addr })
             .collect()
     }
 

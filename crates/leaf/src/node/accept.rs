@@ -64,7 +64,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     if pending.hello().intent == Intent::Peer {
-        let Some(sn) = sn else {
+        let Some(sn) = sn.filter(|sn| sn.retired_to().is_none()) else {
             pending
                 .refuse(ErrorCode::NotSupernode, "this node is not a supernode")
                 .await;
@@ -101,15 +101,17 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 .await;
             return;
         }
-        (true, Some(sn)) => match sn.admit(peer, advertised, pending.hello().capacity) {
+        (true, Some(sn)) => match sn.admit(peer, remote, pending.hello().capacity) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");
-                let redirect = sn.peer_providers(MAX_SUCCESSION);
+                let redirect = sn.redirect_list(MAX_SUCCESSION);
                 pending
                     .refuse_with(ErrorCode::Busy, &reason, redirect)
                     .await;
-                inner.request_promotion(sn);
+                if sn.retired_to().is_none() {
+                    inner.request_promotion(sn);
+                }
                 return;
             }
         },
@@ -163,6 +165,10 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(peer, channel);
+        if let Some(to) = sn.retired_to() {
+            // The supernode demoted while this leaf was joining.
+            inner.redirect_leaf(peer, to, "supernode demoted");
+        }
         tokio::spawn(send_notices(Arc::clone(sn), control_send, rx))
     });
     // Nothing travels dialler → acceptor on the control stream in protocol version 1.
@@ -213,11 +219,14 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     control.abort();
     if let Some(notices) = notices {
         notices.abort();
-        inner
-            .leaf_notices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&peer);
+        let mut channels = inner.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
+        // A leaf that re-joined has a newer connection: keep its channel.
+        if channels
+            .get(&peer)
+            .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
+        {
+            channels.remove(&peer);
+        }
     }
 }
 

@@ -66,7 +66,7 @@ impl Inner {
 
     /// Tells a joined leaf to go to `to` instead; closes its connection if it has not gone
     /// after [`REDIRECT_GRACE`].
-    fn redirect_leaf(&self, leaf: NodeId, to: Vec<Provider>, reason: &str) {
+    pub(super) fn redirect_leaf(&self, leaf: NodeId, to: Vec<Provider>, reason: &str) {
         let notices = self.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
         let Some(channel) = notices.get(&leaf) else {
             return;
@@ -81,7 +81,7 @@ impl Inner {
         let conn = channel.conn.clone();
         tokio::spawn(async move {
             tokio::time::sleep(REDIRECT_GRACE).await;
-            transport::close(&conn, CloseCode::NORMAL, "redirected");
+            transport::close(&conn, CloseCode::REDIRECTED, "redirected");
         });
     }
 }
@@ -102,7 +102,7 @@ impl Node {
         let dial = self.dial(addr, Some(leaf), kazoo_common::wire::Intent::Fetch);
         match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
             Ok(Ok(link)) => {
-                sn.set_reachable(leaf, key);
+                sn.set_reachable(leaf, key, addr);
                 transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
             }
             Ok(Err(e)) => {
@@ -170,7 +170,8 @@ impl Node {
     fn demote(&self, sn: &Supernode, plan: Demotion) {
         let me = self.node_id();
         tracing::info!(node = %me.short(), leaves = plan.moves.len(), reason = %plan.reason, "demoting to leaf");
-        // No new leaves or peers from here on.
+        // No new leaves or peers from here on; leaves still joining are sent on too.
+        sn.retire(plan.supernodes.clone());
         *self
             .inner
             .supernode
@@ -192,6 +193,16 @@ impl Node {
         {
             task.abort();
         }
+        *self
+            .inner
+            .handover_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .inner
+            .promote_asked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.set_role(Role::Leaf, &reason);
         self.set_succession(Vec::new(), plan.supernodes.clone());
         let first = Some((me, plan.supernodes, reason));

@@ -184,6 +184,13 @@ impl Node {
             );
             replaced.is_some()
         };
+        let current = self.supernode().is_some_and(|s| Arc::ptr_eq(&s, &sn));
+        if !current {
+            // This node demoted while the peering was being set up.
+            self.inner.peering.links().remove(&peer);
+            transport::close(&conn, CloseCode::NORMAL, "not a supernode any more");
+            return;
+        }
         let now = Instant::now();
         if replaced {
             let actions = sn.peer_down(&peer, now);

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::config::RoleSetting;
-use kazoo_common::transport::{Link, TransportError};
+use kazoo_common::transport::{self, Link, TransportError};
 use kazoo_common::wire::{
-    self, Intent, Notice, Provider, Request, Response, ShareEntry, MAX_BATCH, MAX_SUCCESSION,
+    self, CloseCode, Intent, Notice, Provider, Request, Response, ShareEntry, MAX_BATCH,
+    MAX_SUCCESSION,
 };
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::{LeafElection, Redirect, Step};
@@ -91,7 +92,7 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
             joined = join_first(&node, &others, &mut Vec::new()).await;
         }
         let Some((addr, link)) = joined else {
-            if let Some(wait) = election.on_join_failed() {
+            if let Some(wait) = election.on_join_failed(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }
             continue;
@@ -161,9 +162,16 @@ async fn join_first(
     None
 }
 
+/// How often a joined leaf checks whether it has become eligible since it joined.
+const ELIGIBILITY_CHECK: Duration = Duration::from_secs(5);
+
 /// Registers shares and keeps them in sync until the connection ends; returns why it ended.
-/// Meanwhile the supernode's notices (the succession list) are recorded.
+/// Meanwhile the supernode's notices (succession list, promote, redirect) are recorded; a
+/// close with [`CloseCode::REDIRECTED`] is recorded as a redirect to the other supernodes it
+/// named; a node that has become eligible since it joined re-joins to advertise its score.
 async fn stay_joined(node: &Node, link: Link) -> String {
+    let (sn, sn_addr) = (link.peer(), link.remote());
+    let joined_eligible = node.inner.score() > 0;
     let Link {
         conn,
         control_send: _keep_open,
@@ -172,31 +180,36 @@ async fn stay_joined(node: &Node, link: Link) -> String {
     } = link;
     let notices = {
         let node = node.clone();
-        let conn_for_notices = conn.clone();
+        let conn = conn.clone();
         tokio::spawn(async move {
+            let violation = |why: &str| {
+                tracing::warn!(supernode = %sn.short(), reason = why, "protocol violation; closing");
+                transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, why);
+            };
             loop {
                 match wire::read_frame::<Notice>(&mut recv).await {
                     Ok(Notice::Succession { heirs, supernodes }) => {
                         if heirs.len() > MAX_SUCCESSION || supernodes.len() > MAX_SUCCESSION {
-                            return;
+                            return violation("oversized succession notice");
                         }
                         node.set_succession(heirs, supernodes);
                     }
                     Ok(Notice::Redirect { to, reason }) => {
                         if to.len() > MAX_SUCCESSION {
-                            return;
+                            return violation("oversized redirect notice");
                         }
                         node.set_redirect(to, reason);
-                        conn_for_notices.close(0u32.into(), b"redirected");
+                        transport::close(&conn, CloseCode::NORMAL, "redirected");
                         return;
                     }
                     Ok(Notice::Promote { reason }) => {
                         if node.inner.score() > 0 {
                             tracing::info!(%reason, "supernode asks this leaf to promote");
                             node.inner.promote_asked.store(true, Ordering::SeqCst);
-                            conn_for_notices.close(0u32.into(), b"promoting");
+                            transport::close(&conn, CloseCode::NORMAL, "promoting");
                         }
                     }
+                    Err(e) if e.is_violation() => return violation(&e.to_string()),
                     Err(_) => return,
                 }
             }
@@ -204,6 +217,7 @@ async fn stay_joined(node: &Node, link: Link) -> String {
     };
     let mut version = node.inner.shares.subscribe();
     let mut indexed: HashMap<ContentId, ShareEntry> = HashMap::new();
+    let mut check = tokio::time::interval(ELIGIBILITY_CHECK);
     let reason = loop {
         let (added, removed) = diff(&indexed, node.inner.shares.entries());
         if let Err(e) = sync(&conn, &mut indexed, added, removed).await {
@@ -211,7 +225,23 @@ async fn stay_joined(node: &Node, link: Link) -> String {
         }
         tokio::select! {
             changed = version.changed() => if changed.is_err() { break "node stopping".into() },
-            reason = conn.closed() => break reason.to_string(),
+            closed = conn.closed() => {
+                let redirected = matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+                    if c.error_code == CloseCode::REDIRECTED.into());
+                if redirected && !node.has_redirect() {
+                    let (_, supernodes) = node.succession();
+                    node.set_redirect(supernodes, "closed by supernode with a redirect".into());
+                }
+                break closed.to_string();
+            }
+            _ = check.tick() => {
+                if !joined_eligible && node.inner.score() > 0 {
+                    let again = vec![Provider { node: sn, addr: sn_addr }];
+                    node.set_redirect(again, "became eligible; re-joining to advertise it".into());
+                    transport::close(&conn, CloseCode::NORMAL, "re-joining");
+                    break "re-joining".into();
+                }
+            }
         }
     };
     notices.abort();

@@ -133,6 +133,16 @@ fn no_demotion_without_room_peers_or_known_loads() {
 }
 
 #[test]
+fn a_demotion_leaves_every_peer_below_full() {
+    assert_eq!(room_to_spare(load(0, 200)), 160);
+    assert_eq!(room_to_spare(load(150, 200)), 10);
+    assert_eq!(room_to_spare(load(170, 200)), 0);
+    assert_eq!(room_to_spare(load(0, 3)), 2);
+    assert_eq!(room_to_spare(load(0, 2)), 1);
+    assert_eq!(room_to_spare(load(2, 2)), 0);
+}
+
+#[test]
 fn handover_keeps_the_best_heirs() {
     let leaves = [
         (id(1), 500),
@@ -151,7 +161,7 @@ proptest! {
     /// Every leaf is sent somewhere with room, and no peer gets more than its room.
     #[test]
     fn a_demotion_plan_respects_every_peers_room(
-        rooms in proptest::collection::vec(0u32..6, 1..8),
+        rooms in proptest::collection::vec(0u32..12, 1..8),
         leaf_count in 0usize..12,
     ) {
         let peers: Vec<(Provider, Option<Load>)> = rooms
@@ -160,14 +170,15 @@ proptest! {
             .map(|(i, room)| (provider(i + 1), Some(Load { leaves: 20 - room, max_leaves: 20, demotable: false })))
             .collect();
         let leaves: Vec<NodeId> = (0..leaf_count).map(|i| id(100 + i)).collect();
-        let total: u32 = rooms.iter().sum();
+        let spare: Vec<u32> = peers.iter().map(|(_, l)| room_to_spare(l.unwrap_or_default())).collect();
+        let total: u32 = spare.iter().sum();
         let plan = plan_demotion(id(0), load(leaf_count as u32, 100), &leaves, &peers, POLICY);
         prop_assert_eq!(plan.is_some(), total as usize > leaf_count);
         if let Some(plan) = plan {
             prop_assert_eq!(plan.moves.len(), leaf_count);
             for (i, (provider, _)) in peers.iter().enumerate() {
                 let sent = plan.moves.iter().filter(|(_, to)| to[0].node == provider.node).count();
-                prop_assert!(sent as u32 <= rooms[i]);
+                prop_assert!(sent as u32 <= spare[i] && spare[i] <= rooms[i]);
             }
             prop_assert!(!plan.supernodes.is_empty());
         }
@@ -194,8 +205,8 @@ fn an_eligible_node_that_reaches_nobody_is_the_first_of_its_network() {
     let boot = provider(9);
     let mut e = LeafElection::new(id(0), true, Duration::from_secs(1), vec![(boot.addr, None)]);
     assert_eq!(joins(e.step(now, &[], &[])), vec![vec![(boot.addr, None)]]);
-    assert_eq!(e.on_join_failed(), None);
-    assert!(promotes(e.step(now, &[], &[])).contains("no bootstrap"));
+    assert_eq!(e.on_join_failed(now), None);
+    assert!(promotes(e.step(now, &[], &[])).contains("first node"));
     // A leaf-only node keeps trying, backing off.
     let mut leaf = LeafElection::new(
         id(0),
@@ -204,8 +215,8 @@ fn an_eligible_node_that_reaches_nobody_is_the_first_of_its_network() {
         vec![(boot.addr, None)],
     );
     joins(leaf.step(now, &[], &[]));
-    let first = leaf.on_join_failed().expect("waits");
-    let second = leaf.on_join_failed().expect("waits");
+    let first = leaf.on_join_failed(now).expect("waits");
+    let second = leaf.on_join_failed(now).expect("waits");
     assert!(second > first && second <= MAX_BACKOFF);
 }
 
@@ -222,7 +233,7 @@ fn heir_k_promotes_after_k_delays_and_never_dials_the_dead_supernode() {
     let groups = joins(heir2.step(t0 + delay, &heirs, &other_sn));
     let dialled: Vec<Option<NodeId>> = groups[0].iter().map(|t| t.1).collect();
     assert_eq!(dialled, vec![Some(id(1)), Some(id(2)), Some(id(7))]);
-    assert_eq!(heir2.on_join_failed(), Some(REHOME_RETRY));
+    assert_eq!(heir2.on_join_failed(t0 + delay), Some(REHOME_RETRY));
     let reason = promotes(heir2.step(t0 + 2 * delay, &heirs, &other_sn));
     assert!(reason.contains("heir 2"), "{reason}");
     // Heir 0 promotes at once and peers with the others and the lost supernode.
@@ -262,4 +273,28 @@ fn a_redirect_is_followed_first_and_is_no_death() {
         }
         other => panic!("expected a join, got {other:?}"),
     }
+}
+
+#[test]
+fn a_redirected_or_stranded_node_promotes_only_after_a_long_wait() {
+    let t0 = Instant::now();
+    let sn = provider(9);
+    let to = vec![provider(4)];
+    // A node that just demoted: redirected by itself to a peer that turns out to be gone.
+    let mut e = LeafElection::new(id(1), true, Duration::from_secs(1), Vec::new());
+    e.on_redirected(id(1), to.clone(), "demoted".into());
+    joins(e.step(t0, &[], &to));
+    assert!(e.on_join_failed(t0).is_some(), "no first-node promotion");
+    joins(e.step(t0 + STRANDED_AFTER / 2, &[], &to));
+    e.on_join_failed(t0 + STRANDED_AFTER / 2);
+    let reason = promotes(e.step(t0 + STRANDED_AFTER, &[], &to));
+    assert!(reason.contains("no supernode reachable"), "{reason}");
+    // A join in between starts the wait over.
+    let mut e = LeafElection::new(id(1), true, Duration::from_secs(1), Vec::new());
+    e.on_joined(sn.addr, sn.node);
+    e.on_lost(sn, t0);
+    e.on_join_failed(t0);
+    e.on_joined(sn.addr, sn.node);
+    e.on_lost(sn, t0 + STRANDED_AFTER);
+    joins(e.step(t0 + STRANDED_AFTER, &[], &[]));
 }
