@@ -434,3 +434,25 @@ async fn an_eligible_leaf_that_cannot_be_dialled_back_is_no_heir() {
     a.shutdown().await;
     sn.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uptime_makes_an_auto_node_eligible_and_its_supernode_hears_of_it() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let mut config = net.config("a", RoleSetting::Auto, Some(sn.listen_addr()));
+    // The score starts at 3600 and grows by one a second: eligible after about 2 s.
+    config.election.bandwidth_kib = 3600;
+    config.election.threshold = 3602;
+    let a = net.start(config).await;
+    a.wait_ready(DEADLINE).await.expect("joins");
+    assert_eq!(a.status().role, "leaf");
+    let l = net.leaf("l", &sn).await;
+    // Not an heir at first; once eligible it re-joins with its score and becomes one.
+    let heirs = heirs_known(&[&l], 1).await;
+    assert_eq!(heirs, vec![a.node_id()]);
+    let why = a.status().uplink_reason.unwrap_or_default();
+    assert!(why.contains("became eligible"), "{why}");
+    for node in [l, a, sn] {
+        node.shutdown().await;
+    }
+}
