@@ -440,9 +440,9 @@ async fn uptime_makes_an_auto_node_eligible_and_its_supernode_hears_of_it() {
     let net = Net::new();
     let sn = net.supernode("sn").await;
     let mut config = net.config("a", RoleSetting::Auto, Some(sn.listen_addr()));
-    // The score starts at 3600 and grows by one a second: eligible after about 2 s.
+    // The score starts at 3600 and grows by one a second: eligible after about 6 s.
     config.election.bandwidth_kib = 3600;
-    config.election.threshold = 3602;
+    config.election.threshold = 3606;
     let a = net.start(config).await;
     a.wait_ready(DEADLINE).await.expect("joins");
     assert_eq!(a.status().role, "leaf");

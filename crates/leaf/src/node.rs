@@ -400,12 +400,24 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner()) = Some((to, reason));
     }
 
-    fn has_redirect(&self) -> bool {
-        self.inner
+    /// Records a redirect unless one is recorded already (a notice beats a bare close).
+    fn set_redirect_if_none(&self, to: Vec<Provider>, reason: String) {
+        let mut redirect = self
+            .inner
             .redirect
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+            .unwrap_or_else(|p| p.into_inner());
+        if redirect.is_none() {
+            *redirect = Some((to, reason));
+        }
+    }
+
+    /// The supernode this leaf is joined to, as a place to send others.
+    fn uplink_provider(&self) -> Option<Provider> {
+        self.inner.uplink.borrow().as_ref().map(|u| Provider {
+            node: u.node,
+            addr: u.conn.remote_address(),
+        })
     }
 
     fn take_redirect(&self) -> Option<(Vec<Provider>, String)> {

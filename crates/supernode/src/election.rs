@@ -185,8 +185,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// sent away, nobody died), so only a death can make an heir promote; an eligible node that
 /// has never been part of a network (never joined, never redirected) promotes after its first
 /// failed round (the first node of a network), and one that has been but has reached no
-/// supernode for [`STRANDED_AFTER`] promotes too (no live supernode left that it knows of);
-/// a node never dials itself or the supernode it lost.
+/// supernode for its stranded time promotes too (no live supernode left that it knows of):
+/// at least [`STRANDED_AFTER`], longer than the last heir waits, plus a stagger from its id so
+/// stranded nodes do not all promote together; a node never dials itself or the supernode
+/// it lost.
 #[derive(Debug)]
 pub struct LeafElection {
     me: NodeId,
@@ -201,12 +203,16 @@ pub struct LeafElection {
     first_of_network: bool,
     /// Since when every round of join attempts has failed (none: joined, or not tried).
     stranded_since: Option<Instant>,
+    /// How long it may stay stranded before it promotes.
+    stranded_after: Duration,
     backoff: Duration,
 }
 
-/// How long an eligible node that has been part of a network tries to join one before it
-/// promotes itself: longer than heir `MAX_SUCCESSION` waits with the default heir delay.
+/// Shortest time an eligible node that has been part of a network tries to join one before
+/// it promotes itself (see [`LeafElection`]).
 pub const STRANDED_AFTER: Duration = Duration::from_secs(20);
+/// Step of the per-node stagger added to the stranded time (up to 15 steps).
+const STRANDED_STAGGER: Duration = Duration::from_millis(250);
 
 impl LeafElection {
     /// A leaf `me` (`eligible`: an `auto` node that may promote) with its bootstrap list.
@@ -222,6 +228,8 @@ impl LeafElection {
             ever_joined: false,
             first_of_network: false,
             stranded_since: None,
+            stranded_after: STRANDED_AFTER.max(heir_delay * (MAX_SUCCESSION as u32 + 1))
+                + STRANDED_STAGGER * u32::from(me.as_bytes()[0] % 16),
             backoff: FIRST_BACKOFF,
         }
     }
@@ -260,15 +268,15 @@ impl LeafElection {
         }
         let stranded = self
             .stranded_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= STRANDED_AFTER);
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.stranded_after);
         if self.eligible && stranded {
             let mut hosts = supernodes.to_vec();
             hosts.extend(heirs.iter().filter(|h| h.node != self.me).copied());
             hosts.extend(self.lost.map(|(p, _)| p));
             return Step::Promote {
                 reason: format!(
-                    "auto: no supernode reachable for {} s",
-                    STRANDED_AFTER.as_secs()
+                    "auto: no supernode reachable for {:.1} s",
+                    self.stranded_after.as_secs_f64()
                 ),
                 hosts,
             };

@@ -127,7 +127,8 @@ impl Supernode {
 
     /// Whether to demote now: a plan (see [`election::plan_demotion`]) must have existed at
     /// every check for the policy's `after`, so loads have long been exchanged and two
-    /// neighbours cannot both think they have the fewest leaves.
+    /// neighbours cannot both think they have the fewest leaves. A returned plan retires
+    /// this supernode (see [`Supernode::retire`]).
     pub fn demotion(&self, now: Instant) -> Option<Demotion> {
         let mut state = self.state();
         let policy = state.demote?;
@@ -144,7 +145,13 @@ impl Supernode {
             return None;
         };
         let since = *state.underused_since.get_or_insert(now);
-        (now.saturating_duration_since(since) >= policy.after).then_some(plan)
+        if now.saturating_duration_since(since) < policy.after {
+            return None;
+        }
+        // Retired under the same lock that listed the leaves: a leaf admitted from here on
+        // is refused, none slips in between the plan and the demotion.
+        state.retired = Some(plan.supernodes.clone());
+        Some(plan)
     }
 
     /// Which `count` leaves to hand over to the new supernode `to` (see

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
 use kazoo_common::wire::{
-    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Notice, Request, Response, HITS_PER_FRAME,
-    MAX_RESULTS, MAX_SUCCESSION,
+    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Notice, Provider, Request, Response,
+    HITS_PER_FRAME, MAX_RESULTS, MAX_SUCCESSION,
 };
 use kazoo_common::NodeId;
 use kazoo_supernode::{check_query, Admission, LeafKey, Supernode};
@@ -96,12 +96,24 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         (false, _) => None,
         (true, None) => {
             tracing::info!(peer = %peer.short(), %remote, "join refused: not a supernode");
+            // Say where to go: our supernode and the others we know of (we may have demoted).
+            let node = super::Node {
+                inner: Arc::clone(inner),
+            };
+            let mut redirect: Vec<Provider> = node.uplink_provider().into_iter().collect();
+            redirect.extend(node.succession().1);
+            redirect.retain(|p| p.node != peer);
+            redirect.truncate(MAX_SUCCESSION);
             pending
-                .refuse(ErrorCode::NotSupernode, "this node is not a supernode")
+                .refuse_with(
+                    ErrorCode::NotSupernode,
+                    "this node is not a supernode",
+                    redirect,
+                )
                 .await;
             return;
         }
-        (true, Some(sn)) => match sn.admit(peer, remote, pending.hello().capacity) {
+        (true, Some(sn)) => match sn.admit(peer, advertised, pending.hello().capacity) {
             Admission::Admitted(key) => Some((Arc::clone(sn), key)),
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");

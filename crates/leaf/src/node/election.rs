@@ -170,8 +170,7 @@ impl Node {
     fn demote(&self, sn: &Supernode, plan: Demotion) {
         let me = self.node_id();
         tracing::info!(node = %me.short(), leaves = plan.moves.len(), reason = %plan.reason, "demoting to leaf");
-        // No new leaves or peers from here on; leaves still joining are sent on too.
-        sn.retire(plan.supernodes.clone());
+        // `sn` has retired (no new leaves or peers; leaves still joining are sent on too).
         *self
             .inner
             .supernode

@@ -163,6 +163,11 @@ impl Node {
         let dialer = if dialed_by_me { me } else { peer };
         let (tx, mut rx) = mpsc::channel::<PeerMessage>(PEER_QUEUE);
         let generation = self.inner.peering.generation.fetch_add(1, Ordering::SeqCst);
+        if !self.supernode().is_some_and(|s| Arc::ptr_eq(&s, &sn)) {
+            // This node demoted (and maybe promoted again) while the peering was set up.
+            transport::close(&conn, CloseCode::NORMAL, "not that supernode any more");
+            return;
+        }
         let replaced = {
             let mut links = self.inner.peering.links();
             if let Some(existing) = links.get(&peer) {
@@ -184,13 +189,6 @@ impl Node {
             );
             replaced.is_some()
         };
-        let current = self.supernode().is_some_and(|s| Arc::ptr_eq(&s, &sn));
-        if !current {
-            // This node demoted while the peering was being set up.
-            self.inner.peering.links().remove(&peer);
-            transport::close(&conn, CloseCode::NORMAL, "not a supernode any more");
-            return;
-        }
         let now = Instant::now();
         if replaced {
             let actions = sn.peer_down(&peer, now);

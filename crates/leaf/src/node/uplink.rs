@@ -78,6 +78,9 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
             }
             Step::Join { groups, reason } => (groups, reason),
         };
+        // What the Hello of this round will advertise (a node that becomes eligible later
+        // re-joins to say so).
+        let eligible_at_join = node.inner.score() > 0;
         let mut redirects = Vec::new();
         let mut joined = None;
         for group in groups.iter().filter(|g| !g.is_empty()) {
@@ -106,7 +109,7 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
             reason: why,
         }));
         let sn_addr = link.remote();
-        let reason = stay_joined(&node, link).await;
+        let reason = stay_joined(&node, link, eligible_at_join).await;
         node.inner.uplink.send_replace(None);
         if eligible() && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
             let why = format!("asked by supernode {}, which is full", sn.short());
@@ -169,9 +172,8 @@ const ELIGIBILITY_CHECK: Duration = Duration::from_secs(5);
 /// Meanwhile the supernode's notices (succession list, promote, redirect) are recorded; a
 /// close with [`CloseCode::REDIRECTED`] is recorded as a redirect to the other supernodes it
 /// named; a node that has become eligible since it joined re-joins to advertise its score.
-async fn stay_joined(node: &Node, link: Link) -> String {
+async fn stay_joined(node: &Node, link: Link, joined_eligible: bool) -> String {
     let (sn, sn_addr) = (link.peer(), link.remote());
-    let joined_eligible = node.inner.score() > 0;
     let Link {
         conn,
         control_send: _keep_open,
@@ -225,15 +227,7 @@ async fn stay_joined(node: &Node, link: Link) -> String {
         }
         tokio::select! {
             changed = version.changed() => if changed.is_err() { break "node stopping".into() },
-            closed = conn.closed() => {
-                let redirected = matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
-                    if c.error_code == CloseCode::REDIRECTED.into());
-                if redirected && !node.has_redirect() {
-                    let (_, supernodes) = node.succession();
-                    node.set_redirect(supernodes, "closed by supernode with a redirect".into());
-                }
-                break closed.to_string();
-            }
+            closed = conn.closed() => break closed.to_string(),
             _ = check.tick() => {
                 if !joined_eligible && node.inner.score() > 0 {
                     let again = vec![Provider { node: sn, addr: sn_addr }];
@@ -245,6 +239,15 @@ async fn stay_joined(node: &Node, link: Link) -> String {
         }
     };
     notices.abort();
+    let _ = notices.await;
+    // However the loop ended (a request failing counts), a close with REDIRECTED is a
+    // redirect to the other supernodes we were told of, not a death.
+    let redirected = matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c))
+        if c.error_code == CloseCode::REDIRECTED.into());
+    if redirected {
+        let (_, supernodes) = node.succession();
+        node.set_redirect_if_none(supernodes, "closed by supernode with a redirect".into());
+    }
     reason
 }
 

@@ -287,7 +287,9 @@ fn a_redirected_or_stranded_node_promotes_only_after_a_long_wait() {
     assert!(e.on_join_failed(t0).is_some(), "no first-node promotion");
     joins(e.step(t0 + STRANDED_AFTER / 2, &[], &to));
     e.on_join_failed(t0 + STRANDED_AFTER / 2);
-    let reason = promotes(e.step(t0 + STRANDED_AFTER, &[], &to));
+    // id(1)'s first byte is 2: a stagger of two steps.
+    joins(e.step(t0 + STRANDED_AFTER, &[], &to));
+    let reason = promotes(e.step(t0 + STRANDED_AFTER + 2 * STRANDED_STAGGER, &[], &to));
     assert!(reason.contains("no supernode reachable"), "{reason}");
     // A join in between starts the wait over.
     let mut e = LeafElection::new(id(1), true, Duration::from_secs(1), Vec::new());
@@ -297,4 +299,10 @@ fn a_redirected_or_stranded_node_promotes_only_after_a_long_wait() {
     e.on_joined(sn.addr, sn.node);
     e.on_lost(sn, t0 + STRANDED_AFTER);
     joins(e.step(t0 + STRANDED_AFTER, &[], &[]));
+    // A long heir delay stretches the stranded time beyond the last heir's wait.
+    let mut slow = LeafElection::new(id(1), true, Duration::from_secs(10), Vec::new());
+    slow.on_redirected(id(1), to.clone(), "demoted".into());
+    slow.on_join_failed(t0);
+    joins(slow.step(t0 + Duration::from_secs(89), &[], &to));
+    promotes(slow.step(t0 + Duration::from_secs(91), &[], &to));
 }
