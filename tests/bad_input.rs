@@ -25,15 +25,7 @@ async fn raw_dial(
     intent: Intent,
 ) -> (Result<Link, transport::TransportError>, quinn::Endpoint) {
     let (identity, endpoint) = raw_node();
-    let link = transport::dial(
-        &endpoint,
-        &identity,
-        node.listen_addr(),
-        Some(node.node_id()),
-        Timeouts::default(),
-        hello(&identity, intent),
-    )
-    .await;
+    let link = raw_dial_as(&endpoint, &identity, node, hello(&identity, intent)).await;
     (link, endpoint)
 }
 

@@ -404,7 +404,6 @@ async fn a_partition_that_heals_ends_in_one_overlay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eligible_leaf_that_cannot_be_dialled_back_is_no_heir() {
-    use kazoo_common::transport::{self, Timeouts};
     use kazoo_common::wire::{Hello, Intent, Role};
 
     let net = Net::new();
@@ -415,16 +414,9 @@ async fn an_eligible_leaf_that_cannot_be_dialled_back_is_no_heir() {
     let mut hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
     hello.capacity = 1_000_000;
     hello.listen_port = silent.local_addr().expect("port").port();
-    let _unreachable = transport::dial(
-        &endpoint,
-        &identity,
-        sn.listen_addr(),
-        Some(sn.node_id()),
-        Timeouts::default(),
-        hello,
-    )
-    .await
-    .expect("the raw leaf joins");
+    let _unreachable = raw_dial_as(&endpoint, &identity, &sn, hello)
+        .await
+        .expect("the raw leaf joins");
     let a = auto_leaf(&net, "a", &sn).await;
     // `a` was dialled back and is an heir; the unreachable one, though it claims more
     // capacity, is not.

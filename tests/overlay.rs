@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use kazoo_common::config::{BootstrapEntry, RoleSetting};
-use kazoo_common::transport::{self, Timeouts};
+use kazoo_common::transport;
 use kazoo_common::wire::{CloseCode, ErrorCode, Hello, Intent, Role};
 use kazoo_common::ContentId;
 use kazoo_leaf::Node;
@@ -121,16 +121,9 @@ async fn a_peer_sending_garbage_is_dropped_and_kept_away() {
     let sn = supernode(&net, "sn", &[]).await;
     let (identity, endpoint) = raw_node();
     let hello = Hello::new(identity.node_id(), Role::Supernode, Intent::Peer);
-    let mut link = transport::dial(
-        &endpoint,
-        &identity,
-        sn.listen_addr(),
-        Some(sn.node_id()),
-        Timeouts::default(),
-        hello.clone(),
-    )
-    .await
-    .expect("peering accepted");
+    let mut link = raw_dial_as(&endpoint, &identity, &sn, hello.clone())
+        .await
+        .expect("peering accepted");
     peers_reach(&sn, 1).await;
     link.control_send
         .write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff])
@@ -148,15 +141,7 @@ async fn a_peer_sending_garbage_is_dropped_and_kept_away() {
         async move { (peers == Some(0)).then_some(()) }
     })
     .await;
-    let again = transport::dial(
-        &endpoint,
-        &identity,
-        sn.listen_addr(),
-        Some(sn.node_id()),
-        Timeouts::default(),
-        hello,
-    )
-    .await;
+    let again = raw_dial_as(&endpoint, &identity, &sn, hello).await;
     assert!(
         matches!(
             &again,

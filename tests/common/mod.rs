@@ -108,6 +108,24 @@ pub fn raw_node() -> (Identity, quinn::Endpoint) {
     (identity, endpoint)
 }
 
+/// Dials `node` from a raw endpoint with any `Hello` (its id pinned).
+pub async fn raw_dial_as(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    node: &Node,
+    hello: kazoo_common::wire::Hello,
+) -> Result<transport::Link, transport::TransportError> {
+    transport::dial(
+        endpoint,
+        identity,
+        node.listen_addr(),
+        Some(node.node_id()),
+        Timeouts::default(),
+        hello,
+    )
+    .await
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;

@@ -40,7 +40,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::wire::MAX_ENTRIES_PER_LEAF;
+use crate::wire::{MAX_ENTRIES_PER_LEAF, MAX_LEAVES_PER_SUPERNODE};
 use crate::NodeId;
 
 /// Default UDP port.
@@ -114,8 +114,9 @@ pub struct ElectionConfig {
     /// under-used. Default 25; range 0–40 (0: never demote; above 40 the two halves of a
     /// growth handover would both be under-used).
     pub demote_below_pct: u8,
-    /// Seconds an `auto` supernode stays under-used before the one with the fewest leaves
-    /// among it and its peers demotes. Default 30; range 1–3600.
+    /// Seconds a demotion plan must hold (under-used, the fewest leaves among its
+    /// under-used peers, room at its peers) before an `auto` supernode demotes. Default 30;
+    /// range 1–3600.
     pub demote_after_secs: u64,
 }
 
@@ -408,7 +409,7 @@ impl Config {
             reason,
         };
         let sn = &self.supernode;
-        if !(1..=10_000).contains(&sn.max_leaves) {
+        if !(1..=MAX_LEAVES_PER_SUPERNODE).contains(&sn.max_leaves) {
             return Err(range(
                 "supernode.max_leaves",
                 sn.max_leaves.to_string(),

@@ -110,6 +110,8 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub const MAX_NAME_LEN: usize = 255;
 /// Most entries in one `Register` frame (2048 × ~300 bytes < [`MAX_FRAME`]).
 pub const MAX_BATCH: usize = 2048;
+/// Most leaves one supernode may serve (`supernode.max_leaves` is at most this).
+pub const MAX_LEAVES_PER_SUPERNODE: usize = 10_000;
 /// Most entries one leaf may have indexed on its SN.
 pub const MAX_ENTRIES_PER_LEAF: usize = 100_000;
 /// Most words in a query.
@@ -303,7 +305,8 @@ pub enum PeerMessage {
         id: u64,
     },
     /// The sender's load, sent on peering and whenever it changes (at most once per tick;
-    /// `leaves` > `max_leaves` or `max_leaves` > 10000 is a protocol violation):
+    /// `leaves` > `max_leaves` or `max_leaves` > [`MAX_LEAVES_PER_SUPERNODE`] is a protocol
+    /// violation):
     /// redirects and succession notices list peers with room, and an under-used supernode
     /// demotes only when it has the fewest leaves of its under-used, demotable peers and
     /// they have room for its leaves.

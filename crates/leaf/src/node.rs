@@ -654,23 +654,8 @@ impl Node {
             let path = self.inner.config.node.data_dir.join(peering::HOST_CACHE);
             peering::save_hosts(&path, &sn);
         }
-        let mut tasks: Vec<_> = self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
-        tasks.extend(
-            self.inner
-                .sn_tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..),
-        );
-        for task in tasks {
-            task.abort();
-        }
+        abort_all(&self.inner.sn_tasks);
+        abort_all(&self.inner.tasks);
         self.inner
             .endpoint
             .close(CloseCode::SHUTDOWN.into(), b"shutting down");
@@ -730,6 +715,18 @@ impl download::Network for Node {
                 _ => Vec::new(),
             }
         })
+    }
+}
+
+/// Aborts every task in `tasks` and forgets them.
+fn abort_all(tasks: &Mutex<Vec<JoinHandle<()>>>) {
+    let tasks: Vec<_> = tasks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    for task in tasks {
+        task.abort();
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use kazoo_common::wire::{
     Hit, PeerMessage, Provider, HITS_PER_FRAME, MAX_FILTER_PATCH, MAX_GOSSIP, MAX_HOPS,
-    MAX_QUERY_LEN, MAX_QUERY_WORDS,
+    MAX_LEAVES_PER_SUPERNODE, MAX_QUERY_LEN, MAX_QUERY_WORDS,
 };
 use kazoo_common::{ContentId, NodeId};
 
@@ -197,8 +197,6 @@ pub struct Overlay {
 
 /// How long a query id is remembered.
 const SEEN_FOR: Duration = Duration::from_secs(30);
-/// Largest `max_leaves` a peer may announce (the config's upper bound).
-pub const MAX_LEAVES_LIMIT: u32 = 10_000;
 /// A peering this young is never shed.
 const SHED_AFTER: Duration = Duration::from_secs(10);
 
@@ -879,7 +877,7 @@ impl Overlay {
                 max_leaves,
                 demotable,
             } => {
-                if leaves > max_leaves || max_leaves > MAX_LEAVES_LIMIT {
+                if leaves > max_leaves || max_leaves as usize > MAX_LEAVES_PER_SUPERNODE {
                     return self.penalize(from, "implausible load", now);
                 }
                 if let Some(peer) = self.peers.get_mut(&from) {
@@ -1011,9 +1009,9 @@ impl Overlay {
         let peer_ids: Vec<NodeId> = self.peers.keys().copied().collect();
         if !self.load_sent {
             self.load_sent = true;
+            let load = self.load_message();
             for &peer in &peer_ids {
-                let load = self.load_message();
-                self.send(peer, load, &mut actions);
+                self.send(peer, load.clone(), &mut actions);
             }
         }
         for &peer in &peer_ids {

@@ -128,7 +128,7 @@ impl Supernode {
     /// Whether to demote now: a plan (see [`election::plan_demotion`]) must have existed at
     /// every check for the policy's `after`, so loads have long been exchanged and two
     /// neighbours cannot both think they have the fewest leaves. A returned plan retires
-    /// this supernode (see [`Supernode::retire`]).
+    /// this supernode (see [`Supernode::is_retired`]).
     pub fn demotion(&self, now: Instant) -> Option<Demotion> {
         let mut state = self.state();
         let policy = state.demote?;
@@ -211,10 +211,10 @@ impl Supernode {
         self.node_id
     }
 
-    /// Stops taking leaves (this supernode is demoting); leaves that still arrive or were
-    /// joining are sent to `to`.
-    pub fn retire(&self, to: Vec<Provider>) {
-        self.state().retired = Some(to);
+    /// Whether this supernode has retired (a demotion plan was returned): it takes no more
+    /// leaves or peers.
+    pub fn is_retired(&self) -> bool {
+        self.state().retired.is_some()
     }
 
     /// Where leaves go if this supernode has retired (demoted).

@@ -64,7 +64,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     if pending.hello().intent == Intent::Peer {
-        let Some(sn) = sn.filter(|sn| sn.retired_to().is_none()) else {
+        let Some(sn) = sn.filter(|sn| !sn.is_retired()) else {
             pending
                 .refuse(ErrorCode::NotSupernode, "this node is not a supernode")
                 .await;
@@ -121,7 +121,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 pending
                     .refuse_with(ErrorCode::Busy, &reason, redirect)
                     .await;
-                if sn.retired_to().is_none() {
+                if !sn.is_retired() {
                     inner.request_promotion(sn);
                 }
                 return;

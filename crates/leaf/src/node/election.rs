@@ -183,15 +183,8 @@ impl Node {
             self.inner.redirect_leaf(leaf, to, &reason);
         }
         self.inner.peering.close_all("demoted");
-        for task in self
-            .inner
-            .sn_tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
+        // The supernode role's tasks: overlay, own shares, this demotion check.
+        super::abort_all(&self.inner.sn_tasks);
         *self
             .inner
             .handover_to

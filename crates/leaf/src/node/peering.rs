@@ -70,6 +70,13 @@ impl Peering {
         self.queries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Closes the peering with `peer`, if any.
+    fn close(&self, peer: &NodeId, code: u32, reason: &str) {
+        if let Some(link) = self.links().get(peer) {
+            transport::close(&link.conn, code, reason);
+        }
+    }
+
     /// Closes every peering (this node stops being a supernode).
     pub(super) fn close_all(&self, reason: &str) {
         for (_, link) in self.links().drain() {
@@ -102,15 +109,11 @@ impl Node {
                 }
                 Action::Shed(peer) => {
                     tracing::info!(peer = %peer.short(), reason = "over max_peers, and so is the peer", "shedding a peering");
-                    if let Some(link) = peering.links().get(&peer) {
-                        transport::close(&link.conn, CloseCode::NORMAL, "shedding: over max_peers");
-                    }
+                    peering.close(&peer, CloseCode::NORMAL, "shedding: over max_peers");
                 }
                 Action::Disconnect(peer, reason) => {
                     tracing::warn!(peer = %peer.short(), %reason, "disconnecting misbehaving supernode");
-                    if let Some(link) = peering.links().get(&peer) {
-                        transport::close(&link.conn, CloseCode::PROTOCOL_VIOLATION, &reason);
-                    }
+                    peering.close(&peer, CloseCode::PROTOCOL_VIOLATION, &reason);
                 }
                 Action::Hits(query, hits) => {
                     if let Some(tx) = peering.queries().get(&query) {
