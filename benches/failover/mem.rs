@@ -251,6 +251,7 @@ impl Sim {
         redirects: &mut Vec<Provider>,
     ) -> (Option<(NodeId, LeafKey, SocketAddr)>, Duration) {
         let round_trips = self.latency * 4;
+        let now = self.instant();
         let mut any_dead = false;
         for &(at, expected) in group {
             let Some(&target) = self.by_addr.get(&at) else {
@@ -269,7 +270,7 @@ impl Sim {
             let Some(sn) = self.sns.get_mut(&target) else {
                 continue;
             };
-            match sn.sn.admit(leaf, leaf_addr, capacity) {
+            match sn.sn.admit(leaf, leaf_addr, capacity, now) {
                 Admission::Admitted(key) => {
                     // Every simulated leaf answers the supernode's dial back.
                     sn.sn.set_reachable(leaf, key, leaf_addr);

@@ -21,6 +21,9 @@
 //! max_leaves = 200
 //! max_peers = 40
 //! max_entries_per_leaf = 100000
+//! max_index_entries = 2000000   # all leaves together; more is refused (IndexFull)
+//! max_index_mib = 1024          # accounted index memory; more is refused (IndexFull)
+//! max_leaves_per_ip = 64        # leaves joined at once from one IP address
 //! hop_limit = 2
 //! routing = "filters"           # or "flood"
 //!
@@ -271,6 +274,16 @@ pub struct SupernodeConfig {
     pub max_peers: usize,
     /// Most index entries per leaf. Default and maximum 100000.
     pub max_entries_per_leaf: usize,
+    /// Most index entries of all leaves together (the supernode's own included); a
+    /// registration past it is refused with `IndexFull`. Default 2,000,000; range
+    /// 1000–50,000,000.
+    pub max_index_entries: usize,
+    /// Most accounted index memory in MiB (an estimate within ~1.5× of the heap used); a
+    /// registration past it is refused with `IndexFull`. Default 1024; range 16–65536.
+    pub max_index_mib: usize,
+    /// Most leaves joined at once from one IP address (home routers and carrier-grade NAT
+    /// put several users behind one). Default 64; range 1–10000.
+    pub max_leaves_per_ip: usize,
     /// Hops a search travels between supernodes. Default 2 (with 30–50 peers each, two hops
     /// reach ~1000–2500 supernodes); range 0–4.
     pub hop_limit: u8,
@@ -296,6 +309,9 @@ impl Default for SupernodeConfig {
             max_leaves: 200,
             max_peers: 40,
             max_entries_per_leaf: MAX_ENTRIES_PER_LEAF,
+            max_index_entries: 2_000_000,
+            max_index_mib: 1024,
+            max_leaves_per_ip: 64,
             hop_limit: 2,
             routing: Routing::Filters,
         }
@@ -428,6 +444,27 @@ impl Config {
                 "supernode.max_entries_per_leaf",
                 sn.max_entries_per_leaf.to_string(),
                 "1-100000",
+            ));
+        }
+        if !(1000..=50_000_000).contains(&sn.max_index_entries) {
+            return Err(range(
+                "supernode.max_index_entries",
+                sn.max_index_entries.to_string(),
+                "1000-50000000",
+            ));
+        }
+        if !(16..=65_536).contains(&sn.max_index_mib) {
+            return Err(range(
+                "supernode.max_index_mib",
+                sn.max_index_mib.to_string(),
+                "16-65536",
+            ));
+        }
+        if !(1..=MAX_LEAVES_PER_SUPERNODE).contains(&sn.max_leaves_per_ip) {
+            return Err(range(
+                "supernode.max_leaves_per_ip",
+                sn.max_leaves_per_ip.to_string(),
+                "1-10000",
             ));
         }
         if !(500..=60_000).contains(&self.network.idle_timeout_ms) {

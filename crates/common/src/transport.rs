@@ -91,7 +91,15 @@ pub enum TransportError {
     },
 }
 
-fn transport_config(timeouts: Timeouts) -> Arc<quinn::TransportConfig> {
+/// Connection-level receive window of an accepted connection. Only requests (and a peer's
+/// control messages) travel towards the acceptor, so the data a node buffers for everyone
+/// who dialled it stays ≤ its connection limit × this.
+pub const ACCEPTED_RECEIVE_WINDOW: u32 = 1 << 20;
+/// Stream-level receive window of an accepted connection (a 1 MiB register batch still
+/// arrives: credit returns as it is read).
+pub const ACCEPTED_STREAM_WINDOW: u32 = 256 << 10;
+
+fn transport_config(timeouts: Timeouts) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(timeouts.keep_alive));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(timeouts.idle).ok());
@@ -101,7 +109,7 @@ fn transport_config(timeouts: Timeouts) -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(VarInt::from_u32(8 << 20));
     t.receive_window(VarInt::from_u32(32 << 20));
     t.send_window(32 << 20);
-    Arc::new(t)
+    t
 }
 
 /// Binds a QUIC endpoint that accepts with `identity` and can dial.
@@ -114,7 +122,10 @@ pub fn endpoint(
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Violation(format!("server crypto: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport_config(timeouts));
+    let mut transport = transport_config(timeouts);
+    transport.receive_window(VarInt::from_u32(ACCEPTED_RECEIVE_WINDOW));
+    transport.stream_receive_window(VarInt::from_u32(ACCEPTED_STREAM_WINDOW));
+    server.transport_config(Arc::new(transport));
     Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
         addr: listen,
         source,
@@ -132,7 +143,7 @@ pub fn client_config(
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Violation(format!("client crypto: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport_config(timeouts));
+    client.transport_config(Arc::new(transport_config(timeouts)));
     Ok(client)
 }
 

@@ -72,6 +72,8 @@
 //! | name with no searchable word | — | request refused, [`ErrorCode::BadRequest`] |
 //! | entries per `Register` frame | [`MAX_BATCH`] | request refused, [`ErrorCode::BadRequest`] |
 //! | entries per leaf | [`MAX_ENTRIES_PER_LEAF`] (SN config may lower it) | request refused, [`ErrorCode::TooManyEntries`] |
+//! | entries / accounted bytes of one SN's index | `supernode.max_index_entries` / `max_index_mib` | request refused, [`ErrorCode::IndexFull`] |
+//! | index requests on a replaced or ended leaf session | — | request refused, [`ErrorCode::UnknownLeaf`]; the leaf re-joins |
 //! | words per query / query bytes | [`MAX_QUERY_WORDS`] / [`MAX_QUERY_LEN`] | request refused, [`ErrorCode::BadRequest`] |
 //! | results per search | [`MAX_RESULTS`] | excess results are not sent |
 //! | providers per hit | [`MAX_PROVIDERS`] | excess providers are not sent |
@@ -90,7 +92,13 @@
 //! # Close codes
 //! See [`CloseCode`]: `0` normal, `1` version mismatch, `2` protocol violation, `3` identity
 //! mismatch, `4` refused (busy / not a supernode), `5` shutting down, `6` redirected (a
-//! supernode closing a leaf it told to go elsewhere).
+//! supernode closing a leaf it told to go elsewhere), `7` superseded (a supernode closing a
+//! leaf's older session when the same leaf joined again).
+//!
+//! # Append-only enums
+//! postcard encodes an enum variant as its index, so the order of variants *is* the format:
+//! new variants of [`Request`], [`Response`], [`ErrorCode`], [`Notice`], [`PeerMessage`] and
+//! [`Intent`] are only ever appended, never inserted or reordered.
 
 use std::net::SocketAddr;
 
@@ -146,6 +154,9 @@ impl CloseCode {
     /// A supernode closes a leaf it redirected (handover or demotion) that has not left:
     /// the leaf re-homes as if redirected, not as if its supernode had died.
     pub const REDIRECTED: u32 = 6;
+    /// A supernode closes a leaf's session because the same leaf joined again on another
+    /// connection (only the newest session of a leaf is kept).
+    pub const SUPERSEDED: u32 = 7;
 }
 
 /// Role a node plays now.
@@ -430,6 +441,12 @@ pub enum ErrorCode {
     VersionMismatch,
     /// Something failed on the answering node.
     Internal,
+    /// An index request on a leaf session the supernode no longer has (replaced by a newer
+    /// session of the same leaf, or ended): the leaf joins again and re-registers.
+    UnknownLeaf,
+    /// The supernode's index is at its budget (`supernode.max_index_entries` /
+    /// `max_index_mib`); register elsewhere.
+    IndexFull,
 }
 
 /// An answer to a [`Request`].

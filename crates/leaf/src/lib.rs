@@ -20,3 +20,9 @@ pub mod serve;
 pub mod share;
 
 pub use node::{Node, StartOptions, Status};
+
+/// Locks a std mutex, recovering the data if a panic poisoned it: every lock in the runtime
+/// guards state that stays consistent between statements, so the node keeps serving.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

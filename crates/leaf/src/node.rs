@@ -153,6 +153,8 @@ struct Inner {
     supernode: RwLock<Option<Arc<Supernode>>>,
     uplink: watch::Sender<Option<Uplink>>,
     connections: AtomicUsize,
+    /// Download connections accepted now, per IP (see `accept::MAX_FETCH_PER_IP`).
+    fetch_per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Leaf role: the last succession notice from its supernode (heirs, other supernodes).
     succession: Mutex<(Vec<Provider>, Vec<Provider>)>,
     /// The configured role (or the start option overriding it).
@@ -288,6 +290,7 @@ impl Node {
             supernode: RwLock::new(None),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
+            fetch_per_ip: Mutex::new(std::collections::HashMap::new()),
             succession: Mutex::new((Vec::new(), Vec::new())),
             setting,
             leaf_notices: Mutex::new(std::collections::HashMap::new()),

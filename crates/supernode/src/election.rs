@@ -172,17 +172,25 @@ pub enum Step {
 /// Where a supernode sent this leaf: (the supernode, where to go, best first, why).
 pub type Redirect = (NodeId, Vec<Provider>, String);
 
-/// Longest wait between rounds of join attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Wait between rounds after losing a supernode (the heirs are promoting).
+/// Longest wait between rounds of join attempts (before jitter).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Wait between rounds while the heirs of a lost supernode may be promoting (its re-home
+/// window: [`MAX_SUCCESSION`] + 1 heir delays, at least [`MIN_REHOME_WINDOW`]).
 const REHOME_RETRY: Duration = Duration::from_millis(100);
-/// First wait between rounds of join attempts.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Shortest re-home window.
+const MIN_REHOME_WINDOW: Duration = Duration::from_secs(2);
+/// First wait between rounds of join attempts; it doubles up to [`MAX_BACKOFF`], each wait
+/// jittered by ±25 % (from the node id and the attempt, so nodes that lost the same
+/// supernode spread out).
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A leaf's side of the election: which supernodes to try, and when to promote itself.
 ///
 /// Invariants: `lost` is the supernode lost last and is cleared by a redirect (the leaf was
-/// sent away, nobody died), so only a death can make an heir promote; an eligible node that
+/// sent away, nobody died), so only a death can make an heir promote; the lost supernode is
+/// left out of the candidates only during its re-home window and only while there are
+/// others to try (a restarted supernode, or a `leaf` node's only bootstrap entry, is dialled
+/// again); candidates are unique by node id and by address; an eligible node that
 /// has never been part of a network (never joined, never redirected) promotes after its first
 /// failed round (the first node of a network), and one that has been but has reached no
 /// supernode for its stranded time promotes too (no live supernode left that it knows of):
@@ -206,6 +214,8 @@ pub struct LeafElection {
     /// How long it may stay stranded before it promotes.
     stranded_after: Duration,
     backoff: Duration,
+    /// Rounds failed since the last join (for the jitter).
+    attempts: u32,
 }
 
 /// Shortest time an eligible node that has been part of a network tries to join one before
@@ -231,7 +241,15 @@ impl LeafElection {
             stranded_after: STRANDED_AFTER.max(heir_delay * (MAX_SUCCESSION as u32 + 1))
                 + STRANDED_STAGGER * u32::from(me.as_bytes()[0] % 16),
             backoff: FIRST_BACKOFF,
+            attempts: 0,
         }
+    }
+
+    /// Whether `now` is within the re-home window of the supernode lost last.
+    fn rehoming(&self, now: Instant) -> bool {
+        let window = MIN_REHOME_WINDOW.max(self.heir_delay * (MAX_SUCCESSION as u32 + 1));
+        self.lost
+            .is_some_and(|(_, since)| now.saturating_duration_since(since) < window)
     }
 
     /// Whether this node may promote (its score can change while it runs).
@@ -282,19 +300,18 @@ impl LeafElection {
             };
         }
         let lost = self.lost.map(|(p, _)| p.node);
-        let mut candidates: Vec<Target> = Vec::new();
+        let mut all: Vec<Target> = Vec::new();
         for p in heirs.iter().chain(supernodes) {
-            if p.node != self.me && Some(p.node) != lost {
-                candidates.push((p.addr, Some(p.node)));
-            }
+            all.push((p.addr, Some(p.node)));
         }
         for &(addr, node) in &self.bootstrap {
-            let expected = node.or_else(|| self.pinned.get(&addr).copied());
-            if expected.is_none_or(|n| n != self.me && Some(n) != lost) {
-                candidates.push((addr, expected));
-            }
+            all.push((addr, node.or_else(|| self.pinned.get(&addr).copied())));
         }
-        candidates.dedup();
+        all.retain(|(_, node)| *node != Some(self.me));
+        let mut candidates = unique(all);
+        if self.rehoming(now) && candidates.iter().any(|(_, n)| n.is_some() && *n != lost) {
+            candidates.retain(|(_, n)| n.is_none() || *n != lost);
+        }
         match self.redirect.take() {
             Some((from, to, why)) => {
                 let to = self.redirect_targets(&to);
@@ -328,6 +345,7 @@ impl LeafElection {
         self.ever_joined = true;
         self.stranded_since = None;
         self.backoff = FIRST_BACKOFF;
+        self.attempts = 0;
     }
 
     /// A round of join attempts failed at `now`: how long to wait before the next
@@ -338,12 +356,20 @@ impl LeafElection {
             return None;
         }
         self.stranded_since.get_or_insert(now);
-        if self.lost.is_some() {
+        if self.rehoming(now) {
             return Some(REHOME_RETRY);
         }
-        let wait = self.backoff;
+        self.attempts = self.attempts.wrapping_add(1);
+        let wait = self.backoff.mul_f64(jitter(self.me, self.attempts));
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         Some(wait)
+    }
+
+    /// The supernode `sn` no longer has this leaf's session (it answered `UnknownLeaf`, or
+    /// closed the session as superseded): join it again first, as after a redirect (nobody
+    /// died, so no heir promotes).
+    pub fn on_session_lost(&mut self, sn: Provider) {
+        self.on_redirected(sn.node, vec![sn], "supernode lost this leaf's session".into());
     }
 
     /// The supernode died (or its connection did).
@@ -358,6 +384,35 @@ impl LeafElection {
         self.lost = None;
         self.redirect = Some((from, to, reason));
     }
+}
+
+/// Candidates unique by node id and by address, in order; an address given both with and
+/// without an id is kept once, with the id, where it first appeared.
+fn unique(all: Vec<Target>) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::with_capacity(all.len());
+    for (addr, node) in all {
+        let id_known = node.is_some() && out.iter().any(|(_, n)| *n == node);
+        if let Some(known) = out.iter_mut().find(|(a, _)| *a == addr) {
+            if known.1.is_none() && !id_known {
+                known.1 = node;
+            }
+            continue;
+        }
+        if !id_known {
+            out.push((addr, node));
+        }
+    }
+    out
+}
+
+/// A factor in [0.75, 1.25) from a node id and an attempt number.
+fn jitter(me: NodeId, attempt: u32) -> f64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(me.as_bytes());
+    hasher.update(&attempt.to_le_bytes());
+    let b = hasher.finalize();
+    let x = u16::from_le_bytes([b.as_bytes()[0], b.as_bytes()[1]]);
+    0.75 + f64::from(x) / 131_072.0
 }
 
 #[cfg(test)]

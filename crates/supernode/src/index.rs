@@ -1,16 +1,31 @@
 //! The supernode index: content id → (size, names, providers), token → content ids.
 //!
-//! Leaves are kept in slots ([`LeafKey`]); files in slots too, so posting lists hold 4-byte
-//! slot numbers rather than 32-byte ids. A file exists while at least one leaf provides it;
-//! when its last provider goes, its slot and postings go with it.
+//! Leaves are kept in slots ([`LeafKey`]); files and tokens in slots too, so posting lists
+//! hold 4-byte file slots and files hold 4-byte token ids. A file exists while at least one
+//! leaf provides it; when its last provider goes, its slot and postings go with it.
+//!
+//! Every operation costs in proportion to the entries it touches, never to the length of a
+//! posting list: a file remembers where it sits in each of its tokens' posting lists, so
+//! leaving one is a swap-remove. A leaf that leaves is first *detached* (at once: it stops
+//! counting, its files stop naming it) and then *drained* in bounded steps
+//! ([`Index::drain`]), so the caller never holds its lock for long. Searches scan at most
+//! [`MAX_SEARCH_SCAN`] candidates and keep only the best `max`.
+//!
+//! Memory is bounded by [`Budget`] (entries and accounted bytes, checked before each
+//! batch), by [`MAX_NAME_TOKENS`] tokens per name and [`MAX_NAMES_PER_FILE`] names per file.
 //!
 //! Invariants:
-//! * `files[s]` is `Some` iff `by_id` maps that file's id to `s` and some leaf's `shares`
-//!   holds `s`;
-//! * every token of every name a file is known by has `s` in its posting list, once;
-//! * `providers` of a file lists exactly the leaves whose `shares` hold it.
+//! * `files[s]` is `Some` iff `by_id` maps that file's id to `s`, and then some leaf's
+//!   `shares` (or a draining leaf's remaining shares) holds `s`;
+//! * for every file `s` and every entry `FileToken { token, at }` of `files[s].tokens`,
+//!   `tokens[token].files[at] == s`, and every slot in a posting list is found that way
+//!   (each token of each live name of a file is in its `tokens` once);
+//! * `providers` of a file lists exactly the leaves (detached ones included, until drained)
+//!   whose shares hold it; a name's `count` is the number of those shares naming it;
+//! * `entries` counts shares of attached and draining leaves alike.
 
-use std::collections::HashMap;
+use std::collections::hash_map;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use kazoo_common::wire::{Hit, Provider, ShareEntry, MAX_NAME_LEN, MAX_PROVIDERS, MAX_RESULTS};
@@ -18,6 +33,43 @@ use kazoo_common::{ContentId, NodeId};
 
 use crate::filter::{position, Patch, Tracker};
 use crate::tokenize::tokens;
+
+/// Most tokens of one name that are indexed (the first ones; the rest are not searchable).
+pub const MAX_NAME_TOKENS: usize = 32;
+/// Most distinct names one file is indexed under; a provider with yet another name is
+/// listed under the file's first name.
+pub const MAX_NAMES_PER_FILE: usize = 8;
+/// Most candidates one search examines (from the shortest posting list of its words).
+pub const MAX_SEARCH_SCAN: usize = 100_000;
+
+/// Accounted bytes of one entry (a leaf's share record and its place among the providers).
+const ENTRY_BYTES: usize = 48;
+/// Accounted bytes of one file (its record and its id-map slot), names and tokens aside.
+const FILE_BYTES: usize = 160;
+/// Accounted bytes of one distinct name, beyond its text.
+const NAME_BYTES: usize = 24;
+/// Accounted bytes of one (file, token) pair: the posting and the file's note of it.
+const POSTING_BYTES: usize = 12;
+/// Accounted bytes of one distinct token, beyond twice its text.
+const TOKEN_BYTES: usize = 64;
+
+/// The most an index may hold; a `register` that would pass it is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Most (leaf, file) entries.
+    pub max_entries: usize,
+    /// Most accounted bytes (an estimate of the heap the index uses, within ~1.5×).
+    pub max_bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+        }
+    }
+}
 
 /// A leaf's slot in the index, with a generation so a stale key never names a slot's next
 /// occupant.
@@ -38,6 +90,14 @@ pub enum IndexError {
         /// The limit.
         limit: usize,
     },
+    /// The whole index is at its [`Budget`].
+    #[error("supernode index is full ({entries} entries, {mib} MiB accounted); try another supernode")]
+    IndexFull {
+        /// Entries held now.
+        entries: usize,
+        /// Accounted MiB now.
+        mib: usize,
+    },
     /// A name is longer than [`MAX_NAME_LEN`].
     #[error("name of {0} bytes exceeds {MAX_NAME_LEN}")]
     NameTooLong(usize),
@@ -47,7 +107,7 @@ pub enum IndexError {
     /// The query has no usable word.
     #[error("query has no words")]
     EmptyQuery,
-    /// The leaf key is unknown (already removed).
+    /// The leaf key is unknown (removed, or replaced by a newer session).
     #[error("unknown leaf")]
     UnknownLeaf,
 }
@@ -57,17 +117,40 @@ struct LeafRecord {
     generation: u32,
     node: NodeId,
     addr: SocketAddr,
-    /// File slot → the name this leaf shares it under.
-    shares: HashMap<u32, Box<str>>,
+    /// File slot → index of the name (in the file's `names`) this leaf shares it under.
+    shares: HashMap<u32, u32>,
+    /// Left: no longer counted or listed as a provider; its entries are being drained.
+    detached: bool,
+}
+
+#[derive(Debug)]
+struct NameRecord {
+    name: Box<str>,
+    /// Providers sharing the file under this name (0: a free slot).
+    count: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FileToken {
+    token: u32,
+    /// Position of this file in the token's posting list.
+    at: u32,
 }
 
 #[derive(Debug)]
 struct FileRecord {
     id: ContentId,
     size: u64,
-    /// Distinct names with how many providers use each.
-    names: Vec<(Box<str>, u32)>,
+    names: Vec<NameRecord>,
     providers: Vec<LeafKey>,
+    tokens: Vec<FileToken>,
+}
+
+#[derive(Debug)]
+struct TokenRecord {
+    text: Box<str>,
+    /// Posting list: file slots.
+    files: Vec<u32>,
 }
 
 /// The index of one supernode.
@@ -75,20 +158,32 @@ struct FileRecord {
 pub struct Index {
     leaves: Vec<Option<LeafRecord>>,
     free_leaves: Vec<u32>,
-    files: Vec<Option<FileRecord>>,
+    detached: usize,
+    files: Vec<Option<Box<FileRecord>>>,
     free_files: Vec<u32>,
     by_id: HashMap<ContentId, u32>,
-    postings: HashMap<Box<str>, Vec<u32>>,
+    token_ids: HashMap<Box<str>, u32>,
+    tokens: Vec<TokenRecord>,
+    free_tokens: Vec<u32>,
     entries: usize,
+    bytes: usize,
     generation: u32,
+    budget: Budget,
+    /// Detached leaves whose entries are still to go, oldest first.
+    draining: VecDeque<(LeafKey, hash_map::IntoIter<u32, u32>)>,
     /// Filter positions of every token and content id present (see [`crate::filter`]).
     filter: Tracker,
 }
 
 impl Index {
-    /// An empty index.
+    /// An empty index with no budget.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the most the index may hold (see [`Budget`]).
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = budget;
     }
 
     /// Adds a leaf (its files follow through [`register`](Self::register)).
@@ -99,6 +194,7 @@ impl Index {
             node,
             addr,
             shares: HashMap::new(),
+            detached: false,
         };
         let slot = match self.free_leaves.pop() {
             Some(slot) => {
@@ -116,30 +212,71 @@ impl Index {
         }
     }
 
-    /// Removes a leaf and all its entries; returns how many entries went.
-    pub fn remove_leaf(&mut self, key: LeafKey) -> usize {
-        if self.leaf(key).is_none() {
-            return 0;
-        }
-        let Some(record) = self.leaves[key.slot as usize].take() else {
+    /// Detaches a leaf at once: it no longer counts, is no longer listed as a provider, and
+    /// its requests are refused as [`IndexError::UnknownLeaf`]. Its entries go in later
+    /// [`drain`](Self::drain) steps. Returns how many entries it had (0 if unknown).
+    pub fn detach_leaf(&mut self, key: LeafKey) -> usize {
+        let Some(leaf) = self.leaf_mut(key) else {
             return 0;
         };
-        self.free_leaves.push(key.slot);
-        let count = record.shares.len();
-        for (slot, name) in record.shares {
-            self.drop_provider(slot, key, &name);
-        }
+        leaf.detached = true;
+        let shares = std::mem::take(&mut leaf.shares);
+        let count = shares.len();
+        self.detached += 1;
+        self.draining.push_back((key, shares.into_iter()));
         count
     }
 
-    /// Number of leaves.
-    pub fn leaf_count(&self) -> usize {
-        self.leaves.len() - self.free_leaves.len()
+    /// Removes up to about `budget` entries of detached leaves (a popular file's provider
+    /// list counts as one unit per 16 providers). Returns whether work is left.
+    pub fn drain(&mut self, budget: usize) -> bool {
+        let mut work = 0;
+        while work < budget {
+            let Some((key, shares)) = self.draining.front_mut() else {
+                return false;
+            };
+            let key = *key;
+            match shares.next() {
+                Some((slot, name)) => work += 1 + self.drop_provider(slot, key, name),
+                None => {
+                    self.draining.pop_front();
+                    self.leaves[key.slot as usize] = None;
+                    self.free_leaves.push(key.slot);
+                    self.detached -= 1;
+                    self.give_back();
+                }
+            }
+        }
+        !self.draining.is_empty()
     }
 
-    /// Number of (leaf, file) entries.
+    /// Whether detached leaves still have entries to drain.
+    pub fn is_draining(&self) -> bool {
+        !self.draining.is_empty()
+    }
+
+    /// Removes a leaf and all its entries at once (detach, then drain everything); returns
+    /// how many entries it had. Costs in proportion to the entries: for small leaves and
+    /// tests; the node runtime detaches and drains in steps.
+    pub fn remove_leaf(&mut self, key: LeafKey) -> usize {
+        let count = self.detach_leaf(key);
+        while self.drain(usize::MAX) {}
+        count
+    }
+
+    /// Number of attached leaves.
+    pub fn leaf_count(&self) -> usize {
+        self.leaves.len() - self.free_leaves.len() - self.detached
+    }
+
+    /// Number of (leaf, file) entries, draining leaves' included.
     pub fn entry_count(&self) -> usize {
         self.entries
+    }
+
+    /// Accounted bytes (see [`Budget::max_bytes`]).
+    pub fn accounted_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Number of distinct files.
@@ -147,23 +284,24 @@ impl Index {
         self.by_id.len()
     }
 
-    /// Entries held for one leaf.
+    /// Entries held for one attached leaf.
     pub fn leaf_entries(&self, key: LeafKey) -> usize {
         self.leaf(key).map_or(0, |l| l.shares.len())
     }
 
+    /// An attached leaf's record.
     fn leaf(&self, key: LeafKey) -> Option<&LeafRecord> {
         self.leaves
             .get(key.slot as usize)
             .and_then(Option::as_ref)
-            .filter(|l| l.generation == key.generation)
+            .filter(|l| l.generation == key.generation && !l.detached)
     }
 
     fn leaf_mut(&mut self, key: LeafKey) -> Option<&mut LeafRecord> {
         self.leaves
             .get_mut(key.slot as usize)
             .and_then(Option::as_mut)
-            .filter(|l| l.generation == key.generation)
+            .filter(|l| l.generation == key.generation && !l.detached)
     }
 
     /// Adds entries for a leaf, all or nothing. Returns the leaf's entry count after.
@@ -196,6 +334,14 @@ impl Index {
         if would_have > limit {
             return Err(IndexError::TooManyEntries { would_have, limit });
         }
+        if new > 0
+            && (self.entries + new > self.budget.max_entries || self.bytes >= self.budget.max_bytes)
+        {
+            return Err(IndexError::IndexFull {
+                entries: self.entries,
+                mib: self.bytes >> 20,
+            });
+        }
         for entry in entries {
             self.add_entry(key, entry);
         }
@@ -205,117 +351,250 @@ impl Index {
     fn add_entry(&mut self, key: LeafKey, entry: &ShareEntry) {
         let slot = match self.by_id.get(&entry.id) {
             Some(&slot) => slot,
-            None => {
-                let record = FileRecord {
-                    id: entry.id,
-                    size: entry.size,
-                    names: Vec::new(),
-                    providers: Vec::new(),
-                };
-                let slot = match self.free_files.pop() {
-                    Some(slot) => {
-                        self.files[slot as usize] = Some(record);
-                        slot
-                    }
-                    None => {
-                        self.files.push(Some(record));
-                        self.files.len() as u32 - 1
-                    }
-                };
-                self.by_id.insert(entry.id, slot);
-                self.filter.bump(position(entry.id.as_bytes()));
+            None => self.add_file(entry.id, entry.size),
+        };
+        match self.leaf(key) {
+            Some(leaf) if !leaf.shares.contains_key(&slot) => {}
+            _ => return,
+        }
+        let name = self.add_name(slot, &entry.name);
+        if let Some(leaf) = self.leaf_mut(key) {
+            leaf.shares.insert(slot, name);
+        }
+        if let Some(file) = self.file_mut(slot) {
+            file.providers.push(key);
+        }
+        self.entries += 1;
+        self.bytes += ENTRY_BYTES;
+    }
+
+    fn add_file(&mut self, id: ContentId, size: u64) -> u32 {
+        let record = Box::new(FileRecord {
+            id,
+            size,
+            names: Vec::new(),
+            providers: Vec::new(),
+            tokens: Vec::new(),
+        });
+        let slot = match self.free_files.pop() {
+            Some(slot) => {
+                self.files[slot as usize] = Some(record);
                 slot
             }
-        };
-        let Some(leaf) = self.leaf_mut(key) else {
-            return;
-        };
-        if leaf.shares.contains_key(&slot) {
-            return;
-        }
-        leaf.shares.insert(slot, entry.name.as_str().into());
-        self.entries += 1;
-        let Some(file) = self.files[slot as usize].as_mut() else {
-            return;
-        };
-        file.providers.push(key);
-        match file.names.iter_mut().find(|(n, _)| **n == *entry.name) {
-            Some((_, count)) => *count += 1,
             None => {
-                // The file's other names already put it in their tokens' posting lists
-                // (checked here rather than by scanning lists that may hold 10^6 slots).
-                let known: Vec<String> = file.names.iter().flat_map(|(n, _)| tokens(n)).collect();
-                file.names.push((entry.name.as_str().into(), 1));
-                for token in tokens(&entry.name) {
-                    if known.contains(&token) {
-                        continue;
-                    }
-                    if !self.postings.contains_key(token.as_str()) {
-                        self.filter.bump(position(token.as_bytes()));
-                    }
-                    self.postings
-                        .entry(token.into_boxed_str())
-                        .or_default()
-                        .push(slot);
-                }
+                self.files.push(Some(record));
+                self.files.len() as u32 - 1
             }
+        };
+        self.by_id.insert(id, slot);
+        self.filter.bump(position(id.as_bytes()));
+        self.bytes += FILE_BYTES;
+        slot
+    }
+
+    fn file(&self, slot: u32) -> Option<&FileRecord> {
+        self.files.get(slot as usize).and_then(|f| f.as_deref())
+    }
+
+    fn file_mut(&mut self, slot: u32) -> Option<&mut FileRecord> {
+        self.files.get_mut(slot as usize).and_then(|f| f.as_deref_mut())
+    }
+
+    /// Counts one more provider of file `slot` under `name`; returns the name's index.
+    /// A new name's tokens join their posting lists (unless the file has too many names:
+    /// then it counts as the file's first live name).
+    fn add_name(&mut self, slot: u32, name: &str) -> u32 {
+        let Some(file) = self.file_mut(slot) else {
+            return 0;
+        };
+        if let Some(i) = file
+            .names
+            .iter()
+            .position(|n| n.count > 0 && *n.name == *name)
+        {
+            file.names[i].count += 1;
+            return i as u32;
         }
+        let live = file.names.iter().filter(|n| n.count > 0).count();
+        if live >= MAX_NAMES_PER_FILE {
+            let first = file.names.iter().position(|n| n.count > 0).unwrap_or(0);
+            file.names[first].count += 1;
+            return first as u32;
+        }
+        let record = NameRecord {
+            name: name.into(),
+            count: 1,
+        };
+        let index = match file.names.iter().position(|n| n.count == 0) {
+            Some(i) => {
+                file.names[i] = record;
+                i
+            }
+            None => {
+                file.names.push(record);
+                file.names.len() - 1
+            }
+        };
+        self.bytes += NAME_BYTES + name.len();
+        for token in tokens(name).into_iter().take(MAX_NAME_TOKENS) {
+            let id = self.intern(token);
+            let Some(file) = self.files[slot as usize].as_deref_mut() else {
+                break;
+            };
+            if file.tokens.iter().any(|t| t.token == id) {
+                continue;
+            }
+            let list = &mut self.tokens[id as usize].files;
+            file.tokens.push(FileToken {
+                token: id,
+                at: list.len() as u32,
+            });
+            list.push(slot);
+            self.bytes += POSTING_BYTES;
+        }
+        index as u32
+    }
+
+    /// The id of `token`, added if new.
+    fn intern(&mut self, token: String) -> u32 {
+        if let Some(&id) = self.token_ids.get(token.as_str()) {
+            return id;
+        }
+        self.filter.bump(position(token.as_bytes()));
+        self.bytes += TOKEN_BYTES + 2 * token.len();
+        let text: Box<str> = token.into_boxed_str();
+        let record = TokenRecord {
+            text: text.clone(),
+            files: Vec::new(),
+        };
+        let id = match self.free_tokens.pop() {
+            Some(id) => {
+                self.tokens[id as usize] = record;
+                id
+            }
+            None => {
+                self.tokens.push(record);
+                self.tokens.len() as u32 - 1
+            }
+        };
+        self.token_ids.insert(text, id);
+        id
     }
 
     /// Removes entries of a leaf; unknown ids are ignored. Returns the leaf's count after.
     pub fn unregister(&mut self, key: LeafKey, ids: &[ContentId]) -> Result<usize, IndexError> {
+        self.leaf(key).ok_or(IndexError::UnknownLeaf)?;
         for id in ids {
             let Some(&slot) = self.by_id.get(id) else {
                 continue;
             };
-            let leaf = self.leaf_mut(key).ok_or(IndexError::UnknownLeaf)?;
-            if let Some(name) = leaf.shares.remove(&slot) {
-                self.drop_provider(slot, key, &name);
+            let removed = self.leaf_mut(key).and_then(|l| l.shares.remove(&slot));
+            if let Some(name) = removed {
+                self.drop_provider(slot, key, name);
             }
         }
         Ok(self.leaf_entries(key))
     }
 
-    /// Detaches `key` from file `slot` (shared under `name`), dropping the file if orphaned.
-    fn drop_provider(&mut self, slot: u32, key: LeafKey, name: &str) {
+    /// Detaches `key` from file `slot` (shared under name index `name`), dropping the name's
+    /// tokens if it was the last to use it and the file if orphaned. Returns extra work
+    /// units spent (a long provider list).
+    fn drop_provider(&mut self, slot: u32, key: LeafKey, name: u32) -> usize {
         self.entries -= 1;
-        let Some(file) = self.files[slot as usize].as_mut() else {
-            return;
+        self.bytes -= ENTRY_BYTES;
+        let Some(file) = self.files[slot as usize].as_deref_mut() else {
+            return 0;
         };
-        file.providers.retain(|&p| p != key);
-        let mut gone_names = Vec::new();
-        if let Some(pos) = file.names.iter().position(|(n, _)| **n == *name) {
-            file.names[pos].1 -= 1;
-            if file.names[pos].1 == 0 {
-                gone_names.push(file.names.swap_remove(pos).0);
+        let work = file.providers.len() / 16;
+        if let Some(at) = file.providers.iter().position(|&p| p == key) {
+            file.providers.swap_remove(at);
+        }
+        let mut name_died = false;
+        if let Some(record) = file.names.get_mut(name as usize) {
+            record.count = record.count.saturating_sub(1);
+            if record.count == 0 {
+                name_died = true;
+                self.bytes -= NAME_BYTES + record.name.len();
+                record.name = "".into();
             }
         }
-        let orphaned = file.providers.is_empty();
-        if orphaned {
-            gone_names.extend(file.names.drain(..).map(|(n, _)| n));
-        }
-        let kept: Vec<String> = file.names.iter().flat_map(|(n, _)| tokens(n)).collect();
-        for gone in gone_names {
-            for token in tokens(&gone) {
-                if kept.contains(&token) {
-                    continue;
-                }
-                if let Some(list) = self.postings.get_mut(token.as_str()) {
-                    list.retain(|&s| s != slot);
-                    if list.is_empty() {
-                        self.postings.remove(token.as_str());
-                        self.filter.unbump(position(token.as_bytes()));
-                    }
-                }
+        if file.providers.is_empty() {
+            let gone = std::mem::take(&mut file.tokens);
+            for t in gone {
+                self.remove_posting(slot, t);
             }
-        }
-        if orphaned {
             if let Some(file) = self.files[slot as usize].take() {
+                for record in file.names.iter().filter(|n| n.count > 0) {
+                    self.bytes -= NAME_BYTES + record.name.len();
+                }
                 self.by_id.remove(&file.id);
                 self.filter.unbump(position(file.id.as_bytes()));
+                self.bytes -= FILE_BYTES;
             }
             self.free_files.push(slot);
+        } else if name_died {
+            // Keep only the tokens some live name still has (≤ MAX_NAMES_PER_FILE names).
+            let live: Vec<u32> = file
+                .names
+                .iter()
+                .filter(|n| n.count > 0)
+                .flat_map(|n| tokens(&n.name).into_iter().take(MAX_NAME_TOKENS))
+                .filter_map(|t| self.token_ids.get(t.as_str()).copied())
+                .collect();
+            let mut gone = Vec::new();
+            file.tokens.retain(|t| {
+                let keep = live.contains(&t.token);
+                if !keep {
+                    gone.push(*t);
+                }
+                keep
+            });
+            for t in gone {
+                self.remove_posting(slot, t);
+            }
         }
+        work
+    }
+
+    /// Takes file `slot` out of the posting list of `t.token` (a swap-remove: the file moved
+    /// into its place learns its new position); a list left empty frees its token.
+    fn remove_posting(&mut self, slot: u32, t: FileToken) {
+        self.bytes -= POSTING_BYTES;
+        let record = &mut self.tokens[t.token as usize];
+        let list = &mut record.files;
+        let at = t.at as usize;
+        if list.get(at) != Some(&slot) {
+            return;
+        }
+        list.swap_remove(at);
+        if let Some(&moved) = list.get(at) {
+            if let Some(file) = self.files[moved as usize].as_deref_mut() {
+                if let Some(mt) = file.tokens.iter_mut().find(|m| m.token == t.token) {
+                    mt.at = t.at;
+                }
+            }
+        }
+        if list.is_empty() {
+            let text = std::mem::take(&mut record.text);
+            record.files = Vec::new();
+            self.token_ids.remove(&text);
+            self.filter.unbump(position(text.as_bytes()));
+            self.bytes -= TOKEN_BYTES + 2 * text.len();
+            self.free_tokens.push(t.token);
+        } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
+            list.shrink_to(list.len() * 2);
+        }
+    }
+
+    /// Returns memory to the allocator after a large drain (maps at under a quarter full).
+    fn give_back(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+        shrink(&mut self.by_id);
+        shrink(&mut self.token_ids);
     }
 
     /// The routing filter of this index.
@@ -332,7 +611,7 @@ impl Index {
     pub fn providers(&self, id: &ContentId) -> Vec<Provider> {
         self.by_id
             .get(id)
-            .and_then(|&slot| self.files[slot as usize].as_ref())
+            .and_then(|&slot| self.file(slot))
             .map(|file| self.provider_list(file))
             .unwrap_or_default()
     }
@@ -349,25 +628,33 @@ impl Index {
             .collect()
     }
 
-    fn hit(&self, file: &FileRecord) -> Hit {
+    /// A file as a search result; `None` while its only providers are detached.
+    fn hit(&self, file: &FileRecord) -> Option<Hit> {
+        let providers = self.provider_list(file);
+        if providers.is_empty() {
+            return None;
+        }
         let name = file
             .names
             .iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-            .map(|(n, _)| n.to_string())
+            .filter(|n| n.count > 0)
+            .max_by(|a, b| a.count.cmp(&b.count).then_with(|| b.name.cmp(&a.name)))
+            .map(|n| n.name.to_string())
             .unwrap_or_default();
-        Hit {
+        Some(Hit {
             id: file.id,
             size: file.size,
             name,
             sources: file.providers.len() as u32,
-            providers: self.provider_list(file),
-        }
+            providers,
+        })
     }
 
-    /// Answers a query: every word's tokens must all appear in one of a file's names (AND,
+    /// Answers a query: every word's tokens must appear among a file's names' tokens (AND,
     /// case-insensitive). A lone 64-hex-digit word also matches that content id. Results are
-    /// ranked by source count, then name, and capped at `max` (≤ [`MAX_RESULTS`]).
+    /// ranked by source count, then name, and capped at `max` (≤ [`MAX_RESULTS`]). At most
+    /// [`MAX_SEARCH_SCAN`] candidates are examined (those of the rarest word), so a search
+    /// for a word in every file costs a bounded scan and a `max`-sized heap.
     pub fn search(&self, words: &[String], max: usize) -> Result<Vec<Hit>, IndexError> {
         let max = max.min(MAX_RESULTS);
         if let [word] = words {
@@ -375,8 +662,8 @@ impl Index {
                 return Ok(self
                     .by_id
                     .get(&id)
-                    .and_then(|&slot| self.files[slot as usize].as_ref())
-                    .map(|file| self.hit(file))
+                    .and_then(|&slot| self.file(slot))
+                    .and_then(|file| self.hit(file))
                     .into_iter()
                     .take(max)
                     .collect());
@@ -388,29 +675,41 @@ impl Index {
         if wanted.is_empty() {
             return Err(IndexError::EmptyQuery);
         }
-        let mut lists = Vec::with_capacity(wanted.len());
+        let mut ids = Vec::with_capacity(wanted.len());
         for token in &wanted {
-            match self.postings.get(token.as_str()) {
-                Some(list) => lists.push(list),
+            match self.token_ids.get(token.as_str()) {
+                Some(&id) => ids.push(id),
                 None => return Ok(Vec::new()),
             }
         }
-        lists.sort_by_key(|l| l.len());
-        let mut matches: Vec<&FileRecord> = lists[0]
-            .iter()
-            .filter_map(|&slot| self.files[slot as usize].as_ref())
-            .filter(|file| {
-                file.names.iter().any(|(name, _)| {
-                    let have = tokens(name);
-                    wanted.iter().all(|t| have.contains(t))
-                })
+        ids.sort_by_key(|&id| self.tokens[id as usize].files.len());
+        let (rarest, others) = ids.split_at(1);
+        // The best `max` by source count (ties: the lower slot), as a min-heap.
+        let mut best: std::collections::BinaryHeap<std::cmp::Reverse<(usize, std::cmp::Reverse<u32>)>> =
+            std::collections::BinaryHeap::with_capacity(max + 1);
+        for &slot in self.tokens[rarest[0] as usize].files.iter().take(MAX_SEARCH_SCAN) {
+            let Some(file) = self.file(slot) else {
+                continue;
+            };
+            if !others
+                .iter()
+                .all(|&id| file.tokens.iter().any(|t| t.token == id))
+                || !file.providers.iter().any(|&k| self.leaf(k).is_some())
+            {
+                continue;
+            }
+            best.push(std::cmp::Reverse((file.providers.len(), std::cmp::Reverse(slot))));
+            if best.len() > max {
+                best.pop();
+            }
+        }
+        let mut hits: Vec<Hit> = best
+            .into_iter()
+            .filter_map(|std::cmp::Reverse((_, std::cmp::Reverse(slot)))| {
+                self.file(slot).and_then(|f| self.hit(f))
             })
             .collect();
-        // Only the best `max` become hits (building a hit copies names and providers).
-        matches.sort_by_key(|file| std::cmp::Reverse(file.providers.len()));
-        let mut hits: Vec<Hit> = matches.into_iter().take(max).map(|f| self.hit(f)).collect();
         hits.sort_by(|a, b| b.sources.cmp(&a.sources).then_with(|| a.name.cmp(&b.name)));
-        hits.truncate(max);
         Ok(hits)
     }
 }

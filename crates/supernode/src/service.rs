@@ -4,11 +4,19 @@
 //! It is plain state behind a mutex: the node runtime calls [`Supernode::admit`] when a
 //! joining `Hello` arrives, [`Supernode::answer`] for each request, and
 //! [`Supernode::depart`] when the connection ends.
+//!
+//! One session per leaf: a leaf that joins again replaces its older session (whose key then
+//! answers [`ErrorCode::UnknownLeaf`]; the runtime closes its connection), and only the
+//! current session's end removes the leaf. A leaf that leaves is detached at once and its
+//! entries are drained in steps of [`DRAIN_STEP`] ([`Supernode::drain_step`]), so the lock is
+//! never held for long whatever a leaf shared.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::index::Budget;
 
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
@@ -20,6 +28,10 @@ use kazoo_common::{ContentId, NodeId};
 use crate::election::{self, DemotePolicy, Demotion};
 use crate::index::{Index, IndexError, LeafKey};
 use crate::overlay::{Action, Load, Overlay, OverlayConfig};
+
+/// Entries of departed leaves removed per [`Supernode::drain_step`] (about a millisecond of
+/// work under the lock).
+pub const DRAIN_STEP: usize = 2048;
 
 /// Outcome of a leaf asking to join.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +51,8 @@ struct Joined {
     /// The listen address that answered a dial from this supernode (an heir must be
     /// reachable there; none yet: not an heir).
     reachable_at: Option<SocketAddr>,
+    /// The IP it connects from (for `max_leaves_per_ip`).
+    ip: std::net::IpAddr,
 }
 
 struct State {
@@ -100,6 +114,10 @@ impl Supernode {
         overlay: OverlayConfig,
     ) -> Self {
         let mut index = Index::new();
+        index.set_budget(Budget {
+            max_entries: config.max_index_entries,
+            max_bytes: config.max_index_mib << 20,
+        });
         let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
         let mut state = State {
             index,
@@ -234,9 +252,11 @@ impl Supernode {
         }
     }
 
-    /// Admits a leaf connecting from `addr` with `capacity` (> 0: eligible to succeed this
-    /// supernode) unless `max_leaves` are already joined or this supernode has retired.
-    pub fn admit(&self, node: NodeId, addr: SocketAddr, capacity: u32) -> Admission {
+    /// Admits a leaf connecting from `addr` at `now` with `capacity` (> 0: eligible to
+    /// succeed this supernode) unless `max_leaves` are already joined, `max_leaves_per_ip`
+    /// are joined from its IP, or this supernode has retired. A leaf already joined is
+    /// admitted again: the new session replaces the old one (see the module doc).
+    pub fn admit(&self, node: NodeId, addr: SocketAddr, capacity: u32, now: Instant) -> Admission {
         let mut state = self.state();
         if state.retired.is_some() {
             return Admission::Full(format!("supernode {} is demoting", self.node_id.short()));
@@ -249,8 +269,22 @@ impl Supernode {
                 self.config.max_leaves
             ));
         }
+        if old.is_none() {
+            let from_ip = state
+                .leaves
+                .values()
+                .filter(|j| j.ip == addr.ip())
+                .count();
+            if from_ip >= self.config.max_leaves_per_ip {
+                return Admission::Full(format!(
+                    "supernode {} has {from_ip} leaves from {} already",
+                    self.node_id.short(),
+                    addr.ip()
+                ));
+            }
+        }
         if let Some(old) = old {
-            state.index.remove_leaf(old);
+            state.index.detach_leaf(old);
         }
         let key = state.index.add_leaf(node, addr);
         state.leaves.insert(
@@ -258,8 +292,9 @@ impl Supernode {
             Joined {
                 key,
                 capacity,
-                since: Instant::now(),
+                since: now,
                 reachable_at: None,
+                ip: addr.ip(),
             },
         );
         state.refresh_load(self.config.max_leaves);
@@ -305,7 +340,8 @@ impl Supernode {
             .collect()
     }
 
-    /// Forgets a leaf whose connection ended; returns how many entries were dropped.
+    /// Forgets a leaf whose session `key` ended (a replaced session's end changes nothing);
+    /// returns how many entries it had. They leave the index in [`Self::drain_step`]s.
     pub fn depart(&self, node: NodeId, key: LeafKey) -> usize {
         let mut state = self.state();
         if state.leaves.get(&node).map(|j| j.key) != Some(key) {
@@ -313,7 +349,18 @@ impl Supernode {
         }
         state.leaves.remove(&node);
         state.refresh_load(self.config.max_leaves);
-        state.index.remove_leaf(key)
+        state.index.detach_leaf(key)
+    }
+
+    /// The current session of a joined leaf.
+    pub fn session(&self, node: &NodeId) -> Option<LeafKey> {
+        self.state().leaves.get(node).map(|j| j.key)
+    }
+
+    /// Drains up to [`DRAIN_STEP`] entries of departed (or replaced) leaves; returns whether
+    /// more are left. The runtime calls it until it returns false, yielding in between.
+    pub fn drain_step(&self) -> bool {
+        self.state().index.drain(DRAIN_STEP)
     }
 
     /// Replaces this node's own share list in its index.
@@ -443,6 +490,8 @@ fn registered(result: Result<usize, IndexError>) -> Response {
             let code = match e {
                 IndexError::TooManyEntries { .. } => ErrorCode::TooManyEntries,
                 IndexError::NameTooLong(_) => ErrorCode::NameTooLong,
+                IndexError::UnknownLeaf => ErrorCode::UnknownLeaf,
+                IndexError::IndexFull { .. } => ErrorCode::IndexFull,
                 _ => ErrorCode::BadRequest,
             };
             Response::error(code, e.to_string())
@@ -469,18 +518,18 @@ mod tests {
     #[test]
     fn admission_is_bounded_and_rejoin_replaces() {
         let sn = sn(2);
-        let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr(), 0) else {
+        let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr(), 0, Instant::now()) else {
             panic!("first leaf refused");
         };
         assert!(matches!(
-            sn.admit(NodeId([2; 32]), addr(), 0),
+            sn.admit(NodeId([2; 32]), addr(), 0, Instant::now()),
             Admission::Admitted(_)
         ));
         assert!(matches!(
-            sn.admit(NodeId([3; 32]), addr(), 0),
+            sn.admit(NodeId([3; 32]), addr(), 0, Instant::now()),
             Admission::Full(_)
         ));
-        let Admission::Admitted(a2) = sn.admit(NodeId([1; 32]), addr(), 0) else {
+        let Admission::Admitted(a2) = sn.admit(NodeId([1; 32]), addr(), 0, Instant::now()) else {
             panic!("re-join refused");
         };
         assert_eq!(
@@ -496,7 +545,7 @@ mod tests {
     #[test]
     fn search_streams_hits_then_end_and_own_shares_count() {
         let sn = sn(5);
-        let Admission::Admitted(key) = sn.admit(NodeId([1; 32]), addr(), 0) else {
+        let Admission::Admitted(key) = sn.admit(NodeId([1; 32]), addr(), 0, Instant::now()) else {
             panic!("refused");
         };
         let id = ContentId([5; 32]);

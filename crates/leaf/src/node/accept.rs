@@ -1,6 +1,13 @@
 //! Incoming connections: handshake, admission of joining leaves, and one task per request
 //! stream. A peer that sends a malformed, oversized or unknown frame has its connection
 //! closed with `PROTOCOL_VIOLATION`; everyone else is unaffected.
+//!
+//! Connections are bounded fairly: all together by the node's connection limit; handshakes
+//! arriving faster than [`HANDSHAKE_RATE`] must first prove their address (QUIC Retry);
+//! download connections by [`MAX_FETCH_PER_IP`] per IP and closed after [`FETCH_IDLE`]
+//! without a request; leaves by `max_leaves` and `max_leaves_per_ip`; a leaf's
+//! `Register`/`Unregister` entries by [`INDEX_RATE`]. A leaf that joins again supersedes
+//! its older session, which is closed with [`CloseCode::SUPERSEDED`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,15 +31,36 @@ use super::{hello, Inner, MAX_DOWNLOADER_CONNECTIONS};
 /// How long a peer may take to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes per second (burst: twice that) accepted without a QUIC Retry; beyond it, a
+/// dialler must first prove it receives at its address.
+pub const HANDSHAKE_RATE: u64 = 100;
+/// Download (`Fetch`) connections accepted at once from one IP address.
+pub const MAX_FETCH_PER_IP: usize = 32;
+/// A download connection with no request stream open for this long is closed.
+pub const FETCH_IDLE: Duration = Duration::from_secs(30);
+/// `Register`/`Unregister` entries a leaf session may send per second; the burst is a full
+/// share list ([`wire::MAX_ENTRIES_PER_LEAF`] plus a batch), so joining is never slowed.
+pub const INDEX_RATE: u64 = 20_000;
+
 /// Accepts connections until the endpoint closes.
 pub(super) async fn accept_loop(inner: Arc<Inner>) {
+    // Leaves and peers (a quarter over max_peers while a mesh settles) always fit next to
+    // the downloaders.
     let limit = inner.config.supernode.max_leaves
-        + inner.config.supernode.max_peers
+        + inner.config.supernode.max_peers * 5 / 4
         + MAX_DOWNLOADER_CONNECTIONS;
+    let handshakes = RateLimit::new(HANDSHAKE_RATE, 2 * HANDSHAKE_RATE);
     while let Some(incoming) = inner.endpoint.accept().await {
         if inner.connections.load(Ordering::SeqCst) >= limit {
             tracing::warn!(remote = %incoming.remote_address(), limit, "connection refused: too many connections");
             incoming.refuse();
+            continue;
+        }
+        if !incoming.remote_address_validated() && !handshakes.try_take(1) {
+            tracing::debug!(remote = %incoming.remote_address(), "handshake rate exceeded: asking for address validation");
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
             continue;
         }
         inner.connections.fetch_add(1, Ordering::SeqCst);
@@ -92,6 +120,20 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         }
         return;
     }
+    let _fetch_slot = if pending.hello().intent == Intent::Fetch {
+        match FetchSlot::claim(inner, remote.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::info!(peer = %peer.short(), %remote, "download connection refused: too many from this IP");
+                pending
+                    .refuse(ErrorCode::Busy, "too many download connections from this IP")
+                    .await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let leaf = match (joining, &sn) {
         (false, _) => None,
         (true, None) => {
@@ -113,8 +155,17 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                 .await;
             return;
         }
-        (true, Some(sn)) => match sn.admit(peer, advertised, pending.hello().capacity) {
-            Admission::Admitted(key) => Some((Arc::clone(sn), key)),
+        (true, Some(sn)) => match sn.admit(
+            peer,
+            advertised,
+            pending.hello().capacity,
+            std::time::Instant::now(),
+        ) {
+            Admission::Admitted(key) => {
+                // A session this one replaced is detached: drain its entries.
+                spawn_drain(sn);
+                Some((Arc::clone(sn), key))
+            }
             Admission::Full(reason) => {
                 tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");
                 let redirect = sn.redirect_list(MAX_SUCCESSION);
@@ -134,6 +185,7 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             tracing::info!(peer = %peer.short(), %remote, reason = %e, "handshake failed");
             if let Some((sn, key)) = leaf {
                 sn.depart(peer, key);
+                spawn_drain(&sn);
             }
             return;
         }
@@ -151,7 +203,50 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
     serve_link(inner, link, leaf.as_ref()).await;
     if let Some((sn, key)) = leaf {
         let dropped = sn.depart(peer, key);
+        spawn_drain(&sn);
         tracing::info!(peer = %peer.short(), %remote, entries = dropped, "leaf left; its entries dropped");
+    }
+}
+
+/// Drains departed leaves' entries from `sn`'s index in short steps, yielding in between so
+/// keep-alives and other requests keep flowing.
+fn spawn_drain(sn: &Arc<Supernode>) {
+    let sn = Arc::clone(sn);
+    tokio::spawn(async move {
+        while sn.drain_step() {
+            tokio::task::yield_now().await;
+        }
+    });
+}
+
+/// One of the download connections allowed from an IP ([`MAX_FETCH_PER_IP`]); released on
+/// drop.
+struct FetchSlot<'a> {
+    inner: &'a Inner,
+    ip: std::net::IpAddr,
+}
+
+impl<'a> FetchSlot<'a> {
+    fn claim(inner: &'a Inner, ip: std::net::IpAddr) -> Option<Self> {
+        let mut counts = crate::lock(&inner.fetch_per_ip);
+        let count = counts.entry(ip).or_default();
+        if *count >= MAX_FETCH_PER_IP {
+            return None;
+        }
+        *count += 1;
+        Some(FetchSlot { inner, ip })
+    }
+}
+
+impl Drop for FetchSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = crate::lock(&self.inner.fetch_per_ip);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -166,17 +261,18 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     let peer = hello.node_id;
     // A leaf hears of its succession list on the control stream; for other connections the
     // stream just stays open.
+    if let Some((sn, key)) = leaf {
+        if !supersede(inner, sn, peer, *key, &conn) {
+            return;
+        }
+    }
     let notices = leaf.map(|(sn, _)| {
         let (tx, rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
         let channel = LeafChannel {
             tx,
             conn: conn.clone(),
         };
-        inner
-            .leaf_notices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer, channel);
+        crate::lock(&inner.leaf_notices).insert(peer, channel);
         if let Some(to) = sn.retired_to() {
             // The supernode demoted while this leaf was joining.
             inner.redirect_leaf(peer, to, "supernode demoted");
@@ -198,23 +294,47 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     });
     let peer_slots = Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER));
     let queries = Arc::new(RateLimit::new(LEAF_QUERY_RATE, LEAF_QUERY_RATE));
+    let index_rate = Arc::new(RateLimit::new(
+        INDEX_RATE,
+        (wire::MAX_ENTRIES_PER_LEAF + wire::MAX_BATCH) as u64,
+    ));
+    // Request streams open now (a download connection idle for FETCH_IDLE is closed).
+    let open = Arc::new(());
+    let fetch_only = leaf.is_none() && hello.intent == Intent::Fetch;
     loop {
-        let (send, recv) = match conn.accept_bi().await {
+        let accepted = if fetch_only {
+            match tokio::time::timeout(FETCH_IDLE, conn.accept_bi()).await {
+                Ok(accepted) => accepted,
+                Err(_) if Arc::strong_count(&open) == 1 => {
+                    tracing::debug!(peer = %peer.short(), "download connection idle; closing");
+                    transport::close(&conn, CloseCode::NORMAL, "idle");
+                    break;
+                }
+                Err(_) => continue,
+            }
+        } else {
+            conn.accept_bi().await
+        };
+        let (send, recv) = match accepted {
             Ok(streams) => streams,
             Err(e) => {
                 tracing::debug!(peer = %peer.short(), reason = %e, "connection closed");
                 break;
             }
         };
+        let open = Arc::clone(&open);
+        let index_rate = Arc::clone(&index_rate);
         let inner = Arc::clone(inner);
         let conn = conn.clone();
         let leaf = leaf.cloned();
         let peer_slots = Arc::clone(&peer_slots);
         let queries = Arc::clone(&queries);
         tokio::spawn(async move {
+            let _open = open;
             let limits = Limits {
                 uploads: &peer_slots,
                 queries: &queries,
+                index: &index_rate,
             };
             match serve_stream(&inner, peer, limits, send, recv, leaf.as_ref()).await {
                 Ok(()) => {}
@@ -231,7 +351,7 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     control.abort();
     if let Some(notices) = notices {
         notices.abort();
-        let mut channels = inner.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = crate::lock(&inner.leaf_notices);
         // A leaf that re-joined has a newer connection: keep its channel.
         if channels
             .get(&peer)
@@ -240,6 +360,32 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
             channels.remove(&peer);
         }
     }
+}
+
+/// Makes `conn` the channel of leaf `peer` if `key` is its current session, closing an older
+/// session's connection with [`CloseCode::SUPERSEDED`]; returns false (and closes `conn`)
+/// if a newer session has replaced this one already.
+fn supersede(
+    inner: &Inner,
+    sn: &Supernode,
+    peer: NodeId,
+    key: LeafKey,
+    conn: &quinn::Connection,
+) -> bool {
+    let channels = crate::lock(&inner.leaf_notices);
+    if sn.session(&peer) != Some(key) {
+        drop(channels);
+        tracing::info!(peer = %peer.short(), "leaf session superseded before it started; closing");
+        transport::close(conn, CloseCode::SUPERSEDED, "a newer session of this leaf exists");
+        return false;
+    }
+    if let Some(old) = channels.get(&peer) {
+        if old.conn.stable_id() != conn.stable_id() {
+            tracing::info!(peer = %peer.short(), "leaf joined again; closing its older session");
+            transport::close(&old.conn, CloseCode::SUPERSEDED, "superseded by a newer session");
+        }
+    }
+    true
 }
 
 /// How often a supernode checks whether its leaves' succession notice changed.
@@ -287,6 +433,8 @@ struct Limits<'a> {
     uploads: &'a Semaphore,
     /// Searches per second from this leaf.
     queries: &'a RateLimit,
+    /// `Register`/`Unregister` entries per second from this leaf.
+    index: &'a RateLimit,
 }
 
 /// Searches a joined leaf may start per second (burst: one second's worth).
@@ -387,6 +535,14 @@ async fn serve_stream(
         | Request::Unregister { .. }
         | Request::Search { .. }
         | Request::Lookup { .. } => {
+            let entries = match &request {
+                Request::Register { entries } => entries.len().min(wire::MAX_BATCH),
+                Request::Unregister { ids } => ids.len().min(wire::MAX_BATCH),
+                _ => 0,
+            };
+            if leaf.is_some() && entries > 0 {
+                limits.index.take(entries).await;
+            }
             let frames = match leaf {
                 Some((sn, key)) => sn.answer(*key, &request),
                 None => vec![Response::error(

@@ -12,7 +12,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::config::RoleSetting;
 use kazoo_common::transport::{self, Link, TransportError};
 use kazoo_common::wire::{
-    self, CloseCode, Intent, Notice, Provider, Request, Response, ShareEntry, MAX_BATCH,
+    self, CloseCode, ErrorCode, Intent, Notice, Provider, Request, Response, ShareEntry, MAX_BATCH,
     MAX_SUCCESSION,
 };
 use kazoo_common::{ContentId, NodeId};
@@ -102,14 +102,19 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
         };
         let sn = link.peer();
         election.on_joined(addr, sn);
-        tracing::info!(node = %me.short(), supernode = %sn.short(), %addr, reason = %why, "joined supernode");
-        node.inner.uplink.send_replace(Some(Uplink {
+        tracing::info!(node = %me.short(), supernode = %sn.short(), %addr, reason = %why, "joined supernode; registering shares");
+        let sn_addr = link.remote();
+        // `kazoo status` shows the supernode once it has the whole share list.
+        let attached = Uplink {
             conn: link.conn.clone(),
             node: sn,
             reason: why,
-        }));
-        let sn_addr = link.remote();
-        let reason = stay_joined(&node, link, eligible_at_join).await;
+        };
+        let registered = || {
+            tracing::info!(node = %me.short(), supernode = %sn.short(), "attached: shares registered");
+            node.inner.uplink.send_replace(Some(attached));
+        };
+        let end = stay_joined(&node, link, eligible_at_join, registered).await;
         node.inner.uplink.send_replace(None);
         if eligible() && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
             let why = format!("asked by supernode {}, which is full", sn.short());
@@ -125,12 +130,20 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
             election.on_redirected(sn, to, why);
             continue;
         }
-        tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
         let lost = Provider {
             node: sn,
             addr: sn_addr,
         };
-        election.on_lost(lost, Instant::now());
+        match end {
+            Ended::SessionLost(reason) => {
+                tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "supernode lost this leaf's session; joining again");
+                election.on_session_lost(lost);
+            }
+            Ended::Lost(reason) => {
+                tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
+                election.on_lost(lost, Instant::now());
+            }
+        }
     }
 }
 
@@ -168,11 +181,26 @@ async fn join_first(
 /// How often a joined leaf checks whether it has become eligible since it joined.
 const ELIGIBILITY_CHECK: Duration = Duration::from_secs(5);
 
+/// Why a leaf's session with its supernode ended.
+enum Ended {
+    /// The connection ended (the supernode died, or closed it).
+    Lost(String),
+    /// The supernode is alive but no longer has this session (`UnknownLeaf`, or closed as
+    /// superseded by a newer one): join it again.
+    SessionLost(String),
+}
+
 /// Registers shares and keeps them in sync until the connection ends; returns why it ended.
-/// Meanwhile the supernode's notices (succession list, promote, redirect) are recorded; a
-/// close with [`CloseCode::REDIRECTED`] is recorded as a redirect to the other supernodes it
-/// named; a node that has become eligible since it joined re-joins to advertise its score.
-async fn stay_joined(node: &Node, link: Link, joined_eligible: bool) -> String {
+/// `registered` runs once the whole share list is registered. Meanwhile the supernode's
+/// notices (succession list, promote, redirect) are recorded; a close with
+/// [`CloseCode::REDIRECTED`] is recorded as a redirect to the other supernodes it named; a
+/// node that has become eligible since it joined re-joins to advertise its score.
+async fn stay_joined(
+    node: &Node,
+    link: Link,
+    joined_eligible: bool,
+    registered: impl FnOnce(),
+) -> Ended {
     let (sn, sn_addr) = (link.peer(), link.remote());
     let Link {
         conn,
@@ -220,20 +248,24 @@ async fn stay_joined(node: &Node, link: Link, joined_eligible: bool) -> String {
     let mut version = node.inner.shares.subscribe();
     let mut indexed: HashMap<ContentId, ShareEntry> = HashMap::new();
     let mut check = tokio::time::interval(ELIGIBILITY_CHECK);
-    let reason = loop {
+    let mut registered = Some(registered);
+    let end = loop {
         let (added, removed) = diff(&indexed, node.inner.shares.entries());
         if let Err(e) = sync(&conn, &mut indexed, added, removed).await {
             break e;
         }
+        if let Some(registered) = registered.take() {
+            registered();
+        }
         tokio::select! {
-            changed = version.changed() => if changed.is_err() { break "node stopping".into() },
-            closed = conn.closed() => break closed.to_string(),
+            changed = version.changed() => if changed.is_err() { break Ended::Lost("node stopping".into()) },
+            closed = conn.closed() => break Ended::Lost(closed.to_string()),
             _ = check.tick() => {
                 if !joined_eligible && node.inner.score() > 0 {
                     let again = vec![Provider { node: sn, addr: sn_addr }];
                     node.set_redirect(again, "became eligible; re-joining to advertise it".into());
                     transport::close(&conn, CloseCode::NORMAL, "re-joining");
-                    break "re-joining".into();
+                    break Ended::Lost("re-joining".into());
                 }
             }
         }
@@ -242,13 +274,18 @@ async fn stay_joined(node: &Node, link: Link, joined_eligible: bool) -> String {
     let _ = notices.await;
     // However the loop ended (a request failing counts), a close with REDIRECTED is a
     // redirect to the other supernodes we were told of, not a death.
-    let redirected = matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(c))
-        if c.error_code == CloseCode::REDIRECTED.into());
-    if redirected {
+    let code = match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code),
+        _ => None,
+    };
+    if code == Some(CloseCode::REDIRECTED.into()) {
         let (_, supernodes) = node.succession();
         node.set_redirect_if_none(supernodes, "closed by supernode with a redirect".into());
     }
-    reason
+    if code == Some(CloseCode::SUPERSEDED.into()) {
+        return Ended::SessionLost("session superseded by a newer one".into());
+    }
+    end
 }
 
 /// Sends removals then additions in batches; records what the supernode accepted.
@@ -257,7 +294,7 @@ async fn sync(
     indexed: &mut HashMap<ContentId, ShareEntry>,
     added: Vec<ShareEntry>,
     removed: Vec<ContentId>,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     for batch in removed.chunks(MAX_BATCH) {
         let request = Request::Unregister {
             ids: batch.to_vec(),
@@ -282,18 +319,22 @@ async fn sync(
 }
 
 /// Sends one index request. Ok(false): the supernode refused it (logged, not retried until
-/// the share list changes); Err: the connection failed.
-async fn answer(conn: &Connection, request: &Request) -> Result<bool, String> {
+/// the share list changes); Err: the session is over.
+async fn answer(conn: &Connection, request: &Request) -> Result<bool, Ended> {
     match client::call(conn, request).await {
         Ok(Response::Registered { total }) => {
             tracing::debug!(total, "supernode index updated");
             Ok(true)
         }
-        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Ok(other) => Err(Ended::Lost(format!("unexpected answer {other:?}"))),
+        Err(client::RequestError::Remote {
+            code: ErrorCode::UnknownLeaf,
+            message,
+        }) => Err(Ended::SessionLost(message)),
         Err(client::RequestError::Remote { code, message }) => {
             tracing::warn!(?code, %message, "supernode refused part of the share list");
             Ok(false)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Ended::Lost(e.to_string())),
     }
 }

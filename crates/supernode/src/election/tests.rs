@@ -306,3 +306,70 @@ fn a_redirected_or_stranded_node_promotes_only_after_a_long_wait() {
     joins(slow.step(t0 + Duration::from_secs(89), &[], &to));
     promotes(slow.step(t0 + Duration::from_secs(91), &[], &to));
 }
+
+#[test]
+fn candidates_are_unique_by_node_and_by_address() {
+    let t0 = Instant::now();
+    let sn = provider(9);
+    let other = provider(8);
+    // The bootstrap entry names the same supernode as the succession notice, once by
+    // address only and once pinned: it is dialled once, with its id.
+    let mut e = LeafElection::new(
+        id(1),
+        false,
+        Duration::from_secs(1),
+        vec![(sn.addr, None), (other.addr, Some(other.node)), (sn.addr, Some(sn.node))],
+    );
+    let groups = joins(e.step(t0, &[], &[sn, other, sn]));
+    assert_eq!(
+        groups[0],
+        vec![(sn.addr, Some(sn.node)), (other.addr, Some(other.node))]
+    );
+}
+
+#[test]
+fn a_lost_supernode_is_dialled_again_when_it_is_the_only_one_or_after_the_window() {
+    let t0 = Instant::now();
+    let delay = Duration::from_secs(1);
+    let sn = provider(9);
+    // A leaf with one bootstrap entry keeps dialling it (it may restart at the same address).
+    let mut e = LeafElection::new(id(1), false, delay, vec![(sn.addr, None)]);
+    e.on_joined(sn.addr, sn.node);
+    e.on_lost(sn, t0);
+    assert_eq!(joins(e.step(t0, &[], &[])), vec![vec![(sn.addr, Some(sn.node))]]);
+    assert_eq!(e.on_join_failed(t0), Some(REHOME_RETRY));
+    // With others to try it is left out, but only during the re-home window.
+    let other = provider(8);
+    assert_eq!(
+        joins(e.step(t0, &[], &[other])),
+        vec![vec![(other.addr, Some(other.node))]]
+    );
+    let later = t0 + delay * (MAX_SUCCESSION as u32 + 1);
+    assert_eq!(
+        joins(e.step(later, &[], &[other])),
+        vec![vec![(other.addr, Some(other.node)), (sn.addr, Some(sn.node))]]
+    );
+    // After the window, waits back off with jitter up to MAX_BACKOFF × 1.25.
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        waits.push(e.on_join_failed(later).expect("waits"));
+    }
+    assert!(waits[0] >= FIRST_BACKOFF.mul_f64(0.75) && waits[0] < FIRST_BACKOFF.mul_f64(1.25));
+    assert!(waits[3] > waits[0]);
+    assert!(waits.iter().all(|w| *w < MAX_BACKOFF.mul_f64(1.25)));
+    assert!(waits[11] >= MAX_BACKOFF.mul_f64(0.75));
+    // Joining resets the back-off.
+    e.on_joined(sn.addr, sn.node);
+    assert!(e.on_join_failed(later).expect("waits") < FIRST_BACKOFF.mul_f64(1.25));
+}
+
+#[test]
+fn a_lost_session_rejoins_the_same_supernode_and_no_heir_promotes() {
+    let t0 = Instant::now();
+    let sn = provider(9);
+    let mut heir0 = LeafElection::new(id(1), true, Duration::ZERO, Vec::new());
+    heir0.on_joined(sn.addr, sn.node);
+    heir0.on_session_lost(sn);
+    let groups = joins(heir0.step(t0, &[provider(1)], &[]));
+    assert_eq!(groups[0], vec![(sn.addr, Some(sn.node))]);
+}

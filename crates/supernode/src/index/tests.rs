@@ -91,7 +91,8 @@ fn removing_a_leaf_drops_its_entries() {
     index.remove_leaf(b);
     assert_eq!(index.entry_count(), 0);
     assert_eq!(index.file_count(), 0);
-    assert!(index.postings.is_empty());
+    assert!(index.token_ids.is_empty());
+    assert_eq!(index.accounted_bytes(), 0);
     assert_eq!(index.leaf_count(), 0);
 }
 
@@ -204,4 +205,147 @@ proptest! {
         prop_assert!(filter.is_empty());
         prop_assert!(index.filter().is_empty());
     }
+}
+
+/// Checks the module's invariants by brute force.
+fn check(index: &Index) {
+    let mut postings = 0;
+    for (t, record) in index.tokens.iter().enumerate() {
+        for (at, &slot) in record.files.iter().enumerate() {
+            let file = index.file(slot).expect("posting names a live file");
+            assert!(file
+                .tokens
+                .iter()
+                .any(|ft| ft.token == t as u32 && ft.at == at as u32));
+            postings += 1;
+        }
+    }
+    let mut noted = 0;
+    for (slot, file) in index.files.iter().enumerate() {
+        let Some(file) = file else { continue };
+        assert_eq!(index.by_id.get(&file.id), Some(&(slot as u32)));
+        assert!(!file.providers.is_empty());
+        noted += file.tokens.len();
+        let live: u32 = file.names.iter().map(|n| n.count).sum();
+        assert_eq!(live as usize, file.providers.len());
+    }
+    assert_eq!(postings, noted);
+    assert_eq!(index.by_id.len(), index.files.iter().flatten().count());
+}
+
+proptest! {
+    /// Registrations under several names, removals and leaf departures (drained in small
+    /// steps) keep every posting list exact, entries and bytes return to zero at the end.
+    #[test]
+    fn postings_stay_exact(ops in proptest::collection::vec((0u8..4, 0u8..10, 0u8..3, 0u8..3), 1..80)) {
+        let mut index = Index::new();
+        let mut keys: Vec<_> = (0..4).map(|n| leaf(&mut index, n)).collect();
+        for (l, f, name, op) in ops {
+            let key = keys[l as usize];
+            let e = entry(&format!("file{f} alt{name} common"), &format!("content {f}"));
+            match op {
+                0 => { index.register(key, &[e], 1000).unwrap(); }
+                1 => { index.unregister(key, &[e.id]).unwrap(); }
+                _ => {
+                    index.detach_leaf(key);
+                    while index.drain(3) {}
+                    keys[l as usize] = leaf(&mut index, l);
+                }
+            }
+            check(&index);
+        }
+        for key in keys {
+            index.detach_leaf(key);
+        }
+        while index.drain(5) {
+            check(&index);
+        }
+        prop_assert_eq!(index.entry_count(), 0);
+        prop_assert_eq!(index.accounted_bytes(), 0);
+        prop_assert!(index.token_ids.is_empty());
+    }
+}
+
+#[test]
+fn a_detached_leaf_is_gone_at_once_and_drained_in_steps() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    let b = leaf(&mut index, 2);
+    let many: Vec<ShareEntry> = (0..1000)
+        .map(|i| entry(&format!("track {i} song"), &format!("a{i}")))
+        .collect();
+    index.register(a, &many, 1000).unwrap();
+    index.register(b, &[entry("song of b", "b")], 10).unwrap();
+    assert_eq!(index.detach_leaf(a), 1000);
+    assert_eq!(index.leaf_count(), 1);
+    // Its files no longer show, even before they are drained.
+    let hits = index.search(&words("song"), 200).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].name, "song of b");
+    assert!(index.providers(&many[0].id).is_empty());
+    assert_eq!(index.register(a, &many[..1], 1000), Err(IndexError::UnknownLeaf));
+    let mut steps = 0;
+    while index.drain(100) {
+        steps += 1;
+    }
+    assert!(steps >= 9, "drained in {steps} steps");
+    assert_eq!(index.entry_count(), 1);
+    assert_eq!(index.file_count(), 1);
+}
+
+#[test]
+fn the_budget_refuses_new_entries_but_not_known_ones() {
+    let mut index = Index::new();
+    index.set_budget(Budget {
+        max_entries: 3,
+        max_bytes: usize::MAX,
+    });
+    let a = leaf(&mut index, 1);
+    let b = leaf(&mut index, 2);
+    index
+        .register(a, &[entry("a", "1"), entry("b", "2")], 10)
+        .unwrap();
+    assert!(matches!(
+        index.register(b, &[entry("c", "3"), entry("d", "4")], 10),
+        Err(IndexError::IndexFull { entries: 2, .. })
+    ));
+    assert_eq!(index.register(b, &[entry("c", "3")], 10), Ok(1));
+    assert_eq!(index.register(a, &[entry("a", "1")], 10), Ok(2));
+    index.set_budget(Budget {
+        max_entries: usize::MAX,
+        max_bytes: index.accounted_bytes(),
+    });
+    assert!(matches!(
+        index.register(b, &[entry("e", "5")], 10),
+        Err(IndexError::IndexFull { .. })
+    ));
+    index.remove_leaf(a);
+    assert_eq!(index.register(b, &[entry("e", "5")], 10), Ok(2));
+}
+
+#[test]
+fn long_names_index_a_bounded_number_of_words() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    let name: String = (0..60).map(|i| format!("w{i} ")).collect();
+    index.register(a, &[entry(&name, "x")], 10).unwrap();
+    assert_eq!(index.search(&words("w0 w31"), 10).unwrap().len(), 1);
+    assert!(index.search(&words("w32"), 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_word_in_every_file_returns_the_most_shared_first() {
+    let mut index = Index::new();
+    let keys: Vec<_> = (0..3).map(|n| leaf(&mut index, n)).collect();
+    let all: Vec<ShareEntry> = (0..5000)
+        .map(|i| entry(&format!("common {i}"), &format!("c{i}")))
+        .collect();
+    index.register(keys[0], &all, 10_000).unwrap();
+    index.register(keys[1], &all[4000..4001], 10).unwrap();
+    index.register(keys[2], &all[4000..4002], 10).unwrap();
+    let hits = index.search(&words("common"), 3).unwrap();
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0].id, all[4000].id);
+    assert_eq!(hits[0].sources, 3);
+    assert_eq!(hits[1].id, all[4001].id);
 }
