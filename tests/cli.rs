@@ -251,3 +251,64 @@ fn kill_dash_nine_of_a_supernode_elects_an_heir() {
         String::from_utf8_lossy(&o.stdout).lines().count() == 3
     });
 }
+
+#[test]
+fn a_supernode_restarted_at_its_address_gets_its_leaves_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sn_body = |listen: &str| {
+        format!("[node]\nrole = \"supernode\"\nlisten = \"{listen}\"\ndata_dir = \"sn\"\n")
+    };
+    let sn_cfg = write_config(dir, "sn", &sn_body("127.0.0.1:0"));
+    let mut sn = spawn(&sn_cfg);
+    let sn_status = json(&until(&sn_cfg, &["status", "--json"], |o| {
+        o.status.success()
+    }));
+    let sn_addr = sn_status["listen"].as_str().unwrap().to_owned();
+    let sn_id = sn_status["node_id"].as_str().unwrap().to_owned();
+    // Restarts keep the address (and, from its data_dir, the key).
+    let sn_cfg = write_config(dir, "sn", &sn_body(&sn_addr));
+    let mut leaves = Vec::new();
+    for name in ["one", "two"] {
+        std::fs::create_dir_all(dir.join(name).join("shared")).unwrap();
+        std::fs::write(
+            dir.join(name).join("shared").join(format!("{name} tune.ogg")),
+            name.as_bytes(),
+        )
+        .unwrap();
+        let cfg = write_config(
+            dir,
+            name,
+            &format!(
+                "[node]\nrole = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
+                 [share]\ndirs = [\"{name}/shared\"]\nrescan_secs = 1\n\
+                 [network]\nbootstrap = [\"{sn_addr}\"]\n"
+            ),
+        );
+        leaves.push((cfg.clone(), spawn(&cfg)));
+    }
+    let both_found = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count() == 2;
+    until(&sn_cfg, &["search", "--json", "tune"], both_found);
+
+    for round in 0..2 {
+        // kill -9 and start again at once: same key, same address.
+        sn.0.kill().unwrap();
+        let _ = sn.0.wait();
+        sn = spawn(&sn_cfg);
+        until(&sn_cfg, &["status", "--json"], |o| {
+            o.status.success() && json(o)["node_id"] == sn_id.as_str()
+        });
+        for (cfg, _) in &leaves {
+            until(cfg, &["status", "--json"], |o| {
+                o.status.success() && json(o)["supernode"] == sn_id.as_str()
+            });
+        }
+        let found = until(&sn_cfg, &["search", "--json", "tune"], both_found);
+        assert!(found.status.success(), "round {round}");
+        assert_eq!(
+            json(&run(&sn_cfg, &["status", "--json"]))["leaves"],
+            2,
+            "round {round}: the supernode counts each leaf once"
+        );
+    }
+}
