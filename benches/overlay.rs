@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{addr, node, percentile, Rng};
+use common::{addr, node, percentile, resident_kib, Rng};
 
 const WORDS: &[&str] = &[
     "love", "night", "dance", "blue", "river", "dream", "fire", "summer", "city", "heart", "rain",
@@ -434,18 +434,6 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
 }
 
 // ---------------------------------------------------------------- one supernode at scale
-
-fn resident_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
-            })
-        })
-        .unwrap_or(0)
-}
 
 fn single_supernode(leaves: usize, files: usize, queries: usize) {
     let mut rng = Rng(42);

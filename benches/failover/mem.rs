@@ -277,7 +277,15 @@ impl Sim {
                     sn.members.insert(leaf, key);
                     return (Some((target, key, at)), round_trips);
                 }
-                Admission::Full(_) => redirects.extend(sn.sn.peer_providers(MAX_SUCCESSION)),
+                Admission::Full(_) => {
+                    redirects.extend(sn.sn.peer_providers(MAX_SUCCESSION));
+                    if let Some(l) = self.leaves.get_mut(&leaf) {
+                        l.election.on_refused(&[Provider {
+                            node: target,
+                            addr: at,
+                        }]);
+                    }
+                }
             }
         }
         let took = if any_dead { JOIN_TIMEOUT } else { round_trips };

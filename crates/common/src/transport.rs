@@ -82,6 +82,8 @@ pub enum TransportError {
     /// The peer refused us.
     #[error("refused by peer ({code:?}): {reason}")]
     Refused {
+        /// The refusing node (proven by its TLS key).
+        node: NodeId,
         /// Its code.
         code: ErrorCode,
         /// Its reason.
@@ -269,6 +271,7 @@ pub async fn dial(
             }) => {
                 let redirect = redirect.into_iter().take(wire::MAX_SUCCESSION).collect();
                 Err(TransportError::Refused {
+                    node: tls_id,
                     code,
                     reason,
                     redirect,

@@ -196,7 +196,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// supernode for its stranded time promotes too (no live supernode left that it knows of):
 /// at least [`STRANDED_AFTER`], longer than the last heir waits, plus a stagger from its id so
 /// stranded nodes do not all promote together; a node never dials itself or the supernode
-/// it lost.
+/// it lost; a node refused by a full supernode is never the first of a network.
 #[derive(Debug)]
 pub struct LeafElection {
     me: NodeId,
@@ -208,6 +208,9 @@ pub struct LeafElection {
     lost: Option<(Provider, Instant)>,
     redirect: Option<Redirect>,
     ever_joined: bool,
+    /// Supernodes that refused this node (full, or demoting): a network exists, so it is
+    /// not the first of one; a stranded promotion peers with them (≤ [`MAX_SUCCESSION`]).
+    refused_by: Vec<Provider>,
     first_of_network: bool,
     /// Since when every round of join attempts has failed (none: joined, or not tried).
     stranded_since: Option<Instant>,
@@ -236,6 +239,7 @@ impl LeafElection {
             lost: None,
             redirect: None,
             ever_joined: false,
+            refused_by: Vec::new(),
             first_of_network: false,
             stranded_since: None,
             stranded_after: STRANDED_AFTER.max(heir_delay * (MAX_SUCCESSION as u32 + 1))
@@ -291,6 +295,7 @@ impl LeafElection {
             let mut hosts = supernodes.to_vec();
             hosts.extend(heirs.iter().filter(|h| h.node != self.me).copied());
             hosts.extend(self.lost.map(|(p, _)| p));
+            hosts.extend(self.refused_by.iter().copied());
             return Step::Promote {
                 reason: format!(
                     "auto: no supernode reachable for {:.1} s",
@@ -351,7 +356,7 @@ impl LeafElection {
     /// A round of join attempts failed at `now`: how long to wait before the next
     /// [`Self::step`] (`None`: step at once — it promotes as the first node of its network).
     pub fn on_join_failed(&mut self, now: Instant) -> Option<Duration> {
-        if self.eligible && !self.ever_joined {
+        if self.eligible && !self.ever_joined && self.refused_by.is_empty() {
             self.first_of_network = true;
             return None;
         }
@@ -370,6 +375,19 @@ impl LeafElection {
     /// died, so no heir promotes).
     pub fn on_session_lost(&mut self, sn: Provider) {
         self.on_redirected(sn.node, vec![sn], "supernode lost this leaf's session".into());
+    }
+
+    /// Supernodes `by` refused this node in the last round (full, or demoting): a network
+    /// exists (this node is not the first of one); it waits for room, as the full supernode
+    /// grows the network, and after its stranded time promotes and peers with them.
+    pub fn on_refused(&mut self, by: &[Provider]) {
+        for p in by {
+            if p.node != self.me && !self.refused_by.iter().any(|q| q.node == p.node) {
+                self.refused_by.push(*p);
+            }
+        }
+        let excess = self.refused_by.len().saturating_sub(MAX_SUCCESSION);
+        self.refused_by.drain(..excess);
     }
 
     /// The supernode died (or its connection did).

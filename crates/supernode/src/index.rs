@@ -160,6 +160,9 @@ pub struct Index {
     free_leaves: Vec<u32>,
     detached: usize,
     files: Vec<Option<Box<FileRecord>>>,
+    /// Provider count of each file slot, beside `files` so a one-word search ranks a long
+    /// posting list without visiting each file.
+    sources: Vec<u32>,
     free_files: Vec<u32>,
     by_id: HashMap<ContentId, u32>,
     token_ids: HashMap<Box<str>, u32>,
@@ -363,6 +366,7 @@ impl Index {
         }
         if let Some(file) = self.file_mut(slot) {
             file.providers.push(key);
+            self.sources[slot as usize] = file.providers.len() as u32;
         }
         self.entries += 1;
         self.bytes += ENTRY_BYTES;
@@ -383,6 +387,7 @@ impl Index {
             }
             None => {
                 self.files.push(Some(record));
+                self.sources.push(0);
                 self.files.len() as u32 - 1
             }
         };
@@ -509,6 +514,7 @@ impl Index {
         if let Some(at) = file.providers.iter().position(|&p| p == key) {
             file.providers.swap_remove(at);
         }
+        self.sources[slot as usize] = file.providers.len() as u32;
         let mut name_died = false;
         if let Some(record) = file.names.get_mut(name as usize) {
             record.count = record.count.saturating_sub(1);
@@ -684,21 +690,28 @@ impl Index {
         }
         ids.sort_by_key(|&id| self.tokens[id as usize].files.len());
         let (rarest, others) = ids.split_at(1);
-        // The best `max` by source count (ties: the lower slot), as a min-heap.
-        let mut best: std::collections::BinaryHeap<std::cmp::Reverse<(usize, std::cmp::Reverse<u32>)>> =
+        // The best `max` by source count (ties: the lower slot), as a min-heap. A file is
+        // visited only to check the other words, or while some leaf is being drained.
+        let mut best: std::collections::BinaryHeap<std::cmp::Reverse<(u32, std::cmp::Reverse<u32>)>> =
             std::collections::BinaryHeap::with_capacity(max + 1);
         for &slot in self.tokens[rarest[0] as usize].files.iter().take(MAX_SEARCH_SCAN) {
-            let Some(file) = self.file(slot) else {
-                continue;
-            };
-            if !others
-                .iter()
-                .all(|&id| file.tokens.iter().any(|t| t.token == id))
-                || !file.providers.iter().any(|&k| self.leaf(k).is_some())
-            {
+            let sources = self.sources[slot as usize];
+            if best.len() == max && best.peek().is_some_and(|w| (sources, std::cmp::Reverse(slot)) <= w.0) {
                 continue;
             }
-            best.push(std::cmp::Reverse((file.providers.len(), std::cmp::Reverse(slot))));
+            if !others.is_empty() || self.detached > 0 {
+                let Some(file) = self.file(slot) else {
+                    continue;
+                };
+                if !others
+                    .iter()
+                    .all(|&id| file.tokens.iter().any(|t| t.token == id))
+                    || !file.providers.iter().any(|&k| self.leaf(k).is_some())
+                {
+                    continue;
+                }
+            }
+            best.push(std::cmp::Reverse((sources, std::cmp::Reverse(slot))));
             if best.len() > max {
                 best.pop();
             }

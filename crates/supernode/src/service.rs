@@ -29,9 +29,12 @@ use crate::election::{self, DemotePolicy, Demotion};
 use crate::index::{Index, IndexError, LeafKey};
 use crate::overlay::{Action, Load, Overlay, OverlayConfig};
 
-/// Entries of departed leaves removed per [`Supernode::drain_step`] (about a millisecond of
-/// work under the lock).
-pub const DRAIN_STEP: usize = 2048;
+/// Entries of departed leaves removed per [`Supernode::drain_step`] (a few milliseconds of
+/// work under the lock at most).
+pub const DRAIN_STEP: usize = 512;
+/// Pause between drain steps, so requests waiting for the lock go first (a 100,000-entry
+/// leaf drains in about a second).
+pub const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Outcome of a leaf asking to join.
 #[derive(Debug, PartialEq, Eq)]
@@ -358,7 +361,7 @@ impl Supernode {
     }
 
     /// Drains up to [`DRAIN_STEP`] entries of departed (or replaced) leaves; returns whether
-    /// more are left. The runtime calls it until it returns false, yielding in between.
+    /// more are left. The runtime calls it until it returns false, [`DRAIN_PAUSE`] apart.
     pub fn drain_step(&self) -> bool {
         self.state().index.drain(DRAIN_STEP)
     }
@@ -382,6 +385,11 @@ impl Supernode {
             entries: state.index.entry_count(),
             files: state.index.file_count(),
         }
+    }
+
+    /// Accounted bytes of the index (see [`crate::index::Budget`]).
+    pub fn accounted_bytes(&self) -> usize {
+        self.state().index.accounted_bytes()
     }
 
     /// Searches this supernode's index (see [`Index::search`]).

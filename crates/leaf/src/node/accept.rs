@@ -208,13 +208,13 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
     }
 }
 
-/// Drains departed leaves' entries from `sn`'s index in short steps, yielding in between so
+/// Drains departed leaves' entries from `sn`'s index in short steps with pauses, so
 /// keep-alives and other requests keep flowing.
 fn spawn_drain(sn: &Arc<Supernode>) {
     let sn = Arc::clone(sn);
     tokio::spawn(async move {
         while sn.drain_step() {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(kazoo_supernode::service::DRAIN_PAUSE).await;
         }
     });
 }

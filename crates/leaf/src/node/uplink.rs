@@ -81,19 +81,20 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
         // What the Hello of this round will advertise (a node that becomes eligible later
         // re-joins to say so).
         let eligible_at_join = node.inner.score() > 0;
-        let mut redirects = Vec::new();
+        let mut refusals = Refusals::default();
         let mut joined = None;
         for group in groups.iter().filter(|g| !g.is_empty()) {
-            joined = join_first(&node, group, &mut redirects).await;
+            joined = join_first(&node, group, &mut refusals).await;
             if joined.is_some() {
                 break;
             }
         }
-        if joined.is_none() && !redirects.is_empty() {
+        if joined.is_none() && !refusals.redirect.is_empty() {
             // A full supernode named others to try.
-            let others = election.redirect_targets(&redirects);
-            joined = join_first(&node, &others, &mut Vec::new()).await;
+            let others = election.redirect_targets(&refusals.redirect);
+            joined = join_first(&node, &others, &mut refusals).await;
         }
+        election.on_refused(&refusals.by);
         let Some((addr, link)) = joined else {
             if let Some(wait) = election.on_join_failed(Instant::now()) {
                 tokio::time::sleep(wait).await;
@@ -147,12 +148,19 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
     }
 }
 
+/// Supernodes that refused a round of join attempts, and where they said to go instead.
+#[derive(Default)]
+struct Refusals {
+    by: Vec<Provider>,
+    redirect: Vec<Provider>,
+}
+
 /// Dials every candidate at once; returns the first that accepts this node as its leaf.
-/// Supernodes that refuse because they are full add where to go instead to `redirects`.
+/// Supernodes that refuse (full, demoting) are noted in `refusals` with where to go instead.
 async fn join_first(
     node: &Node,
     candidates: &[(SocketAddr, Option<NodeId>)],
-    redirects: &mut Vec<Provider>,
+    refusals: &mut Refusals,
 ) -> Option<(SocketAddr, Link)> {
     let mut attempts: FuturesUnordered<_> = candidates
         .iter()
@@ -166,10 +174,18 @@ async fn join_first(
         match result {
             Ok(Ok(link)) => return Some((addr, link)),
             Ok(Err(TransportError::Refused {
-                redirect, reason, ..
+                node: by,
+                code,
+                redirect,
+                reason,
             })) => {
                 tracing::debug!(%addr, %reason, "join refused");
-                redirects.extend(redirect);
+                if code == wire::ErrorCode::Busy {
+                    refusals.by.push(Provider { node: by, addr });
+                }
+                refusals
+                    .redirect
+                    .extend(redirect.into_iter().take(MAX_SUCCESSION));
             }
             Ok(Err(e)) => tracing::debug!(%addr, reason = %e, "could not join supernode"),
             Err(_) => tracing::debug!(%addr, "join attempt timed out"),

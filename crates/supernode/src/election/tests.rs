@@ -373,3 +373,20 @@ fn a_lost_session_rejoins_the_same_supernode_and_no_heir_promotes() {
     let groups = joins(heir0.step(t0, &[provider(1)], &[]));
     assert_eq!(groups[0], vec![(sn.addr, Some(sn.node))]);
 }
+
+#[test]
+fn a_node_refused_by_a_full_supernode_is_not_the_first_of_a_network() {
+    let t0 = Instant::now();
+    let full = provider(9);
+    let mut e = LeafElection::new(id(1), true, Duration::from_secs(1), vec![(full.addr, None)]);
+    joins(e.step(t0, &[], &[]));
+    e.on_refused(&[full]);
+    assert!(e.on_join_failed(t0).is_some(), "waits for room");
+    joins(e.step(t0 + STRANDED_AFTER / 2, &[], &[]));
+    e.on_join_failed(t0 + STRANDED_AFTER / 2);
+    // Still no room after its stranded time: it promotes and peers with the full one.
+    match e.step(t0 + STRANDED_AFTER * 2, &[], &[]) {
+        Step::Promote { hosts, .. } => assert_eq!(hosts, vec![full]),
+        other => panic!("expected a promotion, got {other:?}"),
+    }
+}
