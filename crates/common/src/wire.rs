@@ -611,3 +611,5 @@ pub async fn read_request(input: &mut (impl AsyncRead + Unpin)) -> Result<Reques
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod golden;
