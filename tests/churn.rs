@@ -232,3 +232,49 @@ async fn the_index_budget_refuses_registrations_with_a_clear_error() {
     assert_eq!(core.stats().entries, 1000);
     assert_eq!(core.search(&["file".into()], 5).map(|h| h.len()), Ok(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaves_and_download_connections_are_bounded_per_ip() {
+    let net = Net::new();
+    let mut config = net.config("sn", kazoo_common::config::RoleSetting::Supernode, None);
+    config.supernode.max_leaves_per_ip = 2;
+    let sn = net.start(config).await;
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        let (identity, endpoint) = raw_node();
+        let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
+        match raw_dial_as(&endpoint, &identity, &sn, hello).await {
+            Ok(link) => kept.push((link, endpoint)),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    assert_eq!(kept.len(), 2);
+    assert!(refused[0].contains("leaves from 127.0.0.1"), "{refused:?}");
+    // Download connections: MAX_FETCH_PER_IP from one IP, then Busy.
+    let mut fetchers = Vec::new();
+    let mut busy = 0;
+    for _ in 0..kazoo_leaf::node::MAX_FETCH_PER_IP + 1 {
+        let (identity, endpoint) = raw_node();
+        let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Fetch);
+        match raw_dial_as(&endpoint, &identity, &sn, hello).await {
+            Ok(link) => fetchers.push((link, endpoint)),
+            Err(kazoo_common::transport::TransportError::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }) => busy += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(fetchers.len(), kazoo_leaf::node::MAX_FETCH_PER_IP);
+    assert_eq!(busy, 1);
+    // A slot frees when a connection ends.
+    drop(fetchers.pop());
+    eventually("a download slot frees", || async {
+        let (identity, endpoint) = raw_node();
+        let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Fetch);
+        let link = raw_dial_as(&endpoint, &identity, &sn, hello).await.ok()?;
+        Some((link, endpoint))
+    })
+    .await;
+}

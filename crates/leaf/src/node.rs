@@ -5,6 +5,8 @@
 //! is what the control socket and the tests drive.
 
 mod accept;
+
+pub use accept::{FETCH_IDLE, HANDSHAKE_RATE, INDEX_RATE, MAX_FETCH_PER_IP};
 mod election;
 mod peering;
 mod uplink;
