@@ -4,6 +4,8 @@
 //! Everything that two nodes must agree on lives here, so the supernode and leaf crates
 //! cannot drift apart on the format of a message or a hash.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod hash;
 pub mod id;

@@ -10,6 +10,8 @@
 //! * [`demo`] — a three-node network in one process (`kazoo demo`).
 //! * [`names`] — keeping names from the network inside the download folder.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod control;
 pub mod demo;

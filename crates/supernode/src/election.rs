@@ -216,6 +216,9 @@ pub struct LeafElection {
     stranded_since: Option<Instant>,
     /// How long it may stay stranded before it promotes.
     stranded_after: Duration,
+    /// How long a newcomer refused by full supernodes waits for them to grow the network
+    /// before it promotes itself.
+    refused_wait: Duration,
     backoff: Duration,
     /// Rounds failed since the last join (for the jitter).
     attempts: u32,
@@ -224,6 +227,10 @@ pub struct LeafElection {
 /// Shortest time an eligible node that has been part of a network tries to join one before
 /// it promotes itself (see [`LeafElection`]).
 pub const STRANDED_AFTER: Duration = Duration::from_secs(20);
+/// How long an eligible newcomer that only found full supernodes waits for one of them to
+/// grow the network (ask its best leaf to promote and redirect) before it promotes itself
+/// and peers with them (plus the stagger).
+pub const REFUSED_WAIT: Duration = Duration::from_secs(5);
 /// Step of the per-node stagger added to the stranded time (up to 15 steps).
 const STRANDED_STAGGER: Duration = Duration::from_millis(250);
 
@@ -244,6 +251,7 @@ impl LeafElection {
             stranded_since: None,
             stranded_after: STRANDED_AFTER.max(heir_delay * (MAX_SUCCESSION as u32 + 1))
                 + STRANDED_STAGGER * u32::from(me.as_bytes()[0] % 16),
+            refused_wait: REFUSED_WAIT + STRANDED_STAGGER * u32::from(me.as_bytes()[0] % 16),
             backoff: FIRST_BACKOFF,
             attempts: 0,
         }
@@ -288,9 +296,25 @@ impl LeafElection {
                 hosts: Vec::new(),
             };
         }
-        let stranded = self
+        let stranded_for = self
             .stranded_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.stranded_after);
+            .map(|t| now.saturating_duration_since(t));
+        if self.eligible
+            && !self.ever_joined
+            && !self.refused_by.is_empty()
+            && stranded_for.is_some_and(|t| t >= self.refused_wait)
+        {
+            let mut hosts = self.refused_by.clone();
+            hosts.extend(supernodes.iter().copied());
+            return Step::Promote {
+                reason: format!(
+                    "auto: the supernodes it reached stayed full for {:.1} s; adding room",
+                    self.refused_wait.as_secs_f64()
+                ),
+                hosts,
+            };
+        }
+        let stranded = stranded_for.is_some_and(|t| t >= self.stranded_after);
         if self.eligible && stranded {
             let mut hosts = supernodes.to_vec();
             hosts.extend(heirs.iter().filter(|h| h.node != self.me).copied());
@@ -378,8 +402,8 @@ impl LeafElection {
     }
 
     /// Supernodes `by` refused this node in the last round (full, or demoting): a network
-    /// exists (this node is not the first of one); it waits for room, as the full supernode
-    /// grows the network, and after its stranded time promotes and peers with them.
+    /// exists (this node is not the first of one); a newcomer waits [`REFUSED_WAIT`] for
+    /// the full supernode to grow the network, then promotes and peers with them.
     pub fn on_refused(&mut self, by: &[Provider]) {
         for p in by {
             if p.node != self.me && !self.refused_by.iter().any(|q| q.node == p.node) {

@@ -5,6 +5,8 @@
 //! Everything here is plain state driven by the node runtime in `kazoo-leaf`, which owns the
 //! sockets; the same logic therefore runs over QUIC and in in-memory tests.
 
+#![warn(missing_docs)]
+
 pub mod election;
 pub mod filter;
 pub mod index;

@@ -162,7 +162,8 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             std::time::Instant::now(),
         ) {
             Admission::Admitted(key) => {
-                // A session this one replaced is detached: drain its entries.
+                // A session this one replaced is closed and its entries drained.
+                close_superseded(inner, peer, key);
                 spawn_drain(sn);
                 Some((Arc::clone(sn), key))
             }
@@ -266,11 +267,12 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
             return;
         }
     }
-    let notices = leaf.map(|(sn, _)| {
+    let notices = leaf.map(|(sn, key)| {
         let (tx, rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
         let channel = LeafChannel {
             tx,
             conn: conn.clone(),
+            key: *key,
         };
         crate::lock(&inner.leaf_notices).insert(peer, channel);
         if let Some(to) = sn.retired_to() {
@@ -358,6 +360,17 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
             .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
         {
             channels.remove(&peer);
+        }
+    }
+}
+
+/// Closes the connection of leaf `peer`'s older session, now that `key` has replaced it.
+fn close_superseded(inner: &Inner, peer: NodeId, key: LeafKey) {
+    let mut channels = crate::lock(&inner.leaf_notices);
+    if channels.get(&peer).is_some_and(|c| c.key != key) {
+        if let Some(old) = channels.remove(&peer) {
+            tracing::info!(peer = %peer.short(), "leaf joined again; closing its older session");
+            transport::close(&old.conn, CloseCode::SUPERSEDED, "superseded by a newer session");
         }
     }
 }

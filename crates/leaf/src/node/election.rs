@@ -23,6 +23,8 @@ pub(super) struct LeafChannel {
     pub tx: mpsc::Sender<Notice>,
     /// The leaf's connection, closed if it ignores a redirect.
     pub conn: Connection,
+    /// The session this channel belongs to.
+    pub key: kazoo_supernode::LeafKey,
 }
 
 /// Notices queued for one leaf; a leaf further behind misses the extra ones (the

@@ -194,8 +194,10 @@ async fn join_first(
     None
 }
 
-/// How often a joined leaf checks whether it has become eligible since it joined.
-const ELIGIBILITY_CHECK: Duration = Duration::from_secs(5);
+/// How often a joined leaf checks that its supernode still has its whole session (an empty
+/// `Unregister` answers the count, or `UnknownLeaf`), and whether it has become eligible
+/// since it joined.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 /// Why a leaf's session with its supernode ended.
 enum Ended {
@@ -263,7 +265,7 @@ async fn stay_joined(
     };
     let mut version = node.inner.shares.subscribe();
     let mut indexed: HashMap<ContentId, ShareEntry> = HashMap::new();
-    let mut check = tokio::time::interval(ELIGIBILITY_CHECK);
+    let mut check = tokio::time::interval(SESSION_CHECK);
     let mut registered = Some(registered);
     let end = loop {
         let (added, removed) = diff(&indexed, node.inner.shares.entries());
@@ -277,6 +279,17 @@ async fn stay_joined(
             changed = version.changed() => if changed.is_err() { break Ended::Lost("node stopping".into()) },
             closed = conn.closed() => break Ended::Lost(closed.to_string()),
             _ = check.tick() => {
+                // Does the supernode still have this session, and all of it?
+                match answer_total(&conn, &Request::Unregister { ids: Vec::new() }).await {
+                    Ok(Some(total)) if total != indexed.len() as u64 => {
+                        break Ended::SessionLost(format!(
+                            "supernode counts {total} entries, {} registered",
+                            indexed.len()
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(end) => break end,
+                }
                 if !joined_eligible && node.inner.score() > 0 {
                     let again = vec![Provider { node: sn, addr: sn_addr }];
                     node.set_redirect(again, "became eligible; re-joining to advertise it".into());
@@ -337,10 +350,15 @@ async fn sync(
 /// Sends one index request. Ok(false): the supernode refused it (logged, not retried until
 /// the share list changes); Err: the session is over.
 async fn answer(conn: &Connection, request: &Request) -> Result<bool, Ended> {
+    answer_total(conn, request).await.map(|total| total.is_some())
+}
+
+/// Like [`answer`], with the supernode's count of this leaf's entries when it accepted.
+async fn answer_total(conn: &Connection, request: &Request) -> Result<Option<u64>, Ended> {
     match client::call(conn, request).await {
         Ok(Response::Registered { total }) => {
             tracing::debug!(total, "supernode index updated");
-            Ok(true)
+            Ok(Some(total))
         }
         Ok(other) => Err(Ended::Lost(format!("unexpected answer {other:?}"))),
         Err(client::RequestError::Remote {
@@ -349,7 +367,7 @@ async fn answer(conn: &Connection, request: &Request) -> Result<bool, Ended> {
         }) => Err(Ended::SessionLost(message)),
         Err(client::RequestError::Remote { code, message }) => {
             tracing::warn!(?code, %message, "supernode refused part of the share list");
-            Ok(false)
+            Ok(None)
         }
         Err(e) => Err(Ended::Lost(e.to_string())),
     }

@@ -382,11 +382,14 @@ fn a_node_refused_by_a_full_supernode_is_not_the_first_of_a_network() {
     joins(e.step(t0, &[], &[]));
     e.on_refused(&[full]);
     assert!(e.on_join_failed(t0).is_some(), "waits for room");
-    joins(e.step(t0 + STRANDED_AFTER / 2, &[], &[]));
-    e.on_join_failed(t0 + STRANDED_AFTER / 2);
-    // Still no room after its stranded time: it promotes and peers with the full one.
-    match e.step(t0 + STRANDED_AFTER * 2, &[], &[]) {
-        Step::Promote { hosts, .. } => assert_eq!(hosts, vec![full]),
+    joins(e.step(t0 + REFUSED_WAIT / 2, &[], &[]));
+    e.on_join_failed(t0 + REFUSED_WAIT / 2);
+    // Still no room after the wait (and its stagger): it promotes and peers with the full one.
+    match e.step(t0 + REFUSED_WAIT + 16 * STRANDED_STAGGER, &[], &[]) {
+        Step::Promote { hosts, reason } => {
+            assert_eq!(hosts, vec![full]);
+            assert!(reason.contains("full"), "{reason}");
+        }
         other => panic!("expected a promotion, got {other:?}"),
     }
 }
