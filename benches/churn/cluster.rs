@@ -625,7 +625,7 @@ pub fn log_tail(log: &Path, n: usize, about: Option<&str>) -> Vec<String> {
         .iter()
         .map(|(line, count)| match count {
             1 => line.clone(),
-            _ => format!("{line}  (x{count}, first shown)"),
+            _ => format!("{line}  (x{count} in a row; the first shown)"),
         })
         .collect()
 }
