@@ -13,7 +13,7 @@
 //! Meanwhile, one at a time, a random live node downloads a random file another live node
 //! shares with the real `kazoo get --json HASH -o PATH` and the bytes are checked against the
 //! hash. Then the events stop; every 5 s an audit pass runs until one is clean or the settle
-//! time (120 s; quick: 45 s) is over; a final audit counts a file lost only after every
+//! time (120 s; quick: 45 s) is over (or two passes in a row are clean); a final audit counts a file lost only after every
 //! other live node searched for it (definitions in `churn/audit.rs`).
 //!
 //! Measured while churning:
@@ -191,19 +191,24 @@ async fn run(world: &Shared, args: &Args, started: Instant) {
     eprintln!("churn: events stop at t={churn_secs:.1}s; settling");
     let _ = downloads.await;
 
-    // Settle, then the final audit.
+    // Settle: an audit pass every 5 s until two in a row are clean (the first of them at
+    // least 10 s after the last event: five idle timeouts, ten rescans) or the settle time
+    // is over. Then the final, thorough audit.
     let settle_start = Instant::now();
     let mut settled = None;
+    let mut clean_since: Option<f64> = None;
     loop {
+        let at = settle_start.elapsed().as_secs_f64();
         let pass = audit::audit(world, false).await;
-        eprintln!(
-            "churn: settle +{:.0}s: {}",
-            settle_start.elapsed().as_secs_f64(),
-            pass.summary()
-        );
-        if pass.clean() {
-            settled = Some(settle_start.elapsed().as_secs_f64());
-            break;
+        eprintln!("churn: settle +{at:.0}s: {}", pass.summary());
+        if pass.clean() && at >= 10.0 {
+            if let Some(first) = clean_since {
+                settled = Some(first);
+                break;
+            }
+            clean_since = Some(at);
+        } else {
+            clean_since = None;
         }
         if settle_start.elapsed() + Duration::from_secs(5) > args.settle {
             break;
@@ -713,7 +718,7 @@ fn report(
         "before churn: {}; after churn: settle {}",
         initial.summary(),
         match settled {
-            Some(t) => format!("clean after {t:.0} s"),
+            Some(t) => format!("clean from {t:.0} s on"),
             None => format!("not clean after {:.0} s", args.settle.as_secs_f64()),
         }
     );
@@ -731,6 +736,14 @@ fn report(
         "0",
         String::new(),
     );
+    if fin.found_by_cli > 0 {
+        row(
+            "  files only `kazoo search` found (audit suspect if > 0)",
+            fin.found_by_cli.to_string(),
+            "0",
+            String::new(),
+        );
+    }
     if fin.unverifiable > 0 {
         row(
             "  files no node could search for",
