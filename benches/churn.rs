@@ -12,9 +12,9 @@
 //! node's share folder, delete one. At most a quarter of the nodes are down at once.
 //! Meanwhile, one at a time, a random live node downloads a random file another live node
 //! shares with the real `kazoo get --json HASH -o PATH` and the bytes are checked against the
-//! hash. Then the events stop; every 5 s an audit pass runs until one is clean or the settle
-//! time (120 s; quick: 45 s) is over (or two passes in a row are clean); a final audit counts a file lost only after every
-//! other live node searched for it (definitions in `churn/audit.rs`).
+//! hash. Then the events stop; every 5 s an audit pass runs until two in a row are clean or
+//! the settle time (120 s; quick: 45 s) is over; the final audit counts a file lost only
+//! after every other live node searched for it (definitions in `churn/audit.rs`).
 //!
 //! Measured while churning:
 //! * after each supernode kill: the leaves its status named as their supernode (orphans);
