@@ -736,14 +736,12 @@ fn report(
         "0",
         String::new(),
     );
-    if fin.found_by_cli > 0 {
-        row(
-            "  files only `kazoo search` found (audit suspect if > 0)",
-            fin.found_by_cli.to_string(),
-            "0",
-            String::new(),
-        );
-    }
+    row(
+        "  files only `kazoo search` found (audit suspect if > 0)",
+        fin.found_by_cli.to_string(),
+        "0",
+        String::new(),
+    );
     if fin.unverifiable > 0 {
         row(
             "  files no node could search for",
