@@ -659,6 +659,26 @@ async fn download_loop(world: Shared, until: Instant, seed: u64) {
         if let Some(f) = w.nodes[src].files.get_mut(&name) {
             f.busy -= 1;
         }
+        if let Err(e) = &verdict {
+            // Who was involved, as their last statuses saw it.
+            let role = |i: usize| match &w.nodes[i].status {
+                Some(st) if st.role == "supernode" => "supernode".to_owned(),
+                Some(st) => match st.supernode {
+                    Some(sn) => format!("leaf of {}", w.name_of(sn)),
+                    None => "unattached leaf".to_owned(),
+                },
+                None => "down".to_owned(),
+            };
+            let line = format!(
+                "t={:.1}s {} ({}) from {} ({}) {name:?}: {e}",
+                w.t(),
+                w.nodes[dst].name,
+                role(dst),
+                w.nodes[src].name,
+                role(src)
+            );
+            w.stats.dl_failures.push(line);
+        }
         let s = &mut w.stats;
         s.dl_attempted += 1;
         s.dl_stable_attempted += usize::from(stable);
@@ -876,6 +896,9 @@ fn report(
         println!("\ndownload failures:");
         for (kind, n) in &s.dl_errors {
             println!("  {n:>4}  {kind}");
+        }
+        for line in s.dl_failures.iter().take(20) {
+            println!("        {line}");
         }
     }
     if !s.crashes.is_empty() {

@@ -280,6 +280,8 @@ pub struct Stats {
     pub dl_stable_attempted: usize,
     pub dl_stable_verified: usize,
     pub dl_errors: BTreeMap<String, usize>,
+    /// Each failed download: when, who from whom, their roles, the error.
+    pub dl_failures: Vec<String>,
 }
 
 /// Everything the tasks of the run share.
