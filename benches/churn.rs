@@ -888,9 +888,13 @@ fn report(
         "(ratios: files, leaves and downloads to their totals; kill p50 to the 2 s QUIC idle timeout, the detection floor; kill p99 to the 3 s target; delete and add p50 to the {} s rescan period, their floor. Give-ups count as 60 s.)",
         cluster::RESCAN_SECS
     );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!(
-        "wall time {:.1} min",
-        started.elapsed().as_secs_f64() / 60.0
+        "wall time {:.1} min; load average at the end (1/5/15 min) {} on {} cores",
+        started.elapsed().as_secs_f64() / 60.0,
+        load.join(" "),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     if !s.dl_errors.is_empty() {
         println!("\ndownload failures:");
