@@ -132,7 +132,12 @@ fn main() {
         max_index_mib: 65_536,
         ..SupernodeConfig::default()
     };
-    let sn = Arc::new(Supernode::new(node(0), config, 4710, OverlayConfig::default()));
+    let sn = Arc::new(Supernode::new(
+        node(0),
+        config,
+        4710,
+        OverlayConfig::default(),
+    ));
     let lists: Vec<Vec<ShareEntry>> = (0..leaves)
         .map(|leaf| names(&zipf, &mut rng, leaf, per_leaf))
         .collect();
@@ -217,12 +222,15 @@ fn main() {
     let after_all = resident_kib();
     // Freed memory is reused: the same leaves joining again need little more.
     for leaf in 0..leaves {
-        let Admission::Admitted(key) =
-            sn.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
+        let Admission::Admitted(key) = sn.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
         else {
             panic!("refused");
         };
-        register(&sn, key, names(&zipf, &mut Rng(leaf as u64 + 1), leaf, per_leaf));
+        register(
+            &sn,
+            key,
+            names(&zipf, &mut Rng(leaf as u64 + 1), leaf, per_leaf),
+        );
     }
     let refilled = resident_kib();
 
@@ -285,6 +293,9 @@ fn main() {
 /// Files the index holds under `word` (its tokens' posting list, seen through a search
 /// capped at the scan limit).
 fn lists_word_count(sn: &Supernode, word: &str) -> String {
-    let hits = sn.search(&[word.to_owned()], 200).map(|h| h.len()).unwrap_or(0);
+    let hits = sn
+        .search(&[word.to_owned()], 200)
+        .map(|h| h.len())
+        .unwrap_or(0);
     format!("≥ {hits} hits")
 }

@@ -309,7 +309,9 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
             let sn_at = rng.below(run.sns);
             let sn = &sns[&node(sn_at)];
             let leaf_id = node(1_000_000 + leaf);
-            let Admission::Admitted(key) = sn.admit(leaf_id, addr(1_000_000 + leaf), 0, Instant::now()) else {
+            let Admission::Admitted(key) =
+                sn.admit(leaf_id, addr(1_000_000 + leaf), 0, Instant::now())
+            else {
                 panic!("leaf refused");
             };
             let entries: Vec<ShareEntry> = (0..run.files_per_leaf)
@@ -378,7 +380,9 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
             for _ in 0..(run.sns / 100).max(1) {
                 let sn = &net.sns[&node(rng.below(run.sns))];
                 let leaf = node(2_000_000 + second * 1000 + rng.below(1000));
-                if let Admission::Admitted(key) = sn.admit(leaf, addr(2_000_000 + second * 1000), 0, Instant::now()) {
+                if let Admission::Admitted(key) =
+                    sn.admit(leaf, addr(2_000_000 + second * 1000), 0, Instant::now())
+                {
                     let extra = catalogue(1, &mut rng).remove(0).entry;
                     sn.answer(
                         key,
@@ -447,7 +451,8 @@ fn single_supernode(leaves: usize, files: usize, queries: usize) {
     let catalogue_kib = resident_kib().saturating_sub(base);
     let started = Instant::now();
     for leaf in 0..leaves {
-        let Admission::Admitted(key) = sn.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now()) else {
+        let Admission::Admitted(key) = sn.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
+        else {
             panic!("refused")
         };
         let entries: Vec<ShareEntry> = catalogue[leaf * files..(leaf + 1) * files]

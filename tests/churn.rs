@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, raw_dial_as, raw_node, search_until, write, Net};
 use kazoo_common::identity::Identity;
-use kazoo_common::wire::{CloseCode, ErrorCode, Hello, Intent, Request, Response, Role, ShareEntry};
+use kazoo_common::wire::{
+    CloseCode, ErrorCode, Hello, Intent, Request, Response, Role, ShareEntry,
+};
 use kazoo_common::ContentId;
 use kazoo_leaf::client;
 
@@ -110,11 +112,14 @@ async fn a_leaf_whose_session_is_taken_over_or_lost_joins_again_and_stays_search
         .expect("joins with a's key");
     drop(intruder);
     endpoint.close(0u32.into(), b"done");
-    eventually("a registered again after its session was superseded", || async {
-        let session = core.session(&a.node_id())?;
-        let hits = observer.search(&["routes".into()], 10).await.ok()?;
-        (hits.len() == 1 && a.status().supernode == Some(sn.node_id())).then_some(session)
-    })
+    eventually(
+        "a registered again after its session was superseded",
+        || async {
+            let session = core.session(&a.node_id())?;
+            let hits = observer.search(&["routes".into()], 10).await.ok()?;
+            (hits.len() == 1 && a.status().supernode == Some(sn.node_id())).then_some(session)
+        },
+    )
     .await;
 
     // The supernode forgets a's session while its connection stays up: a's next change is

@@ -272,7 +272,9 @@ fn a_supernode_restarted_at_its_address_gets_its_leaves_back() {
     for name in ["one", "two"] {
         std::fs::create_dir_all(dir.join(name).join("shared")).unwrap();
         std::fs::write(
-            dir.join(name).join("shared").join(format!("{name} tune.ogg")),
+            dir.join(name)
+                .join("shared")
+                .join(format!("{name} tune.ogg")),
             name.as_bytes(),
         )
         .unwrap();

@@ -610,6 +610,6 @@ pub async fn read_request(input: &mut (impl AsyncRead + Unpin)) -> Result<Reques
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod tests;

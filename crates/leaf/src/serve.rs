@@ -57,7 +57,7 @@ impl RateLimit {
 
     /// Takes `amount` now if available (no waiting); false when over the rate.
     pub fn try_take(&self, amount: u64) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::lock(&self.state);
         let level = self.refill(&mut state);
         let ok = level >= amount as f64;
         if ok {
@@ -69,7 +69,7 @@ impl RateLimit {
     /// Waits until `amount` may be used (the bucket may go negative: later callers wait).
     pub async fn take(&self, amount: usize) {
         let wait = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = crate::lock(&self.state);
             let left = self.refill(&mut state) - amount as f64;
             state.0 = left;
             (left < 0.0).then(|| std::time::Duration::from_secs_f64(-left / self.rate))

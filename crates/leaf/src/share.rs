@@ -135,12 +135,7 @@ impl ShareStore {
     }
 
     fn extra(&self) -> Vec<PathBuf> {
-        self.extra
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        crate::lock(&self.extra).iter().cloned().collect()
     }
 
     /// Watches the share list's version (bumped on every change).
@@ -215,10 +210,7 @@ impl ShareStore {
         };
         self.cache.remember(&file);
         self.cache.save();
-        self.extra
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(file.path.clone());
+        crate::lock(&self.extra).insert(file.path.clone());
         self.write().insert(file);
         self.version.send_modify(|v| *v += 1);
     }

@@ -398,7 +398,11 @@ impl LeafElection {
     /// closed the session as superseded): join it again first, as after a redirect (nobody
     /// died, so no heir promotes).
     pub fn on_session_lost(&mut self, sn: Provider) {
-        self.on_redirected(sn.node, vec![sn], "supernode lost this leaf's session".into());
+        self.on_redirected(
+            sn.node,
+            vec![sn],
+            "supernode lost this leaf's session".into(),
+        );
     }
 
     /// Supernodes `by` refused this node in the last round (full, or demoting): a network

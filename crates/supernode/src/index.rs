@@ -91,7 +91,9 @@ pub enum IndexError {
         limit: usize,
     },
     /// The whole index is at its [`Budget`].
-    #[error("supernode index is full ({entries} entries, {mib} MiB accounted); try another supernode")]
+    #[error(
+        "supernode index is full ({entries} entries, {mib} MiB accounted); try another supernode"
+    )]
     IndexFull {
         /// Entries held now.
         entries: usize,
@@ -402,7 +404,9 @@ impl Index {
     }
 
     fn file_mut(&mut self, slot: u32) -> Option<&mut FileRecord> {
-        self.files.get_mut(slot as usize).and_then(|f| f.as_deref_mut())
+        self.files
+            .get_mut(slot as usize)
+            .and_then(|f| f.as_deref_mut())
     }
 
     /// Counts one more provider of file `slot` under `name`; returns the name's index.
@@ -692,11 +696,20 @@ impl Index {
         let (rarest, others) = ids.split_at(1);
         // The best `max` by source count (ties: the lower slot), as a min-heap. A file is
         // visited only to check the other words, or while some leaf is being drained.
-        let mut best: std::collections::BinaryHeap<std::cmp::Reverse<(u32, std::cmp::Reverse<u32>)>> =
-            std::collections::BinaryHeap::with_capacity(max + 1);
-        for &slot in self.tokens[rarest[0] as usize].files.iter().take(MAX_SEARCH_SCAN) {
+        let mut best: std::collections::BinaryHeap<
+            std::cmp::Reverse<(u32, std::cmp::Reverse<u32>)>,
+        > = std::collections::BinaryHeap::with_capacity(max + 1);
+        for &slot in self.tokens[rarest[0] as usize]
+            .files
+            .iter()
+            .take(MAX_SEARCH_SCAN)
+        {
             let sources = self.sources[slot as usize];
-            if best.len() == max && best.peek().is_some_and(|w| (sources, std::cmp::Reverse(slot)) <= w.0) {
+            if best.len() == max
+                && best
+                    .peek()
+                    .is_some_and(|w| (sources, std::cmp::Reverse(slot)) <= w.0)
+            {
                 continue;
             }
             if !others.is_empty() || self.detached > 0 {

@@ -273,11 +273,7 @@ impl Supernode {
             ));
         }
         if old.is_none() {
-            let from_ip = state
-                .leaves
-                .values()
-                .filter(|j| j.ip == addr.ip())
-                .count();
+            let from_ip = state.leaves.values().filter(|j| j.ip == addr.ip()).count();
             if from_ip >= self.config.max_leaves_per_ip {
                 return Admission::Full(format!(
                     "supernode {} has {from_ip} leaves from {} already",

@@ -125,7 +125,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("ErrorCode::NameTooLong", enc(&ErrorCode::NameTooLong)),
         ("ErrorCode::BadRequest", enc(&ErrorCode::BadRequest)),
         ("ErrorCode::Busy", enc(&ErrorCode::Busy)),
-        ("ErrorCode::VersionMismatch", enc(&ErrorCode::VersionMismatch)),
+        (
+            "ErrorCode::VersionMismatch",
+            enc(&ErrorCode::VersionMismatch),
+        ),
         ("ErrorCode::Internal", enc(&ErrorCode::Internal)),
         ("ErrorCode::UnknownLeaf", enc(&ErrorCode::UnknownLeaf)),
         ("ErrorCode::IndexFull", enc(&ErrorCode::IndexFull)),
@@ -245,7 +248,10 @@ const GOLDEN: &[(&str, &str)] = &[
     ("PeerMessage::Peers", "0101{5}"),
     ("PeerMessage::Filter", "02010201ac020102"),
     ("PeerMessage::Reach", "0300010300"),
-    ("PeerMessage::Query", "04888e98a8c0e0808101{6}010171320201{7}"),
+    (
+        "PeerMessage::Query",
+        "04888e98a8c0e0808101{6}010171320201{7}",
+    ),
     ("PeerMessage::Hits", "050101{2}050161{1}0101007f000001e624"),
     ("PeerMessage::Done", "0601"),
     ("PeerMessage::Load", "0703c80101"),
@@ -276,9 +282,17 @@ fn every_message_kind_encodes_as_pinned() {
             println!("    (\"{name}\", \"{}\"),", compress(bytes));
         }
     }
-    assert_eq!(samples.len(), GOLDEN.len(), "a message kind without a vector");
+    assert_eq!(
+        samples.len(),
+        GOLDEN.len(),
+        "a message kind without a vector"
+    );
     for ((name, bytes), (golden_name, golden)) in samples.iter().zip(GOLDEN) {
         assert_eq!(name, golden_name);
-        assert_eq!(hex::encode(bytes), expand(golden), "{name} changed encoding");
+        assert_eq!(
+            hex::encode(bytes),
+            expand(golden),
+            "{name} changed encoding"
+        );
     }
 }

@@ -126,7 +126,10 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             None => {
                 tracing::info!(peer = %peer.short(), %remote, "download connection refused: too many from this IP");
                 pending
-                    .refuse(ErrorCode::Busy, "too many download connections from this IP")
+                    .refuse(
+                        ErrorCode::Busy,
+                        "too many download connections from this IP",
+                    )
                     .await;
                 return;
             }
@@ -370,7 +373,11 @@ fn close_superseded(inner: &Inner, peer: NodeId, key: LeafKey) {
     if channels.get(&peer).is_some_and(|c| c.key != key) {
         if let Some(old) = channels.remove(&peer) {
             tracing::info!(peer = %peer.short(), "leaf joined again; closing its older session");
-            transport::close(&old.conn, CloseCode::SUPERSEDED, "superseded by a newer session");
+            transport::close(
+                &old.conn,
+                CloseCode::SUPERSEDED,
+                "superseded by a newer session",
+            );
         }
     }
 }
@@ -389,13 +396,21 @@ fn supersede(
     if sn.session(&peer) != Some(key) {
         drop(channels);
         tracing::info!(peer = %peer.short(), "leaf session superseded before it started; closing");
-        transport::close(conn, CloseCode::SUPERSEDED, "a newer session of this leaf exists");
+        transport::close(
+            conn,
+            CloseCode::SUPERSEDED,
+            "a newer session of this leaf exists",
+        );
         return false;
     }
     if let Some(old) = channels.get(&peer) {
         if old.conn.stable_id() != conn.stable_id() {
             tracing::info!(peer = %peer.short(), "leaf joined again; closing its older session");
-            transport::close(&old.conn, CloseCode::SUPERSEDED, "superseded by a newer session");
+            transport::close(
+                &old.conn,
+                CloseCode::SUPERSEDED,
+                "superseded by a newer session",
+            );
         }
     }
     true

@@ -43,10 +43,7 @@ impl Inner {
     /// A full supernode asks its best eligible leaf to become a supernode (growth).
     pub(super) fn request_promotion(&self, sn: &Supernode) {
         {
-            let mut last = self
-                .promote_asked_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut last = crate::lock(&self.promote_asked_at);
             if last.is_some_and(|t| t.elapsed() < PROMOTE_EVERY) {
                 return;
             }
@@ -55,13 +52,12 @@ impl Inner {
         let Some(best) = sn.succession(1).into_iter().next() else {
             return;
         };
-        let notices = self.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
+        let notices = crate::lock(&self.leaf_notices);
         if let Some(leaf) = notices.get(&best.node) {
             let reason = format!("supernode {} is full", sn.node_id().short());
             tracing::info!(node = %sn.node_id().short(), leaf = %best.node.short(), %reason, "asking best eligible leaf to promote");
             if leaf.tx.try_send(Notice::Promote { reason }).is_ok() {
-                *self.handover_to.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((best.node, Instant::now()));
+                *crate::lock(&self.handover_to) = Some((best.node, Instant::now()));
             }
         }
     }
@@ -69,7 +65,7 @@ impl Inner {
     /// Tells a joined leaf to go to `to` instead; closes its connection if it has not gone
     /// after [`REDIRECT_GRACE`].
     pub(super) fn redirect_leaf(&self, leaf: NodeId, to: Vec<Provider>, reason: &str) {
-        let notices = self.leaf_notices.lock().unwrap_or_else(|p| p.into_inner());
+        let notices = crate::lock(&self.leaf_notices);
         let Some(channel) = notices.get(&leaf) else {
             return;
         };
@@ -125,11 +121,7 @@ impl Node {
         addr: SocketAddr,
     ) {
         let asked = {
-            let mut handover = self
-                .inner
-                .handover_to
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut handover = crate::lock(&self.inner.handover_to);
             match *handover {
                 Some((node, at)) if node == peer && at.elapsed() < HANDOVER_WINDOW => {
                     handover.take();
@@ -187,16 +179,8 @@ impl Node {
         self.inner.peering.close_all("demoted");
         // The supernode role's tasks: overlay, own shares, this demotion check.
         super::abort_all(&self.inner.sn_tasks);
-        *self
-            .inner
-            .handover_to
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        *self
-            .inner
-            .promote_asked_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        *crate::lock(&self.inner.handover_to) = None;
+        *crate::lock(&self.inner.promote_asked_at) = None;
         self.set_role(Role::Leaf, &reason);
         self.set_succession(Vec::new(), plan.supernodes.clone());
         let first = Some((me, plan.supernodes, reason));

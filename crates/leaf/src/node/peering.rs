@@ -63,11 +63,11 @@ struct CachedHost {
 
 impl Peering {
     fn links(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, PeerLink>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.links)
     }
 
     fn queries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<QueryEvent>>> {
-        self.queries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.queries)
     }
 
     /// Closes the peering with `peer`, if any.

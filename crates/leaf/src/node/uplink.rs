@@ -350,7 +350,9 @@ async fn sync(
 /// Sends one index request. Ok(false): the supernode refused it (logged, not retried until
 /// the share list changes); Err: the session is over.
 async fn answer(conn: &Connection, request: &Request) -> Result<bool, Ended> {
-    answer_total(conn, request).await.map(|total| total.is_some())
+    answer_total(conn, request)
+        .await
+        .map(|total| total.is_some())
 }
 
 /// Like [`answer`], with the supernode's count of this leaf's entries when it accepted.

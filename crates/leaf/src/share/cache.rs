@@ -52,7 +52,7 @@ impl HashCache {
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Record>> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.records)
     }
 
     /// The cached hash of `path` if its size and mtime are unchanged.

@@ -46,7 +46,7 @@ pub fn share_name(path: &Path) -> Option<String> {
 
 impl ShareStore {
     fn warn_once(&self, path: &Path, reason: &str) {
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut warned = crate::lock(&self.warned);
         if warned.insert(path.to_path_buf()) {
             tracing::warn!(path = %path.display(), reason, "skipping file");
         }

@@ -318,7 +318,11 @@ fn candidates_are_unique_by_node_and_by_address() {
         id(1),
         false,
         Duration::from_secs(1),
-        vec![(sn.addr, None), (other.addr, Some(other.node)), (sn.addr, Some(sn.node))],
+        vec![
+            (sn.addr, None),
+            (other.addr, Some(other.node)),
+            (sn.addr, Some(sn.node)),
+        ],
     );
     let groups = joins(e.step(t0, &[], &[sn, other, sn]));
     assert_eq!(
@@ -336,7 +340,10 @@ fn a_lost_supernode_is_dialled_again_when_it_is_the_only_one_or_after_the_window
     let mut e = LeafElection::new(id(1), false, delay, vec![(sn.addr, None)]);
     e.on_joined(sn.addr, sn.node);
     e.on_lost(sn, t0);
-    assert_eq!(joins(e.step(t0, &[], &[])), vec![vec![(sn.addr, Some(sn.node))]]);
+    assert_eq!(
+        joins(e.step(t0, &[], &[])),
+        vec![vec![(sn.addr, Some(sn.node))]]
+    );
     assert_eq!(e.on_join_failed(t0), Some(REHOME_RETRY));
     // With others to try it is left out, but only during the re-home window.
     let other = provider(8);
@@ -347,7 +354,10 @@ fn a_lost_supernode_is_dialled_again_when_it_is_the_only_one_or_after_the_window
     let later = t0 + delay * (MAX_SUCCESSION as u32 + 1);
     assert_eq!(
         joins(e.step(later, &[], &[other])),
-        vec![vec![(other.addr, Some(other.node)), (sn.addr, Some(sn.node))]]
+        vec![vec![
+            (other.addr, Some(other.node)),
+            (sn.addr, Some(sn.node))
+        ]]
     );
     // After the window, waits back off with jitter up to MAX_BACKOFF × 1.25.
     let mut waits = Vec::new();

@@ -283,7 +283,10 @@ fn a_detached_leaf_is_gone_at_once_and_drained_in_steps() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].name, "song of b");
     assert!(index.providers(&many[0].id).is_empty());
-    assert_eq!(index.register(a, &many[..1], 1000), Err(IndexError::UnknownLeaf));
+    assert_eq!(
+        index.register(a, &many[..1], 1000),
+        Err(IndexError::UnknownLeaf)
+    );
     let mut steps = 0;
     while index.drain(100) {
         steps += 1;
