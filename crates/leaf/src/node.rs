@@ -618,6 +618,33 @@ impl Node {
         }))
     }
 
+    /// [`Self::providers`], asked again (after waiting for a supernode) when the lookup fails
+    /// or finds no source: the supernode may have died mid-request, or the sources may be
+    /// re-homing after theirs did. At most [`LOOKUP_ATTEMPTS`] lookups, [`LOOKUP_RETRY`]
+    /// apart.
+    async fn providers_retrying(
+        &self,
+        id: ContentId,
+    ) -> Result<Option<(Hit, Vec<Provider>)>, NodeError> {
+        let mut attempt = 1;
+        loop {
+            let found = self.providers(id).await;
+            let retry = match &found {
+                Ok(Some((_, sources))) => sources.is_empty(),
+                Ok(None) => true,
+                Err(NodeError::Request(_)) | Err(NodeError::NoSupernode(_)) => true,
+                Err(_) => false,
+            };
+            if !retry || attempt >= LOOKUP_ATTEMPTS {
+                return found;
+            }
+            tracing::info!(%id, attempt, "no sources yet; looking up again");
+            attempt += 1;
+            tokio::time::sleep(LOOKUP_RETRY).await;
+            let _ = self.wait_ready(LOOKUP_RETRY * 2).await;
+        }
+    }
+
     /// Downloads `id` to `destination` (or the download folder), publishing progress.
     pub async fn get(
         &self,
@@ -626,7 +653,7 @@ impl Node {
         progress: watch::Sender<Progress>,
     ) -> Result<Report, NodeError> {
         let _active = ActiveDownload::claim(&self.inner.downloads, id)?;
-        let found = self.providers(id).await?;
+        let found = self.providers_retrying(id).await?;
         let (name, size, sources) = match found {
             Some((hit, sources)) => (hit.name, Some(hit.size), sources),
             None => (String::new(), None, Vec::new()),
@@ -743,6 +770,11 @@ fn resolve(providers: &mut [Provider], ip: std::net::IpAddr) {
         }
     }
 }
+
+/// Lookups of a download's sources before it gives up (see `Node::providers_retrying`).
+const LOOKUP_ATTEMPTS: u32 = 4;
+/// Wait between those lookups (a supernode's death is noticed and re-homed in ~2–3 s).
+const LOOKUP_RETRY: Duration = Duration::from_secs(2);
 
 /// Where partial downloads live.
 pub fn partial_dir(config: &Config) -> PathBuf {
