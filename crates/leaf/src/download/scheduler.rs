@@ -2,16 +2,22 @@
 //!
 //! Pull-based: every source has a few request slots; a free slot asks [`Scheduler::next`] for
 //! work. Fast sources free their slots sooner and so take more pieces; a slow source only
-//! holds the pieces in its slots. When no piece is missing any more (the *endgame*), a free
-//! slot duplicates an in-flight piece held by another source, so a slow or stalled source
-//! cannot hold back the end of the download; the first verified copy wins and the losers
-//! are cancelled (see [`Scheduler::is_done`]).
+//! holds the pieces in its slots, and loses a piece it takes far longer with than the other
+//! sources take with theirs ([`Scheduler::reclaim`]; when is decided in `download/pace.rs`):
+//! the piece goes back to the pool for the others and that source is not given it again.
+//! When no piece is missing any more (the *endgame*), a free slot duplicates an in-flight
+//! piece held by another source, so a slow or stalled source cannot hold back the end of the
+//! download; the first verified copy wins and the losers are cancelled (see
+//! [`Scheduler::is_done`]).
 //!
 //! Invariants:
 //! * a piece is `Missing`, `Active(n)` with `n` ≥ 1 requests in flight, or `Done`;
 //! * `n` equals the number of sources whose `inflight` set holds that piece;
 //! * `remaining` = number of pieces not `Done`; the download is finished iff it is 0;
-//! * a `Done` piece is never requested again and its bit in [`Scheduler::bitfield`] is set.
+//! * a `Done` piece is never requested again and its bit in [`Scheduler::bitfield`] is set;
+//! * a piece in a source's `lost` set (reclaimed from it) is never handed to that source
+//!   again; while some `Missing` piece is not in its `lost` set it gets that piece, and while
+//!   every `Missing` piece is, it waits (no endgame duplicate while pieces are missing).
 
 use std::collections::HashSet;
 
@@ -44,6 +50,8 @@ pub struct Scheduler {
     /// Lowest index that may still be `Missing`.
     cursor: usize,
     inflight: Vec<HashSet<u32>>,
+    /// Per source: pieces reclaimed from it for being slow, never handed to it again.
+    lost: Vec<HashSet<u32>>,
 }
 
 impl Scheduler {
@@ -64,12 +72,14 @@ impl Scheduler {
             remaining,
             cursor: 0,
             inflight: Vec::new(),
+            lost: Vec::new(),
         }
     }
 
     /// Registers a source; returns its index.
     pub fn add_source(&mut self) -> usize {
         self.inflight.push(HashSet::new());
+        self.lost.push(HashSet::new());
         self.inflight.len() - 1
     }
 
@@ -87,18 +97,36 @@ impl Scheduler {
             self.cursor += 1;
         }
         if self.cursor < self.pieces.len() {
-            let piece = self.cursor as u32;
-            self.start(source, piece);
-            return Next::Piece(piece);
+            let lost = &self.lost[source];
+            // Only a source that lost pieces scans past the cursor (at most once per piece).
+            let piece = if lost.is_empty() {
+                Some(self.cursor)
+            } else {
+                (self.cursor..self.pieces.len())
+                    .find(|&i| self.pieces[i] == PieceState::Missing && !lost.contains(&(i as u32)))
+            };
+            return match piece {
+                Some(piece) => {
+                    self.start(source, piece as u32);
+                    Next::Piece(piece as u32)
+                }
+                None => Next::Wait,
+            };
         }
-        // Endgame: duplicate the least-requested in-flight piece this source is not fetching.
+        // Endgame: duplicate the least-requested in-flight piece this source is not fetching
+        // (nor lost).
         let held = &self.inflight[source];
+        let lost = &self.lost[source];
         let candidate = self
             .pieces
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match p {
-                PieceState::Active(n) if *n < MAX_DUPLICATES && !held.contains(&(i as u32)) => {
+                PieceState::Active(n)
+                    if *n < MAX_DUPLICATES
+                        && !held.contains(&(i as u32))
+                        && !lost.contains(&(i as u32)) =>
+                {
                     Some((*n, i as u32))
                 }
                 _ => None,
@@ -149,6 +177,15 @@ impl Scheduler {
             }
             other => other,
         };
+    }
+
+    /// `source` was too slow with `piece`: released (see [`Scheduler::release`]) and never
+    /// handed to `source` again.
+    pub fn reclaim(&mut self, source: usize, piece: u32) {
+        if self.inflight[source].contains(&piece) {
+            self.release(source, piece);
+            self.lost[source].insert(piece);
+        }
     }
 
     /// Releases everything `source` holds (it disconnected or was dropped).
@@ -215,6 +252,34 @@ mod tests {
         assert_eq!(s.next(b), Next::Piece(3));
         s.release(b, 3);
         assert_eq!(s.next(b), Next::Piece(3));
+    }
+
+    #[test]
+    fn a_reclaimed_piece_goes_to_another_source() {
+        let mut s = Scheduler::new(3, &[]);
+        let slow = s.add_source();
+        let fast = s.add_source();
+        assert_eq!(s.next(slow), Next::Piece(0));
+        assert_eq!(s.next(fast), Next::Piece(1));
+        s.reclaim(slow, 0);
+        // The slow source skips the piece it lost; the fast one gets it.
+        assert_eq!(s.next(slow), Next::Piece(2));
+        assert_eq!(s.next(fast), Next::Piece(0));
+        assert!(s.complete(fast, 0));
+        s.reclaim(slow, 2);
+        // Only a piece it lost is missing: it waits rather than duplicate.
+        assert_eq!(s.next(slow), Next::Wait);
+        assert_eq!(s.next(fast), Next::Piece(2));
+        // Endgame: it may duplicate piece 1, never piece 2.
+        assert_eq!(s.next(slow), Next::Piece(1));
+        assert_eq!(s.next(slow), Next::Wait);
+        s.complete(fast, 1);
+        s.complete(fast, 2);
+        assert!(!s.complete(slow, 1));
+        assert_eq!(s.next(slow), Next::Finished);
+        // Reclaiming a piece the source does not hold changes nothing.
+        s.reclaim(slow, 1);
+        assert_eq!(s.remaining(), 0);
     }
 
     #[test]
