@@ -7,11 +7,18 @@ use common::*;
 use kazoo_common::config::RoleSetting;
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, HANDSHAKE_TIMEOUT};
-use kazoo_common::wire::{Hello, Intent, Request, Response, Role, ShareEntry, MAX_REPORTED};
+use kazoo_common::wire::{
+    Hello, Intent, Provider, Request, Response, Role, ShareEntry, MAX_REPORTED,
+};
 use kazoo_common::{ContentId, NodeId};
 use kazoo_leaf::client;
-use kazoo_leaf::download::{Progress, MANIFEST_FIRST_BYTE_TIMEOUT};
+use kazoo_leaf::download::{
+    self, BoxFuture, Destination, Job, Progress, MANIFEST_FIRST_BYTE_TIMEOUT, MAX_DIALS_IN_FLIGHT,
+    MAX_SOURCES,
+};
 use kazoo_leaf::Node;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use tokio::sync::watch;
 
 /// A leaf sharing `content` as "payload.bin", uploading at most `rate_kib` KiB/s.
@@ -469,6 +476,126 @@ async fn an_unreachable_source_is_left_out_of_the_reporters_next_lookup() {
     );
     drop(dead);
     for node in live.into_iter().chain([d, e, sn]) {
+        node.shutdown().await;
+    }
+}
+
+/// The network as `node` sees it, behind a list of providers that never answer (dialling one
+/// takes `dead_dial`, then fails). Counts dials in flight and keeps what is reported.
+struct BehindDeadProviders {
+    node: Node,
+    dead: Vec<Provider>,
+    dead_dial: std::time::Duration,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    reported: Mutex<Vec<Vec<NodeId>>>,
+}
+
+impl download::Network for BehindDeadProviders {
+    fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<quinn::Connection, String>> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let result = if self.dead.contains(&provider) {
+                tokio::time::sleep(self.dead_dial).await;
+                Err("no answer".to_string())
+            } else {
+                download::Network::dial(&self.node, provider).await
+            };
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+    }
+
+    fn sources(&self, id: ContentId) -> BoxFuture<'_, Vec<Provider>> {
+        Box::pin(async move {
+            let mut all = self.dead.clone();
+            all.extend(download::Network::sources(&self.node, id).await);
+            all
+        })
+    }
+
+    fn report_unreachable(&self, nodes: Vec<NodeId>) {
+        self.reported.lock().unwrap().push(nodes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_source_behind_more_dead_ones_than_max_sources_is_found() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(2 << 20, 15);
+    let id = ContentId::from(blake3::hash(&content));
+    let live = throttled_source(&net, "live", &sn, &content, 0).await;
+    let d = net.leaf("d", &sn).await;
+    let hits = search_until(&d, &[&id.to_hex()], |h| !h.is_empty()).await;
+    let dead: Vec<Provider> = (0..MAX_SOURCES + 8)
+        .map(|i| Provider {
+            node: NodeId([i as u8 + 1; 32]),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        })
+        .collect();
+    let mut sources = dead.clone();
+    sources.extend(hits[0].providers.iter().copied());
+    let network = BehindDeadProviders {
+        node: d.clone(),
+        dead,
+        dead_dial: std::time::Duration::from_millis(500),
+        in_flight: AtomicUsize::new(0),
+        most_in_flight: AtomicUsize::new(0),
+        reported: Mutex::new(Vec::new()),
+    };
+    let job = Job {
+        id,
+        name: "payload.bin".into(),
+        size: Some(content.len() as u64),
+        sources,
+        destination: Destination::Folder(net.download_dir("d")),
+        partial_dir: net.root.path().join("d-partial"),
+    };
+    let started = std::time::Instant::now();
+    let (report, _) = download::run(&network, job, no_progress())
+        .await
+        .expect("the live source is reached");
+    let took = started.elapsed();
+    eprintln!("get behind {} dead sources: {took:?}", MAX_SOURCES + 8);
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    let got = report.sources.iter().find(|r| r.node == live.node_id());
+    assert_eq!(got.map(|r| r.bytes), Some(content.len() as u64));
+    // Dials ran concurrently, never more than the bound: 40 dead ones cost three rounds of
+    // one dead dial each, not forty.
+    assert_eq!(
+        network.most_in_flight.load(Ordering::SeqCst),
+        MAX_DIALS_IN_FLIGHT
+    );
+    assert!(took < network.dead_dial * 8, "{took:?}");
+    // The dead sources whose dials failed before the end (the first two rounds at least;
+    // the download does not wait for the rest) are in the report and were reported, once.
+    let unreachable: std::collections::HashSet<NodeId> = report
+        .sources
+        .iter()
+        .filter(|r| {
+            r.dropped
+                .as_deref()
+                .is_some_and(|d| d.starts_with("unreachable"))
+        })
+        .map(|r| r.node)
+        .collect();
+    assert!(
+        unreachable.len() >= 2 * MAX_DIALS_IN_FLIGHT,
+        "{unreachable:?}"
+    );
+    let batches = network.reported.lock().unwrap().clone();
+    assert!(batches.iter().all(|batch| batch.len() <= MAX_REPORTED));
+    let reported: Vec<NodeId> = batches.concat();
+    assert_eq!(reported.len(), unreachable.len(), "each reported once");
+    assert_eq!(
+        reported
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>(),
+        unreachable
+    );
+    for node in [live, d, sn] {
         node.shutdown().await;
     }
 }

@@ -6,16 +6,17 @@
 //!    dial. Sources that could not be reached are not dialled again in this download and
 //!    are reported to the supernode ([`Network::report_unreachable`]), which leaves them out
 //!    of this node's answers for a while.
-//! 2. The manifest is raced: up to [`manifest::MANIFEST_RACE`] connected sources are asked at
-//!    once, each given [`manifest::MANIFEST_FIRST_BYTE_TIMEOUT`] to start answering; the first
-//!    manifest that verifies against the content id (and the size the network reported) wins.
-//!    A source that sends a bad manifest is dropped and banned for this download; one that
-//!    stalls or fails makes room for the next. Sources still being asked when a manifest wins
-//!    fetch pieces like the others.
+//! 2. The manifest is raced ([`manifest`]): up to [`MANIFEST_RACE`] connected sources are
+//!    asked at once, and one that has not answered within [`MANIFEST_FIRST_BYTE_TIMEOUT`]
+//!    makes room for the next; the first manifest that verifies against the content id (and
+//!    the size the network reported) wins. A source that sends a bad manifest is dropped and
+//!    banned for this download; one that fails is dropped. Sources still being asked when a
+//!    manifest wins fetch pieces like the others.
 //! 3. Pieces go to `<partial_dir>/<id>.part` at their offsets; a bitfield of verified pieces
 //!    is kept in `<id>.have` so a killed download resumes (pieces marked done are re-verified
 //!    from the `.part` file on resume). Scheduling is in [`scheduler`].
-//! 4. Each source has up to [`SLOTS_PER_SOURCE`] requests in flight; total piece memory is
+//! 4. Each source has up to [`SLOTS_PER_SOURCE`] requests in flight (and at most half the
+//!    pieces that fit in memory, so no single source can take it all); total piece memory is
 //!    bounded by [`MAX_INFLIGHT_BYTES`]. A piece in flight far longer than the other sources
 //!    take with theirs goes back to the pool and its source keeps fewer requests in flight
 //!    ([`pace`]); a piece that fails verification is re-fetched elsewhere and its source
@@ -241,6 +242,9 @@ struct Ctx {
     bytes_done: AtomicU64,
     progress: watch::Sender<Progress>,
     sources: Mutex<Vec<Arc<Source>>>,
+    /// Request slots per source: [`SLOTS_PER_SOURCE`], or half the pieces that fit in memory
+    /// if fewer (large pieces), so one stalled source cannot hold every memory permit.
+    lanes: usize,
 }
 
 impl Ctx {
@@ -294,7 +298,7 @@ impl Ctx {
                     bytes: AtomicU64::new(0),
                     bad: AtomicU32::new(0),
                     slow: AtomicU32::new(0),
-                    lanes: Lanes::new(SLOTS_PER_SOURCE),
+                    lanes: Lanes::new(self.lanes),
                     dead: AtomicBool::new(false),
                     dropped: Mutex::new(None),
                 });
@@ -305,7 +309,7 @@ impl Ctx {
                 source
             })
             .collect();
-        for lane in 0..SLOTS_PER_SOURCE {
+        for lane in 0..self.lanes {
             for source in &added {
                 slots.spawn(slot(Arc::clone(self), Arc::clone(source), lane));
             }
@@ -429,28 +433,48 @@ async fn get_manifest(
     contacts: &mut Contacts<'_>,
     job: &Job,
 ) -> Result<(Manifest, Vec<(Provider, Connection)>), DownloadError> {
-    type Asked = (Provider, Connection, Result<Manifest, RequestError>);
+    type Asked = (
+        Provider,
+        Connection,
+        Instant,
+        Result<Manifest, RequestError>,
+    );
     let mut connected: Vec<(Provider, Connection)> = Vec::new();
     let mut to_ask: std::collections::VecDeque<(Provider, Connection)> = Default::default();
     let mut asking: FuturesUnordered<BoxFuture<'static, Asked>> = FuturesUnordered::new();
+    // When the requests still holding a place in the race were sent, oldest first.
+    let mut racing: std::collections::VecDeque<Instant> = Default::default();
     let mut ever_connected = false;
     loop {
         contacts
             .dialer
             .start(MAX_SOURCES.saturating_sub(connected.len()));
-        while asking.len() < MANIFEST_RACE {
+        let now = Instant::now();
+        while racing
+            .front()
+            .is_some_and(|sent| now.duration_since(*sent) >= MANIFEST_FIRST_BYTE_TIMEOUT)
+        {
+            racing.pop_front();
+        }
+        while racing.len() < MANIFEST_RACE {
             let Some((provider, conn)) = to_ask.pop_front() else {
                 break;
             };
             let id = job.id;
+            racing.push_back(now);
             asking.push(Box::pin(async move {
                 let result = manifest::fetch(&conn, id).await;
-                (provider, conn, result)
+                (provider, conn, now, result)
             }));
         }
         if asking.is_empty() && contacts.dialer.is_idle() {
             break;
         }
+        // When the oldest request in the race loses its place, if a source is waiting.
+        let step = racing
+            .front()
+            .filter(|_| !to_ask.is_empty())
+            .map(|sent| *sent + MANIFEST_FIRST_BYTE_TIMEOUT);
         tokio::select! {
             Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
                 match dialled {
@@ -462,7 +486,10 @@ async fn get_manifest(
                     Err(e) => contacts.dial_failed(provider, e),
                 }
             }
-            Some((provider, conn, answer)) = asking.next(), if !asking.is_empty() => {
+            Some((provider, conn, sent, answer)) = asking.next(), if !asking.is_empty() => {
+                if let Some(at) = racing.iter().position(|s| *s == sent) {
+                    racing.remove(at);
+                }
                 match answer {
                     Ok(m) if m.verify(&job.id).is_ok() && job.size.is_none_or(|s| s == m.size) => {
                         tracing::debug!(source = %provider.node.short(), pieces = m.pieces(), "manifest verified");
@@ -484,6 +511,14 @@ async fn get_manifest(
                         contacts.failed(provider, &conn, format!("no manifest: {e}"), false);
                     }
                 }
+            }
+            _ = async {
+                match step {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if step.is_some() => {
+                tracing::debug!("a source is slow to send the manifest; asking the next as well");
             }
         }
     }
@@ -544,6 +579,7 @@ async fn download(
         bytes_done: AtomicU64::new(resumed_bytes),
         progress,
         sources: Mutex::new(Vec::new()),
+        lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
         manifest,
     });
     let mut slots = JoinSet::new();
