@@ -6,18 +6,19 @@
 //!    dial. Sources that could not be reached are not dialled again in this download and
 //!    are reported to the supernode ([`Network::report_unreachable`]), which leaves them out
 //!    of this node's answers for a while.
-//! 2. The manifest is raced ([`manifest`]): up to [`MANIFEST_RACE`] connected sources are
-//!    asked at once, and one that has not answered within [`MANIFEST_FIRST_BYTE_TIMEOUT`]
-//!    makes room for the next; the first manifest that verifies against the content id (and
-//!    the size the network reported) wins. A source that sends a bad manifest is dropped and
+//! 2. The manifest is raced ([`manifest`]): [`MANIFEST_RACE`] connected sources are asked at
+//!    once (the next one whenever one fails), and every connected source once
+//!    [`MANIFEST_FIRST_BYTE_TIMEOUT`] has passed without a manifest; the first manifest that
+//!    verifies against the content id (and the size the network reported) wins. A source that sends a bad manifest is dropped and
 //!    banned for this download; one that fails is dropped. Sources still being asked when a
 //!    manifest wins fetch pieces like the others.
 //! 3. Pieces go to `<partial_dir>/<id>.part` at their offsets; a bitfield of verified pieces
 //!    is kept in `<id>.have` so a killed download resumes (pieces marked done are re-verified
 //!    from the `.part` file on resume). Scheduling is in [`scheduler`].
 //! 4. Each source has up to [`SLOTS_PER_SOURCE`] requests in flight (and at most half the
-//!    pieces that fit in memory, so no single source can take it all); total piece memory is
-//!    bounded by [`MAX_INFLIGHT_BYTES`]. A piece in flight far longer than the other sources
+//!    pieces that fit in memory, so no single source can take it all), starting with one and
+//!    gaining one per piece it delivers ([`pace`]); total piece memory is bounded by
+//!    [`MAX_INFLIGHT_BYTES`]. A piece in flight far longer than the other sources
 //!    take with theirs goes back to the pool and its source keeps fewer requests in flight
 //!    ([`pace`]); a piece that fails verification is re-fetched elsewhere and its source
 //!    dropped (banned) for this download; a source that errors or passes [`PIECE_TIMEOUT`]
@@ -54,7 +55,7 @@ pub use manifest::{MANIFEST_FIRST_BYTE_TIMEOUT, MANIFEST_RACE};
 use pace::{Lanes, PieceTimes};
 use scheduler::{Next, Scheduler};
 
-/// Most requests in flight per source (fewer while it is slow, see [`pace`]).
+/// Most requests in flight per source (fewer while it is new or slow, see [`pace`]).
 pub const SLOTS_PER_SOURCE: usize = 8;
 /// Most piece bytes held in memory by one download.
 pub const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
@@ -433,48 +434,48 @@ async fn get_manifest(
     contacts: &mut Contacts<'_>,
     job: &Job,
 ) -> Result<(Manifest, Vec<(Provider, Connection)>), DownloadError> {
-    type Asked = (
-        Provider,
-        Connection,
-        Instant,
-        Result<Manifest, RequestError>,
-    );
+    type Asked = (Provider, Connection, Result<Manifest, RequestError>);
     let mut connected: Vec<(Provider, Connection)> = Vec::new();
     let mut to_ask: std::collections::VecDeque<(Provider, Connection)> = Default::default();
     let mut asking: FuturesUnordered<BoxFuture<'static, Asked>> = FuturesUnordered::new();
-    // When the requests still holding a place in the race were sent, oldest first.
-    let mut racing: std::collections::VecDeque<Instant> = Default::default();
+    // When the first request went out; once the first-byte timeout has passed since without
+    // a manifest, every connected source is asked.
+    let mut race_started: Option<Instant> = None;
+    let mut everyone = false;
     let mut ever_connected = false;
     loop {
         contacts
             .dialer
             .start(MAX_SOURCES.saturating_sub(connected.len()));
         let now = Instant::now();
-        while racing
-            .front()
-            .is_some_and(|sent| now.duration_since(*sent) >= MANIFEST_FIRST_BYTE_TIMEOUT)
+        if !everyone
+            && race_started.is_some_and(|at| now.duration_since(at) >= MANIFEST_FIRST_BYTE_TIMEOUT)
         {
-            racing.pop_front();
+            everyone = true;
+            tracing::info!(
+                waiting = asking.len(),
+                "no manifest within the first-byte timeout; asking every source"
+            );
         }
-        while racing.len() < MANIFEST_RACE {
+        let width = if everyone { MAX_SOURCES } else { MANIFEST_RACE };
+        while asking.len() < width {
             let Some((provider, conn)) = to_ask.pop_front() else {
                 break;
             };
             let id = job.id;
-            racing.push_back(now);
+            race_started.get_or_insert(now);
             asking.push(Box::pin(async move {
                 let result = manifest::fetch(&conn, id).await;
-                (provider, conn, now, result)
+                (provider, conn, result)
             }));
         }
         if asking.is_empty() && contacts.dialer.is_idle() {
             break;
         }
-        // When the oldest request in the race loses its place, if a source is waiting.
-        let step = racing
-            .front()
-            .filter(|_| !to_ask.is_empty())
-            .map(|sent| *sent + MANIFEST_FIRST_BYTE_TIMEOUT);
+        // When everyone is to be asked, if a source is waiting for its turn.
+        let step = race_started
+            .filter(|_| !everyone && !to_ask.is_empty())
+            .map(|at| at + MANIFEST_FIRST_BYTE_TIMEOUT);
         tokio::select! {
             Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
                 match dialled {
@@ -486,10 +487,7 @@ async fn get_manifest(
                     Err(e) => contacts.dial_failed(provider, e),
                 }
             }
-            Some((provider, conn, sent, answer)) = asking.next(), if !asking.is_empty() => {
-                if let Some(at) = racing.iter().position(|s| *s == sent) {
-                    racing.remove(at);
-                }
+            Some((provider, conn, answer)) = asking.next(), if !asking.is_empty() => {
                 match answer {
                     Ok(m) if m.verify(&job.id).is_ok() && job.size.is_none_or(|s| s == m.size) => {
                         tracing::debug!(source = %provider.node.short(), pieces = m.pieces(), "manifest verified");
@@ -517,9 +515,7 @@ async fn get_manifest(
                     Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
-            }, if step.is_some() => {
-                tracing::debug!("a source is slow to send the manifest; asking the next as well");
-            }
+            }, if step.is_some() => {}
         }
     }
     if ever_connected {
@@ -868,6 +864,10 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
         let Ok(permit) = ctx.memory.acquire().await else {
             return;
         };
+        if !src.lanes.is_open(lane) || src.dead.load(Ordering::SeqCst) {
+            // Closed while waiting for memory: leave the permit to another source.
+            continue;
+        }
         let next = ctx.sched().next(source);
         let piece = match next {
             Next::Finished => {
@@ -890,8 +890,10 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
                     src.drop_with(format!("piece {piece} failed verification"));
                     continue;
                 }
-                ctx.times().record(source, requested.elapsed());
+                let took = requested.elapsed();
+                ctx.times().record(source, took);
                 src.lanes.speed_up();
+                tracing::trace!(source = %src.node.short(), piece, ms = took.as_millis() as u64, lanes = src.lanes.open(), "piece verified");
                 let (offset, _) = ctx.manifest.piece_range(u64::from(piece));
                 let writer = Arc::clone(&ctx);
                 let len = data.len() as u64;

@@ -10,7 +10,9 @@
 //!
 //! The downloader takes an overdue piece back for the others (see
 //! [`super::scheduler::Scheduler::reclaim`]) and halves the source's request slots; each piece
-//! the source then delivers in time gives it one slot back (see [`Lanes`]). A source far
+//! the source delivers in time gives it one slot more (see [`Lanes`]). A source starts with
+//! one slot: it proves it delivers before it holds more pieces, so sources that stall cannot
+//! take every piece (and every endgame duplicate) of a small file between them. A source far
 //! slower than the others so ends up with one piece in flight at a time instead of holding
 //! many pieces for many times longer than the others need.
 
@@ -90,8 +92,8 @@ fn median(times: &VecDeque<Duration>) -> Duration {
     sorted[sorted.len() / 2]
 }
 
-/// How many request slots of a source may be busy: starts at the full count, halves when one
-/// of its pieces is overdue, grows by one with each piece it delivers in time.
+/// How many request slots of a source may be busy: starts at one, grows by one with each piece
+/// it delivers in time (up to the maximum), halves when one of its pieces is overdue.
 #[derive(Debug)]
 pub struct Lanes {
     open: AtomicUsize,
@@ -99,11 +101,11 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// All `max` lanes open.
+    /// One lane open, up to `max`.
     pub fn new(max: usize) -> Self {
         Lanes {
-            open: AtomicUsize::new(max),
-            max,
+            open: AtomicUsize::new(1),
+            max: max.max(1),
         }
     }
 
@@ -191,6 +193,11 @@ mod tests {
     #[test]
     fn lanes_halve_and_grow_back() {
         let lanes = Lanes::new(8);
+        assert!(lanes.is_open(0));
+        assert!(!lanes.is_open(1), "a new source proves itself first");
+        for _ in 0..7 {
+            lanes.speed_up();
+        }
         assert!(lanes.is_open(7));
         assert_eq!(lanes.slow_down(), 4);
         assert!(!lanes.is_open(4));

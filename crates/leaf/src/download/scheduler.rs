@@ -8,11 +8,16 @@
 //! When no piece is missing any more (the *endgame*), a free slot duplicates an in-flight
 //! piece held by another source, so a slow or stalled source cannot hold back the end of the
 //! download; the first verified copy wins and the losers are cancelled (see
-//! [`Scheduler::is_done`]).
+//! [`Scheduler::is_done`]). Duplicates are capped per piece, but only requests by *proven*
+//! sources (those that delivered a verified piece) count: sources that never delivered
+//! cannot fill a piece's duplicates and so lock out one that does.
 //!
 //! Invariants:
 //! * a piece is `Missing`, `Active(n)` with `n` ≥ 1 requests in flight, or `Done`;
 //! * `n` equals the number of sources whose `inflight` set holds that piece;
+//! * `proven_holders[p]` equals the number of proven sources whose `inflight` set holds `p`
+//!   (whatever `p`'s state), and an endgame duplicate of `p` is handed out only while it is
+//!   below [`MAX_DUPLICATES`];
 //! * `remaining` = number of pieces not `Done`; the download is finished iff it is 0;
 //! * a `Done` piece is never requested again and its bit in [`Scheduler::bitfield`] is set;
 //! * a piece in a source's `lost` set (reclaimed from it) is never handed to that source
@@ -21,13 +26,13 @@
 
 use std::collections::HashSet;
 
-/// Most requests for one piece at once (endgame duplication).
-pub const MAX_DUPLICATES: u8 = 2;
+/// Most requests by proven sources for one piece at once (endgame duplication).
+pub const MAX_DUPLICATES: u16 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PieceState {
     Missing,
-    Active(u8),
+    Active(u16),
     Done,
 }
 
@@ -52,6 +57,10 @@ pub struct Scheduler {
     inflight: Vec<HashSet<u32>>,
     /// Per source: pieces reclaimed from it for being slow, never handed to it again.
     lost: Vec<HashSet<u32>>,
+    /// Per source: it delivered a verified piece.
+    proven: Vec<bool>,
+    /// Per piece: proven sources fetching it.
+    proven_holders: Vec<u16>,
 }
 
 impl Scheduler {
@@ -73,6 +82,8 @@ impl Scheduler {
             cursor: 0,
             inflight: Vec::new(),
             lost: Vec::new(),
+            proven: Vec::new(),
+            proven_holders: vec![0; count],
         }
     }
 
@@ -80,6 +91,7 @@ impl Scheduler {
     pub fn add_source(&mut self) -> usize {
         self.inflight.push(HashSet::new());
         self.lost.push(HashSet::new());
+        self.proven.push(false);
         self.inflight.len() - 1
     }
 
@@ -114,7 +126,7 @@ impl Scheduler {
             };
         }
         // Endgame: duplicate the least-requested in-flight piece this source is not fetching
-        // (nor lost).
+        // (nor lost) and that has room for another proven request.
         let held = &self.inflight[source];
         let lost = &self.lost[source];
         let candidate = self
@@ -123,17 +135,17 @@ impl Scheduler {
             .enumerate()
             .filter_map(|(i, p)| match p {
                 PieceState::Active(n)
-                    if *n < MAX_DUPLICATES
+                    if self.proven_holders[i] < MAX_DUPLICATES
                         && !held.contains(&(i as u32))
                         && !lost.contains(&(i as u32)) =>
                 {
-                    Some((*n, i as u32))
+                    Some((self.proven_holders[i], *n, i as u32))
                 }
                 _ => None,
             })
             .min();
         match candidate {
-            Some((_, piece)) => {
+            Some((_, _, piece)) => {
                 self.start(source, piece);
                 Next::Piece(piece)
             }
@@ -148,11 +160,32 @@ impl Scheduler {
             _ => PieceState::Active(1),
         };
         self.inflight[source].insert(piece);
+        if self.proven[source] {
+            self.proven_holders[piece as usize] += 1;
+        }
+    }
+
+    /// `source` no longer fetches `piece` (it held it): the proven count follows.
+    fn unhold(&mut self, source: usize, piece: u32) -> bool {
+        if !self.inflight[source].remove(&piece) {
+            return false;
+        }
+        if self.proven[source] {
+            let holders = &mut self.proven_holders[piece as usize];
+            *holders = holders.saturating_sub(1);
+        }
+        true
     }
 
     /// `source` delivered a verified `piece`. Returns false if another source was first.
     pub fn complete(&mut self, source: usize, piece: u32) -> bool {
-        self.inflight[source].remove(&piece);
+        self.unhold(source, piece);
+        if !self.proven[source] {
+            self.proven[source] = true;
+            for &held in &self.inflight[source] {
+                self.proven_holders[held as usize] += 1;
+            }
+        }
         let state = &mut self.pieces[piece as usize];
         if *state == PieceState::Done {
             return false;
@@ -165,7 +198,7 @@ impl Scheduler {
     /// `source` will not deliver `piece` (error, bad data, cancelled): it goes back to the pool
     /// unless another source is still fetching it or it is done.
     pub fn release(&mut self, source: usize, piece: u32) {
-        if !self.inflight[source].remove(&piece) {
+        if !self.unhold(source, piece) {
             return;
         }
         let state = &mut self.pieces[piece as usize];
@@ -283,11 +316,100 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_bounded() {
-        let mut s = Scheduler::new(1, &[]);
+    fn duplicates_by_proven_sources_are_bounded() {
+        let mut s = Scheduler::new(4, &[]);
         let sources: Vec<_> = (0..4).map(|_| s.add_source()).collect();
-        assert_eq!(s.next(sources[0]), Next::Piece(0));
-        assert_eq!(s.next(sources[1]), Next::Piece(0));
-        assert_eq!(s.next(sources[2]), Next::Wait);
+        // Sources 0, 1 and 2 prove themselves; 3 never delivers.
+        for (i, &source) in sources[..3].iter().enumerate() {
+            assert_eq!(s.next(source), Next::Piece(i as u32));
+            assert!(s.complete(source, i as u32));
+        }
+        assert_eq!(s.next(sources[3]), Next::Piece(3));
+        assert_eq!(s.next(sources[0]), Next::Piece(3));
+        assert_eq!(s.next(sources[1]), Next::Piece(3));
+        assert_eq!(
+            s.next(sources[2]),
+            Next::Wait,
+            "two proven requests at most"
+        );
+        s.release(sources[1], 3);
+        assert_eq!(s.next(sources[2]), Next::Piece(3));
+    }
+
+    #[test]
+    fn unproven_sources_cannot_lock_a_proven_one_out() {
+        let mut s = Scheduler::new(2, &[]);
+        let live = s.add_source();
+        let stallers: Vec<_> = (0..4).map(|_| s.add_source()).collect();
+        assert_eq!(s.next(live), Next::Piece(0));
+        // Stallers take the other piece and pile onto both.
+        for &staller in &stallers {
+            assert!(matches!(s.next(staller), Next::Piece(_)));
+        }
+        assert!(s.complete(live, 0));
+        // Piece 1 has unproven requests only: the proven source may still duplicate it.
+        assert_eq!(s.next(live), Next::Piece(1));
+        assert!(s.complete(live, 1));
+        assert_eq!(s.next(live), Next::Finished);
+        // The losers' copies do not count, and releasing them keeps the books straight.
+        for &staller in &stallers {
+            s.drop_source(staller);
+        }
+        assert_eq!(s.proven_holders, vec![0, 0]);
+    }
+
+    /// Checks the invariants of the module doc against a recount.
+    fn check(s: &Scheduler) {
+        for (i, state) in s.pieces.iter().enumerate() {
+            let piece = i as u32;
+            let holders = s.inflight.iter().filter(|f| f.contains(&piece)).count() as u16;
+            let proven = (0..s.inflight.len())
+                .filter(|&src| s.proven[src] && s.inflight[src].contains(&piece))
+                .count() as u16;
+            assert_eq!(s.proven_holders[i], proven, "piece {i}");
+            match state {
+                PieceState::Missing => assert_eq!(holders, 0, "piece {i}"),
+                PieceState::Active(n) => assert_eq!(*n, holders, "piece {i}"),
+                PieceState::Done => {}
+            }
+        }
+        let not_done = s.pieces.iter().filter(|p| **p != PieceState::Done).count();
+        assert_eq!(s.remaining, not_done);
+    }
+
+    #[test]
+    fn invariants_hold_under_random_operations() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..50 {
+            let mut s = Scheduler::new(12, &[]);
+            let sources: Vec<_> = (0..5).map(|_| s.add_source()).collect();
+            for _ in 0..400 {
+                let source = sources[rand(sources.len())];
+                let held: Vec<u32> = s.inflight[source].iter().copied().collect();
+                match rand(6) {
+                    0 | 1 => {
+                        let _ = s.next(source);
+                    }
+                    2 if !held.is_empty() => {
+                        s.complete(source, held[rand(held.len())]);
+                    }
+                    3 if !held.is_empty() => s.release(source, held[rand(held.len())]),
+                    4 if !held.is_empty() => s.reclaim(source, held[rand(held.len())]),
+                    5 if rand(10) == 0 => s.drop_source(source),
+                    _ => {}
+                }
+                check(&s);
+                if s.remaining() == 0 {
+                    assert_eq!(s.next(source), Next::Finished);
+                    break;
+                }
+            }
+        }
     }
 }
