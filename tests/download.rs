@@ -1,13 +1,24 @@
-//! The parallel downloader over real QUIC: sources that vanish, sources that appear, and
-//! resuming after the downloading node is killed.
+//! The parallel downloader over real QUIC: sources that vanish, sources that appear,
+//! resuming after the downloading node is killed, and sources that are dead, stall or crawl.
 
 mod common;
 
 use common::*;
 use kazoo_common::config::RoleSetting;
-use kazoo_common::ContentId;
-use kazoo_leaf::download::Progress;
+use kazoo_common::identity::Identity;
+use kazoo_common::transport::{self, Link, HANDSHAKE_TIMEOUT};
+use kazoo_common::wire::{
+    Hello, Intent, Provider, Request, Response, Role, ShareEntry, MAX_REPORTED,
+};
+use kazoo_common::{ContentId, NodeId};
+use kazoo_leaf::client;
+use kazoo_leaf::download::{
+    self, BoxFuture, Destination, Job, Progress, MANIFEST_FIRST_BYTE_TIMEOUT, MAX_DIALS_IN_FLIGHT,
+    MAX_SOURCES,
+};
 use kazoo_leaf::Node;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use tokio::sync::watch;
 
 /// A leaf sharing `content` as "payload.bin", uploading at most `rate_kib` KiB/s.
@@ -132,6 +143,502 @@ async fn a_killed_download_resumes_and_fetches_only_missing_pieces() {
         "only missing pieces are fetched"
     );
     for node in [second, source, sn] {
+        node.shutdown().await;
+    }
+}
+
+/// A source the supernode lists for a file but that does not behave: a bare endpoint with a
+/// fresh (random) key joins `sn` as a leaf and registers the file. Dropping it ends its
+/// listing (its join connection closes).
+struct FakeSource {
+    node: NodeId,
+    _link: Link,
+    _endpoint: quinn::Endpoint,
+    _dead: Option<std::net::UdpSocket>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for FakeSource {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Joins `sn` from `endpoint` as a leaf that says it listens on `listen_port`, and registers
+/// `content` as "payload.bin".
+async fn join_and_register(
+    sn: &Node,
+    identity: &Identity,
+    endpoint: &quinn::Endpoint,
+    listen_port: u16,
+    content: &[u8],
+) -> Link {
+    let mut hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
+    hello.listen_port = listen_port;
+    let link = raw_dial_as(endpoint, identity, sn, hello)
+        .await
+        .expect("fake source joins");
+    let entries = vec![ShareEntry {
+        id: ContentId::from(blake3::hash(content)),
+        size: content.len() as u64,
+        name: "payload.bin".into(),
+    }];
+    let answer = client::call(&link.conn, &Request::Register { entries }).await;
+    assert!(
+        matches!(answer, Ok(Response::Registered { total: 1 })),
+        "{answer:?}"
+    );
+    link
+}
+
+/// A dead source: listed at a bound UDP port nobody answers on.
+async fn dead_source(sn: &Node, content: &[u8]) -> FakeSource {
+    let (identity, endpoint) = raw_node();
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("dead port");
+    let port = dead.local_addr().expect("dead port address").port();
+    let link = join_and_register(sn, &identity, &endpoint, port, content).await;
+    FakeSource {
+        node: identity.node_id(),
+        _link: link,
+        _endpoint: endpoint,
+        _dead: Some(dead),
+        task: None,
+    }
+}
+
+/// A source that accepts connections and requests but never answers one (so it stalls the
+/// manifest, and any piece asked of it).
+async fn stalling_source(sn: &Node, content: &[u8]) -> FakeSource {
+    let (identity, endpoint) = raw_node();
+    let port = endpoint.local_addr().expect("address").port();
+    let link = join_and_register(sn, &identity, &endpoint, port, content).await;
+    let me = identity.node_id();
+    let server = endpoint.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(incoming) = server.accept().await {
+            let Ok(pending) = transport::accept(incoming).await else {
+                continue;
+            };
+            let Ok(link) = pending
+                .admit(Hello::new(me, Role::Leaf, Intent::Fetch))
+                .await
+            else {
+                continue;
+            };
+            let conn = link.conn.clone();
+            held.push(link);
+            // Takes every request stream and keeps it open, unanswered.
+            tokio::spawn(async move {
+                let mut streams = Vec::new();
+                while let Ok(stream) = conn.accept_bi().await {
+                    streams.push(stream);
+                }
+            });
+        }
+    });
+    FakeSource {
+        node: me,
+        _link: link,
+        _endpoint: endpoint,
+        _dead: None,
+        task: Some(task),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_source_does_not_hold_up_the_live_ones() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(4 << 20, 11);
+    let id = ContentId::from(blake3::hash(&content));
+    // Listed first, so a downloader that waits for it in turn would wait.
+    let dead = dead_source(&sn, &content).await;
+    let live = [
+        throttled_source(&net, "s1", &sn, &content, 0).await,
+        throttled_source(&net, "s2", &sn, &content, 0).await,
+    ];
+    // A long idle timeout: the dead dial fails only at the handshake timeout.
+    let mut config = net.config("d", RoleSetting::Leaf, Some(sn.listen_addr()));
+    config.network.idle_timeout_ms = 10_000;
+    let d = net.start(config).await;
+    d.wait_ready(DEADLINE).await.expect("d joins");
+    let hits = search_until(&d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 3)
+    })
+    .await;
+    assert_eq!(
+        hits[0].providers[0].node, dead.node,
+        "the dead source is listed first"
+    );
+    let started = std::time::Instant::now();
+    let report = d
+        .get(id, None, no_progress())
+        .await
+        .expect("download completes");
+    let took = started.elapsed();
+    eprintln!("get with one dead and two live sources: {took:?}");
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    assert!(
+        took < HANDSHAKE_TIMEOUT - std::time::Duration::from_secs(1),
+        "the dead source held the download up: {took:?}"
+    );
+    // The live sources delivered everything (on loopback one of them may do it all).
+    let from_live: u64 = report
+        .sources
+        .iter()
+        .filter(|r| live.iter().any(|s| s.node_id() == r.node))
+        .map(|r| r.bytes)
+        .sum();
+    assert_eq!(from_live, content.len() as u64, "{:?}", report.sources);
+    drop(dead);
+    for node in live.into_iter().chain([d, sn]) {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_stalls_the_manifest_does_not_delay_the_download() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(4 << 20, 12);
+    let id = ContentId::from(blake3::hash(&content));
+    let staller = stalling_source(&sn, &content).await;
+    let live = [
+        throttled_source(&net, "s1", &sn, &content, 0).await,
+        throttled_source(&net, "s2", &sn, &content, 0).await,
+    ];
+    let d = net.leaf("d", &sn).await;
+    let hits = search_until(&d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 3)
+    })
+    .await;
+    assert_eq!(
+        hits[0].providers[0].node, staller.node,
+        "the staller is listed first"
+    );
+    let started = std::time::Instant::now();
+    let report = d
+        .get(id, None, no_progress())
+        .await
+        .expect("download completes");
+    let took = started.elapsed();
+    eprintln!("get with one manifest-stalling and two live sources: {took:?}");
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    assert!(
+        took < MANIFEST_FIRST_BYTE_TIMEOUT,
+        "the stalled manifest delayed the download: {took:?}"
+    );
+    let stalled = report.sources.iter().find(|r| r.node == staller.node);
+    assert!(stalled.is_none_or(|r| r.bytes == 0), "{:?}", report.sources);
+    drop(staller);
+    for node in live.into_iter().chain([d, sn]) {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_source_loses_its_pieces_to_fast_ones() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    // 40 MiB at 2 × 4 MiB/s: about 5 s, while the slow source's first pieces are overdue
+    // after 2 s.
+    let content = bytes(40 << 20, 13);
+    let id = ContentId::from(blake3::hash(&content));
+    // 32 KiB/s: a 256 KiB piece takes 8 s alone, a minute with eight in flight; the fast
+    // sources take about half a second per piece.
+    let slow = throttled_source(&net, "slow", &sn, &content, 32).await;
+    let fast = [
+        throttled_source(&net, "f1", &sn, &content, 4096).await,
+        throttled_source(&net, "f2", &sn, &content, 4096).await,
+    ];
+    let d = net.leaf("d", &sn).await;
+    search_until(&d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 3)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let report = d
+        .get(id, None, no_progress())
+        .await
+        .expect("download completes");
+    let took = started.elapsed();
+    eprintln!(
+        "get with one slow and two fast sources: {took:?}: {:?}",
+        report.sources
+    );
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    let slow = report
+        .sources
+        .iter()
+        .find(|r| r.node == slow.node_id())
+        .expect("the slow source took part");
+    assert!(
+        slow.slow_pieces >= 1,
+        "the slow source lost pieces early: {:?}",
+        report.sources
+    );
+    assert!(slow.dropped.is_none(), "slow is not dead: {slow:?}");
+    // It delivered at most a piece or two; the fast sources did the rest.
+    assert!(slow.bytes <= 2 * (256 << 10), "{:?}", report.sources);
+    for f in &fast {
+        let got = report.sources.iter().find(|r| r.node == f.node_id());
+        assert!(got.is_some_and(|r| r.bytes > 0), "{:?}", report.sources);
+    }
+    assert_eq!(
+        report.sources.iter().map(|s| s.bytes).sum::<u64>(),
+        content.len() as u64
+    );
+    for node in fast.into_iter().chain([d, sn]) {
+        node.shutdown().await;
+    }
+}
+
+/// The node ids `node` gets as providers of `id`.
+async fn providers_of(node: &Node, id: ContentId) -> Vec<NodeId> {
+    let hits = node.search(&[id.to_hex()], 1).await.expect("search");
+    hits.first()
+        .map(|h| h.providers.iter().map(|p| p.node).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_source_is_left_out_of_the_reporters_next_lookup() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(12 << 20, 14);
+    let id = ContentId::from(blake3::hash(&content));
+    let dead = dead_source(&sn, &content).await;
+    // Capped so the download outlasts the dead dial (the QUIC idle timeout, 2 s).
+    let live = [
+        throttled_source(&net, "s1", &sn, &content, 1024).await,
+        throttled_source(&net, "s2", &sn, &content, 1024).await,
+    ];
+    let d = net.leaf("d", &sn).await;
+    let e = net.leaf("e", &sn).await;
+    search_until(&d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 3)
+    })
+    .await;
+    let report = d
+        .get(id, None, no_progress())
+        .await
+        .expect("download completes");
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    let listed = report.sources.iter().find(|r| r.node == dead.node);
+    assert!(
+        listed.is_some_and(|r| r.bytes == 0
+            && r.dropped
+                .as_deref()
+                .is_some_and(|d| d.starts_with("unreachable"))),
+        "{:?}",
+        report.sources
+    );
+    // The reporter no longer gets it...
+    eventually("the dead source left out of d's lookup", || async {
+        let got = providers_of(&d, id).await;
+        (got.len() >= 2 && !got.contains(&dead.node)).then_some(())
+    })
+    .await;
+    // ...but one leaf's word does not hide it from the others: e still gets it first.
+    let seen_by_e = providers_of(&e, id).await;
+    assert_eq!(seen_by_e.first(), Some(&dead.node), "{seen_by_e:?}");
+
+    // A second leaf reports it (raw, over the wire): now it goes last for everyone.
+    let (identity, endpoint) = raw_node();
+    let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
+    let reporter = raw_dial_as(&endpoint, &identity, &sn, hello)
+        .await
+        .expect("raw leaf joins");
+    let request = Request::ReportUnreachable {
+        nodes: vec![dead.node],
+    };
+    let answer = client::call(&reporter.conn, &request).await;
+    assert!(
+        matches!(answer, Ok(Response::Registered { total: 0 })),
+        "{answer:?}"
+    );
+    let too_many = Request::ReportUnreachable {
+        nodes: vec![dead.node; MAX_REPORTED + 1],
+    };
+    assert!(
+        matches!(
+            client::call(&reporter.conn, &too_many).await,
+            Err(client::RequestError::Remote { .. })
+        ),
+        "an oversized report is refused"
+    );
+    let seen_by_e = providers_of(&e, id).await;
+    assert_eq!(seen_by_e.last(), Some(&dead.node), "{seen_by_e:?}");
+    assert!(
+        seen_by_e.len() >= 3,
+        "de-ranked, not removed: {seen_by_e:?}"
+    );
+    drop(dead);
+    for node in live.into_iter().chain([d, e, sn]) {
+        node.shutdown().await;
+    }
+}
+
+/// The network as `node` sees it, behind a list of providers that never answer (dialling one
+/// takes `dead_dial`, then fails). Counts dials in flight and keeps what is reported.
+struct BehindDeadProviders {
+    node: Node,
+    dead: Vec<Provider>,
+    dead_dial: std::time::Duration,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    reported: Mutex<Vec<Vec<NodeId>>>,
+}
+
+impl download::Network for BehindDeadProviders {
+    fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<quinn::Connection, String>> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let result = if self.dead.contains(&provider) {
+                tokio::time::sleep(self.dead_dial).await;
+                Err("no answer".to_string())
+            } else {
+                download::Network::dial(&self.node, provider).await
+            };
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+    }
+
+    fn sources(&self, id: ContentId) -> BoxFuture<'_, Vec<Provider>> {
+        Box::pin(async move {
+            let mut all = self.dead.clone();
+            all.extend(download::Network::sources(&self.node, id).await);
+            all
+        })
+    }
+
+    fn report_unreachable(&self, nodes: Vec<NodeId>) {
+        self.reported.lock().unwrap().push(nodes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_source_behind_more_dead_ones_than_max_sources_is_found() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(2 << 20, 15);
+    let id = ContentId::from(blake3::hash(&content));
+    let live = throttled_source(&net, "live", &sn, &content, 0).await;
+    let d = net.leaf("d", &sn).await;
+    let hits = search_until(&d, &[&id.to_hex()], |h| !h.is_empty()).await;
+    let dead: Vec<Provider> = (0..MAX_SOURCES + 8)
+        .map(|i| Provider {
+            node: NodeId([i as u8 + 1; 32]),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        })
+        .collect();
+    let mut sources = dead.clone();
+    sources.extend(hits[0].providers.iter().copied());
+    let network = BehindDeadProviders {
+        node: d.clone(),
+        dead,
+        dead_dial: std::time::Duration::from_millis(500),
+        in_flight: AtomicUsize::new(0),
+        most_in_flight: AtomicUsize::new(0),
+        reported: Mutex::new(Vec::new()),
+    };
+    let job = Job {
+        id,
+        name: "payload.bin".into(),
+        size: Some(content.len() as u64),
+        sources,
+        destination: Destination::Folder(net.download_dir("d")),
+        partial_dir: net.root.path().join("d-partial"),
+    };
+    let started = std::time::Instant::now();
+    let (report, _) = download::run(&network, job, no_progress())
+        .await
+        .expect("the live source is reached");
+    let took = started.elapsed();
+    eprintln!("get behind {} dead sources: {took:?}", MAX_SOURCES + 8);
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    let got = report.sources.iter().find(|r| r.node == live.node_id());
+    assert_eq!(got.map(|r| r.bytes), Some(content.len() as u64));
+    // Dials ran concurrently, never more than the bound: 40 dead ones cost three rounds of
+    // one dead dial each, not forty.
+    assert_eq!(
+        network.most_in_flight.load(Ordering::SeqCst),
+        MAX_DIALS_IN_FLIGHT
+    );
+    assert!(took < network.dead_dial * 8, "{took:?}");
+    // The dead sources whose dials failed before the end are in the report and were
+    // reported, once: the live source's dial started only after all but the last
+    // MAX_DIALS_IN_FLIGHT - 1 dead dials had failed (the download does not wait for those).
+    let unreachable: std::collections::HashSet<NodeId> = report
+        .sources
+        .iter()
+        .filter(|r| {
+            r.dropped
+                .as_deref()
+                .is_some_and(|d| d.starts_with("unreachable"))
+        })
+        .map(|r| r.node)
+        .collect();
+    assert!(
+        unreachable.len() > network.dead.len() - MAX_DIALS_IN_FLIGHT,
+        "{unreachable:?}"
+    );
+    let batches = network.reported.lock().unwrap().clone();
+    assert!(batches.iter().all(|batch| batch.len() <= MAX_REPORTED));
+    let reported: Vec<NodeId> = batches.concat();
+    assert_eq!(reported.len(), unreachable.len(), "each reported once");
+    assert_eq!(
+        reported
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>(),
+        unreachable
+    );
+    for node in [live, d, sn] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stalling_sources_cost_a_download_seconds_not_minutes() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(4 << 20, 16);
+    let id = ContentId::from(blake3::hash(&content));
+    // Listed before the one real source; more than the first manifest race takes.
+    let mut stallers = Vec::new();
+    for _ in 0..20 {
+        stallers.push(stalling_source(&sn, &content).await);
+    }
+    let live = throttled_source(&net, "live", &sn, &content, 0).await;
+    let d = net.leaf("d", &sn).await;
+    search_until(&d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == 21)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let report = d
+        .get(id, None, no_progress())
+        .await
+        .expect("download completes");
+    let took = started.elapsed();
+    eprintln!("get with 20 stalling sources and one live one: {took:?}");
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    let got = report.sources.iter().find(|r| r.node == live.node_id());
+    assert_eq!(got.map(|r| r.bytes), Some(content.len() as u64));
+    // At most the first-byte timeout for the manifest, then the stallers' pieces go back
+    // to the pool when overdue (the floor, 2 s); nowhere near the 10 s answer timeout per
+    // staller or the 30 s piece timeout.
+    assert!(
+        took < MANIFEST_FIRST_BYTE_TIMEOUT + std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    drop(stallers);
+    for node in [live, d, sn] {
         node.shutdown().await;
     }
 }

@@ -56,6 +56,7 @@
 //! | `Unregister` (leaf → its SN) | `Registered` |
 //! | `Search` (leaf → its SN) | zero or more `Hits` frames, then `End` |
 //! | `Lookup` (leaf → its SN) | `Providers` |
+//! | `ReportUnreachable` (leaf → its SN) | `Registered { total: 0 }` |
 //! | `GetManifest` (any → a provider) | `Manifest` |
 //! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
 //!
@@ -63,6 +64,12 @@
 //! [`MAX_CONCURRENT_STREAMS`] streams, the control stream included, may be open at once on
 //! one connection (enforced by QUIC stream credit). A request must arrive within 10 s of its
 //! stream opening, and an answer frame within 10 s of the request.
+//!
+//! `ReportUnreachable` tells the supernode which sources of a download could not be dialled.
+//! It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
+//! answers for a while, and moves a source that several distinct leaves reported to the end
+//! of everyone's provider lists (never removes it for others); see the supernode's
+//! `reports` module for the windows and table bounds.
 //!
 //! # Limits
 //! | limit | value | on violation |
@@ -77,6 +84,7 @@
 //! | words per query / query bytes | [`MAX_QUERY_WORDS`] / [`MAX_QUERY_LEN`] | request refused, [`ErrorCode::BadRequest`] |
 //! | results per search | [`MAX_RESULTS`] | excess results are not sent |
 //! | providers per hit | [`MAX_PROVIDERS`] | excess providers are not sent |
+//! | nodes per `ReportUnreachable` | [`MAX_REPORTED`] | request refused, [`ErrorCode::BadRequest`] |
 //! | pieces per manifest | [`crate::hash::MAX_PIECES`] | manifest rejected |
 //! | concurrent requests per connection | [`MAX_CONCURRENT_STREAMS`] | QUIC flow control |
 //! | supernodes per gossip message | [`MAX_GOSSIP`] | peer disconnected |
@@ -130,6 +138,8 @@ pub const MAX_QUERY_LEN: usize = 512;
 pub const MAX_RESULTS: usize = 200;
 /// Most providers listed per hit or lookup.
 pub const MAX_PROVIDERS: usize = 64;
+/// Most node ids in one `ReportUnreachable` (a whole provider list fits).
+pub const MAX_REPORTED: usize = MAX_PROVIDERS;
 /// Most hits per `Hits` frame.
 pub const HITS_PER_FRAME: usize = 64;
 /// Most concurrently open request streams per connection.
@@ -420,6 +430,12 @@ pub enum Request {
         /// Piece index.
         index: u32,
     },
+    /// Sources the sender could not connect to (leaf → its SN; answered
+    /// `Registered { total: 0 }`).
+    ReportUnreachable {
+        /// Their node ids, at most [`MAX_REPORTED`].
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// Machine-readable error codes.
@@ -490,7 +506,7 @@ impl Response {
 }
 
 /// Number of variants of [`Request`], to tell an unknown message from a malformed one.
-const REQUEST_KINDS: u64 = 6;
+const REQUEST_KINDS: u64 = 7;
 
 /// Errors reading or writing frames.
 #[derive(Debug, thiserror::Error)]

@@ -1,18 +1,34 @@
 //! Downloading one file from every source that has it, in parallel, every piece verified.
 //!
-//! 1. Connect to all sources (their node ids are pinned in the TLS handshake).
-//! 2. Fetch the manifest from the first source whose manifest hashes to the content id; a
-//!    source with a bad manifest is dropped and reported.
+//! 1. Sources are dialled from the whole provider list, [`dial::MAX_DIALS_IN_FLIGHT`] at a
+//!    time, each joining as soon as it answers (their node ids are pinned in the TLS
+//!    handshake), until [`MAX_SOURCES`] are connected. A dead address costs only its own
+//!    dial. Sources that could not be reached are not dialled again in this download and
+//!    are reported to the supernode ([`Network::report_unreachable`]), which leaves them out
+//!    of this node's answers for a while.
+//! 2. The manifest is raced ([`manifest`]): [`MANIFEST_RACE`] connected sources are asked at
+//!    once (the next one whenever one fails), and every connected source once
+//!    [`MANIFEST_FIRST_BYTE_TIMEOUT`] has passed without a manifest; the first manifest that
+//!    verifies against the content id (and the size the network reported) wins. A source that sends a bad manifest is dropped and
+//!    banned for this download; one that fails is dropped. Sources still being asked when a
+//!    manifest wins fetch pieces like the others.
 //! 3. Pieces go to `<partial_dir>/<id>.part` at their offsets; a bitfield of verified pieces
 //!    is kept in `<id>.have` so a killed download resumes (pieces marked done are re-verified
 //!    from the `.part` file on resume). Scheduling is in [`scheduler`].
-//! 4. Each source has [`SLOTS_PER_SOURCE`] requests in flight; total piece memory is bounded
-//!    by [`MAX_INFLIGHT_BYTES`]. A piece that fails verification is re-fetched elsewhere and
-//!    its source dropped (banned) for this download; a source that errors or times out gives
-//!    its pieces back. Every [`REFRESH_INTERVAL`], and when every source is gone, the network
-//!    is asked for sources again and new ones join (at most [`MAX_SOURCES`] at once).
+//! 4. Each source has up to [`SLOTS_PER_SOURCE`] requests in flight (and at most half the
+//!    pieces that fit in memory, so no single source can take it all), starting with one and
+//!    gaining one per piece it delivers ([`pace`]); total piece memory is bounded by
+//!    [`MAX_INFLIGHT_BYTES`]. A piece in flight far longer than the other sources
+//!    take with theirs goes back to the pool and its source keeps fewer requests in flight
+//!    ([`pace`]); a piece that fails verification is re-fetched elsewhere and its source
+//!    dropped (banned) for this download; a source that errors or passes [`PIECE_TIMEOUT`]
+//!    gives its pieces back. Every [`REFRESH_INTERVAL`], and when every source is gone, the
+//!    network is asked for sources again and new ones join.
 //! 5. When every piece is verified the `.part` file is renamed into place.
 
+mod dial;
+pub mod manifest;
+pub mod pace;
 pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
@@ -22,8 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::hash::Manifest;
-use kazoo_common::wire::{CloseCode, Provider, Request, Response};
+use kazoo_common::wire::{CloseCode, Provider, Request, Response, MAX_REPORTED};
 use kazoo_common::{ContentId, NodeId};
 use quinn::Connection;
 use serde::{Deserialize, Serialize};
@@ -32,15 +49,20 @@ use tokio::task::JoinSet;
 
 use crate::client::{self, RequestError};
 use crate::names::{safe_file_name, unused_path};
+use dial::Dialer;
+pub use dial::MAX_DIALS_IN_FLIGHT;
+pub use manifest::{MANIFEST_FIRST_BYTE_TIMEOUT, MANIFEST_RACE};
+use pace::{Lanes, PieceTimes};
 use scheduler::{Next, Scheduler};
 
-/// Requests in flight per source.
+/// Most requests in flight per source (fewer while it is new or slow, see [`pace`]).
 pub const SLOTS_PER_SOURCE: usize = 8;
 /// Most piece bytes held in memory by one download.
 pub const MAX_INFLIGHT_BYTES: u64 = 32 << 20;
-/// A piece request that takes longer than this drops its source.
+/// A piece request that takes longer than this drops its source (when there is no other
+/// source to compare its speed with; otherwise a slow piece goes back to the pool sooner).
 pub const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most sources one download uses at once.
+/// Most sources one download uses at once (connected, or being dialled).
 pub const MAX_SOURCES: usize = 32;
 /// Connections to one source that may fail before it is banned from the download.
 pub const MAX_FAILURES: usize = 3;
@@ -48,6 +70,8 @@ pub const MAX_FAILURES: usize = 3;
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Step of incremental piece hashing (and of endgame cancellation checks).
 const READ_CHUNK: usize = 64 * 1024;
+/// How often a piece in flight is checked for being overdue, and a waiting slot looks again.
+const RECHECK: Duration = Duration::from_millis(200);
 
 /// Why a download failed. Verified pieces stay in the partial file for the next attempt.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +154,10 @@ pub struct SourceReport {
     pub bytes: u64,
     /// Pieces from it that failed verification.
     pub bad_pieces: u32,
-    /// Why it was dropped, if it was.
+    /// Pieces taken back from it for being far slower than the other sources.
+    #[serde(default)]
+    pub slow_pieces: u32,
+    /// Why it was dropped, if it was (an unreachable source: `unreachable: ...`).
     pub dropped: Option<String>,
 }
 
@@ -159,6 +186,9 @@ pub trait Network: Send + Sync {
     fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<Connection, String>>;
     /// The current sources of `id` (asked again during the download).
     fn sources(&self, id: ContentId) -> BoxFuture<'_, Vec<Provider>>;
+    /// Tells the supernode that `nodes` (at most [`MAX_REPORTED`]) could not be reached;
+    /// returns at once (the report is sent in the background, best effort).
+    fn report_unreachable(&self, nodes: Vec<NodeId>);
 }
 
 /// A boxed future, for the object-safe [`Network`].
@@ -170,6 +200,8 @@ struct Source {
     conn: Connection,
     bytes: AtomicU64,
     bad: AtomicU32,
+    slow: AtomicU32,
+    lanes: Lanes,
     dead: AtomicBool,
     dropped: Mutex<Option<String>>,
 }
@@ -189,6 +221,7 @@ impl Source {
             node: self.node,
             bytes: self.bytes.load(Ordering::SeqCst),
             bad_pieces: self.bad.load(Ordering::SeqCst),
+            slow_pieces: self.slow.load(Ordering::SeqCst),
             dropped: self
                 .dropped
                 .lock()
@@ -204,16 +237,24 @@ struct Ctx {
     part: std::fs::File,
     have: Mutex<std::fs::File>,
     sched: Mutex<Scheduler>,
+    times: Mutex<PieceTimes>,
     wake: Notify,
     memory: Semaphore,
     bytes_done: AtomicU64,
     progress: watch::Sender<Progress>,
     sources: Mutex<Vec<Arc<Source>>>,
+    /// Request slots per source: [`SLOTS_PER_SOURCE`], or half the pieces that fit in memory
+    /// if fewer (large pieces), so one stalled source cannot hold every memory permit.
+    lanes: usize,
 }
 
 impl Ctx {
     fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler> {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn times(&self) -> std::sync::MutexGuard<'_, PieceTimes> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn sources(&self) -> Vec<Arc<Source>> {
@@ -223,16 +264,20 @@ impl Ctx {
             .clone()
     }
 
-    fn publish(&self) {
-        let active = self
-            .sources()
+    /// Node ids of the sources still delivering.
+    fn live(&self) -> HashSet<NodeId> {
+        self.sources()
             .iter()
             .filter(|s| !s.dead.load(Ordering::SeqCst))
-            .count();
+            .map(|s| s.node)
+            .collect()
+    }
+
+    fn publish(&self) {
         self.progress.send_replace(Progress {
             bytes_done: self.bytes_done.load(Ordering::SeqCst),
             total: self.manifest.size,
-            sources_active: active,
+            sources_active: self.live().len(),
         });
     }
 
@@ -253,6 +298,8 @@ impl Ctx {
                     conn,
                     bytes: AtomicU64::new(0),
                     bad: AtomicU32::new(0),
+                    slow: AtomicU32::new(0),
+                    lanes: Lanes::new(self.lanes),
                     dead: AtomicBool::new(false),
                     dropped: Mutex::new(None),
                 });
@@ -263,78 +310,219 @@ impl Ctx {
                 source
             })
             .collect();
-        for _ in 0..SLOTS_PER_SOURCE {
+        for lane in 0..self.lanes {
             for source in &added {
-                slots.spawn(slot(Arc::clone(self), Arc::clone(source)));
+                slots.spawn(slot(Arc::clone(self), Arc::clone(source), lane));
             }
         }
         self.publish();
     }
 }
 
-/// Dials every provider at once; returns those that answered.
-async fn dial_all(network: &dyn Network, providers: Vec<Provider>) -> Vec<(Provider, Connection)> {
-    let dials = providers
-        .into_iter()
-        .map(|p| async move { (p, network.dial(p).await) });
-    let mut connected = Vec::new();
-    for (provider, result) in futures_util::future::join_all(dials).await {
-        match result {
-            Ok(conn) => connected.push((provider, conn)),
-            Err(e) => {
-                tracing::warn!(source = %provider.node.short(), addr = %provider.addr, error = %e, "source unreachable")
-            }
-        }
-    }
-    connected
+/// Who this download may still dial, and what became of those that never delivered pieces.
+struct Contacts<'a> {
+    network: &'a dyn Network,
+    dialer: Dialer<'a>,
+    /// Could not be dialled: not dialled again in this download.
+    unreachable: HashSet<NodeId>,
+    /// Of those, the ones not yet reported to the supernode.
+    unreported: Vec<NodeId>,
+    /// Banned for this download: a bad manifest or piece, or [`MAX_FAILURES`] failures.
+    banned: HashSet<NodeId>,
+    /// Failures before the piece phase (no manifest), by node.
+    failures: HashMap<NodeId, usize>,
+    /// Sources that never delivered pieces (unreachable, bad or no manifest).
+    reports: Vec<SourceReport>,
 }
 
-/// Asks the network for sources again and starts the new ones (not live, not banned: a
-/// source that sent a bad piece or manifest, or failed [`MAX_FAILURES`] times, is banned for
-/// the rest of this download).
-/// Returns how many were added.
-async fn refresh(
-    network: &dyn Network,
-    ctx: &Arc<Ctx>,
-    banned: &mut HashSet<NodeId>,
-    slots: &mut JoinSet<()>,
-) -> usize {
-    let mut failures: HashMap<NodeId, usize> = HashMap::new();
-    for source in ctx.sources() {
-        if source.dead.load(Ordering::SeqCst) {
-            *failures.entry(source.node).or_default() += 1;
-        }
-        if source.bad.load(Ordering::SeqCst) > 0 {
-            banned.insert(source.node);
+impl<'a> Contacts<'a> {
+    fn new(network: &'a dyn Network) -> Self {
+        Contacts {
+            network,
+            dialer: Dialer::new(network),
+            unreachable: HashSet::new(),
+            unreported: Vec::new(),
+            banned: HashSet::new(),
+            failures: HashMap::new(),
+            reports: Vec::new(),
         }
     }
-    banned.extend(
-        failures
+
+    /// Queues `providers` for dialling, except those live, banned or unreachable.
+    fn offer(&mut self, providers: Vec<Provider>, live: &HashSet<NodeId>) {
+        let fresh: Vec<Provider> = providers
             .into_iter()
-            .filter(|(_, n)| *n >= MAX_FAILURES)
-            .map(|(node, _)| node),
-    );
-    let live: HashSet<NodeId> = ctx
-        .sources()
-        .iter()
-        .filter(|s| !s.dead.load(Ordering::SeqCst))
-        .map(|s| s.node)
-        .collect();
-    let room = MAX_SOURCES.saturating_sub(live.len());
-    let fresh: Vec<Provider> = network
-        .sources(ctx.id)
-        .await
-        .into_iter()
-        .filter(|p| !banned.contains(&p.node) && !live.contains(&p.node))
-        .take(room)
-        .collect();
-    if fresh.is_empty() {
-        return 0;
+            .filter(|p| {
+                !live.contains(&p.node)
+                    && !self.banned.contains(&p.node)
+                    && !self.unreachable.contains(&p.node)
+            })
+            .collect();
+        self.dialer.offer(fresh);
     }
-    let connected = dial_all(network, fresh).await;
-    let added = connected.len();
-    ctx.add_sources(connected, slots);
-    added
+
+    fn dial_failed(&mut self, provider: Provider, error: String) {
+        tracing::warn!(source = %provider.node.short(), addr = %provider.addr, %error, "source unreachable");
+        if self.unreachable.insert(provider.node) {
+            self.unreported.push(provider.node);
+            self.reports.push(SourceReport {
+                node: provider.node,
+                bytes: 0,
+                bad_pieces: 0,
+                slow_pieces: 0,
+                dropped: Some(format!("unreachable: {error}")),
+            });
+        }
+        // One report per round of dials.
+        if self.dialer.running() == 0 || self.unreported.len() >= MAX_REPORTED {
+            self.flush();
+        }
+    }
+
+    /// Reports the sources found unreachable since the last report.
+    fn flush(&mut self) {
+        while !self.unreported.is_empty() {
+            let take = self.unreported.len().min(MAX_REPORTED);
+            let nodes: Vec<NodeId> = self.unreported.drain(..take).collect();
+            tracing::info!(count = nodes.len(), "reporting unreachable sources");
+            self.network.report_unreachable(nodes);
+        }
+    }
+
+    /// A source failed before delivering pieces; `ban` for good (a bad manifest).
+    fn failed(&mut self, provider: Provider, conn: &Connection, reason: String, ban: bool) {
+        conn.close(CloseCode::NORMAL.into(), b"no usable manifest");
+        *self.failures.entry(provider.node).or_default() += 1;
+        if ban {
+            self.banned.insert(provider.node);
+        }
+        match self.reports.iter_mut().find(|r| r.node == provider.node) {
+            Some(report) => report.dropped = Some(reason),
+            None => self.reports.push(SourceReport {
+                node: provider.node,
+                bytes: 0,
+                bad_pieces: 0,
+                slow_pieces: 0,
+                dropped: Some(reason),
+            }),
+        }
+    }
+
+    /// Bans sources that sent a bad piece or failed [`MAX_FAILURES`] times.
+    fn update_bans(&mut self, ctx: &Ctx) {
+        let mut failures = self.failures.clone();
+        for source in ctx.sources() {
+            if source.dead.load(Ordering::SeqCst) {
+                *failures.entry(source.node).or_default() += 1;
+            }
+            if source.bad.load(Ordering::SeqCst) > 0 {
+                self.banned.insert(source.node);
+            }
+        }
+        self.banned.extend(
+            failures
+                .into_iter()
+                .filter(|(_, n)| *n >= MAX_FAILURES)
+                .map(|(node, _)| node),
+        );
+    }
+}
+
+/// Connects to sources and races the manifest (steps 1 and 2 of the module doc). Returns the
+/// verified manifest and the connected sources that may fetch pieces.
+async fn get_manifest(
+    contacts: &mut Contacts<'_>,
+    job: &Job,
+) -> Result<(Manifest, Vec<(Provider, Connection)>), DownloadError> {
+    type Asked = (Provider, Connection, Result<Manifest, RequestError>);
+    let mut connected: Vec<(Provider, Connection)> = Vec::new();
+    let mut to_ask: std::collections::VecDeque<(Provider, Connection)> = Default::default();
+    let mut asking: FuturesUnordered<BoxFuture<'static, Asked>> = FuturesUnordered::new();
+    // When the first request went out; once the first-byte timeout has passed since without
+    // a manifest, every connected source is asked.
+    let mut race_started: Option<Instant> = None;
+    let mut everyone = false;
+    let mut ever_connected = false;
+    loop {
+        contacts
+            .dialer
+            .start(MAX_SOURCES.saturating_sub(connected.len()));
+        let now = Instant::now();
+        if !everyone
+            && race_started.is_some_and(|at| now.duration_since(at) >= MANIFEST_FIRST_BYTE_TIMEOUT)
+        {
+            everyone = true;
+            tracing::info!(
+                waiting = asking.len(),
+                "no manifest within the first-byte timeout; asking every source"
+            );
+        }
+        let width = if everyone { MAX_SOURCES } else { MANIFEST_RACE };
+        while asking.len() < width {
+            let Some((provider, conn)) = to_ask.pop_front() else {
+                break;
+            };
+            let id = job.id;
+            race_started.get_or_insert(now);
+            asking.push(Box::pin(async move {
+                let result = manifest::fetch(&conn, id).await;
+                (provider, conn, result)
+            }));
+        }
+        if asking.is_empty() && contacts.dialer.is_idle() {
+            break;
+        }
+        // When everyone is to be asked, if a source is waiting for its turn.
+        let step = race_started
+            .filter(|_| !everyone && !to_ask.is_empty())
+            .map(|at| at + MANIFEST_FIRST_BYTE_TIMEOUT);
+        tokio::select! {
+            Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
+                match dialled {
+                    Ok(conn) => {
+                        ever_connected = true;
+                        to_ask.push_back((provider, conn.clone()));
+                        connected.push((provider, conn));
+                    }
+                    Err(e) => contacts.dial_failed(provider, e),
+                }
+            }
+            Some((provider, conn, answer)) = asking.next(), if !asking.is_empty() => {
+                match answer {
+                    Ok(m) if m.verify(&job.id).is_ok() && job.size.is_none_or(|s| s == m.size) => {
+                        tracing::debug!(source = %provider.node.short(), pieces = m.pieces(), "manifest verified");
+                        return Ok((m, connected));
+                    }
+                    Ok(_) => {
+                        tracing::warn!(source = %provider.node.short(), "manifest does not match the content id; dropping source");
+                        connected.retain(|(p, _)| p.node != provider.node);
+                        contacts.failed(
+                            provider,
+                            &conn,
+                            "sent a manifest that does not match the content id".into(),
+                            true,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %provider.node.short(), error = %e, "no manifest from source");
+                        connected.retain(|(p, _)| p.node != provider.node);
+                        contacts.failed(provider, &conn, format!("no manifest: {e}"), false);
+                    }
+                }
+            }
+            _ = async {
+                match step {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if step.is_some() => {}
+        }
+    }
+    if ever_connected {
+        Err(DownloadError::NoManifest(job.id))
+    } else {
+        Err(DownloadError::Unreachable(job.sources.len()))
+    }
 }
 
 /// Runs a download to completion; returns its report and the verified manifest.
@@ -343,52 +531,24 @@ pub async fn run(
     job: Job,
     progress: watch::Sender<Progress>,
 ) -> Result<(Report, Manifest), DownloadError> {
-    let started = Instant::now();
     if job.sources.is_empty() {
         return Err(DownloadError::NoSources(job.id));
     }
-    let tried = job.sources.len();
-    let connected = dial_all(network, job.sources.into_iter().take(MAX_SOURCES).collect()).await;
-    if connected.is_empty() {
-        return Err(DownloadError::Unreachable(tried));
-    }
-    let mut reports: Vec<SourceReport> = Vec::new();
-    let mut banned = HashSet::new();
-    let mut manifest = None;
-    let mut usable = Vec::new();
-    for (provider, conn) in connected {
-        if manifest.is_none() {
-            match client::call(&conn, &Request::GetManifest { id: job.id }).await {
-                Ok(Response::Manifest(m))
-                    if m.verify(&job.id).is_ok() && job.size.is_none_or(|s| s == m.size) =>
-                {
-                    manifest = Some(m)
-                }
-                Ok(Response::Manifest(_)) => {
-                    tracing::warn!(source = %provider.node.short(), "manifest does not match the content id; dropping source");
-                    conn.close(CloseCode::NORMAL.into(), b"bad manifest");
-                    banned.insert(provider.node);
-                    reports.push(SourceReport {
-                        node: provider.node,
-                        bytes: 0,
-                        bad_pieces: 0,
-                        dropped: Some("sent a manifest that does not match the content id".into()),
-                    });
-                    continue;
-                }
-                Ok(other) => {
-                    tracing::warn!(source = %provider.node.short(), answer = ?other, "unexpected answer to GetManifest");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(source = %provider.node.short(), error = %e, "no manifest from source");
-                    continue;
-                }
-            }
-        }
-        usable.push((provider, conn));
-    }
-    let manifest = manifest.ok_or(DownloadError::NoManifest(job.id))?;
+    let mut contacts = Contacts::new(network);
+    contacts.dialer.offer(job.sources.iter().copied());
+    let result = download(&mut contacts, job, progress).await;
+    contacts.flush();
+    result
+}
+
+async fn download(
+    contacts: &mut Contacts<'_>,
+    job: Job,
+    progress: watch::Sender<Progress>,
+) -> Result<(Report, Manifest), DownloadError> {
+    let started = Instant::now();
+    let network = contacts.network;
+    let (manifest, usable) = get_manifest(contacts, &job).await?;
     std::fs::create_dir_all(&job.partial_dir).map_err(io("creating the partial folder"))?;
     let part_path = job.partial_dir.join(format!("{}.part", job.id));
     let have_path = job.partial_dir.join(format!("{}.have", job.id));
@@ -409,39 +569,65 @@ pub async fn run(
         part,
         have: Mutex::new(have),
         sched: Mutex::new(Scheduler::new(pieces, &done)),
+        times: Mutex::new(PieceTimes::default()),
         wake: Notify::new(),
         memory: Semaphore::new(inflight_pieces),
         bytes_done: AtomicU64::new(resumed_bytes),
         progress,
         sources: Mutex::new(Vec::new()),
+        lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
         manifest,
     });
     let mut slots = JoinSet::new();
     ctx.add_sources(usable, &mut slots);
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.reset();
-    loop {
+    let mut refreshing: Option<BoxFuture<'_, Vec<Provider>>> = None;
+    // Set when every source was gone and the network was asked again: if that brings no
+    // source either, the download gives up.
+    let mut starving = false;
+    while ctx.sched().remaining() > 0 {
+        contacts
+            .dialer
+            .start(MAX_SOURCES.saturating_sub(ctx.live().len()));
+        if slots.is_empty() && contacts.dialer.is_idle() && refreshing.is_none() {
+            if starving {
+                break;
+            }
+            starving = true;
+            contacts.update_bans(&ctx);
+            refreshing = Some(network.sources(ctx.id));
+        }
         tokio::select! {
-            joined = slots.join_next() => {
-                if joined.is_some() {
-                    continue;
-                }
-                // Every slot has ended: finished, or every source is gone.
-                if ctx.sched().remaining() == 0 {
-                    break;
-                }
-                if refresh(network, &ctx, &mut banned, &mut slots).await == 0 {
-                    break;
+            Some(_) = slots.join_next(), if !slots.is_empty() => {}
+            Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
+                match dialled {
+                    Ok(conn) => {
+                        starving = false;
+                        ctx.add_sources(vec![(provider, conn)], &mut slots);
+                    }
+                    Err(e) => contacts.dial_failed(provider, e),
                 }
             }
+            found = async {
+                match refreshing.as_mut() {
+                    Some(sources) => sources.await,
+                    None => std::future::pending().await,
+                }
+            }, if refreshing.is_some() => {
+                refreshing = None;
+                contacts.update_bans(&ctx);
+                contacts.offer(found, &ctx.live());
+            }
             _ = tick.tick() => {
-                if ctx.sched().remaining() > 0 {
-                    refresh(network, &ctx, &mut banned, &mut slots).await;
+                if refreshing.is_none() {
+                    refreshing = Some(network.sources(ctx.id));
                 }
             }
         }
     }
     let missing = ctx.sched().remaining();
+    let mut reports = std::mem::take(&mut contacts.reports);
     for source in ctx.sources() {
         source
             .conn
@@ -451,6 +637,7 @@ pub async fn run(
             Some(merged) => {
                 merged.bytes += report.bytes;
                 merged.bad_pieces += report.bad_pieces;
+                merged.slow_pieces += report.slow_pieces;
                 merged.dropped = merged.dropped.take().or(report.dropped);
             }
             None => reports.push(report),
@@ -624,18 +811,63 @@ async fn fetch(ctx: &Ctx, conn: &Connection, piece: u32) -> Result<Fetched, Requ
     Ok(Fetched::Data(buf, verified))
 }
 
-async fn slot(ctx: Arc<Ctx>, src: Arc<Source>) {
+/// What became of a piece request watched for being overdue.
+enum Watched {
+    /// It ended (delivered, cancelled or failed).
+    Ended(Result<Fetched, RequestError>),
+    /// It took longer than this, far longer than the other sources take (see [`pace`]).
+    Overdue(Duration),
+}
+
+/// Fetches `piece` from `src`, giving up once it is overdue compared with the other sources,
+/// or after [`PIECE_TIMEOUT`].
+async fn fetch_watched(ctx: &Ctx, src: &Source, piece: u32) -> Watched {
+    let started = Instant::now();
+    let fetching = fetch(ctx, &src.conn, piece);
+    tokio::pin!(fetching);
+    loop {
+        let overdue = ctx
+            .times()
+            .overdue_after(src.index)
+            .filter(|limit| *limit < PIECE_TIMEOUT);
+        let limit = overdue.unwrap_or(PIECE_TIMEOUT);
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            return match overdue {
+                Some(limit) => Watched::Overdue(limit),
+                None => Watched::Ended(Err(RequestError::Timeout)),
+            };
+        }
+        let wait = (limit - elapsed).min(RECHECK);
+        tokio::select! {
+            ended = &mut fetching => return Watched::Ended(ended),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Request slot `lane` of `src`: fetches pieces one after another while the lane is open.
+async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
     let source = src.index;
     loop {
         if src.dead.load(Ordering::SeqCst) {
             ctx.sched().drop_source(source);
+            ctx.times().remove(source);
             ctx.wake.notify_waiters();
             return;
+        }
+        if !src.lanes.is_open(lane) {
+            let _ = tokio::time::timeout(RECHECK, ctx.wake.notified()).await;
+            continue;
         }
         // Memory first, so a piece is only assigned to a slot that can fetch it now.
         let Ok(permit) = ctx.memory.acquire().await else {
             return;
         };
+        if !src.lanes.is_open(lane) || src.dead.load(Ordering::SeqCst) {
+            // Closed while waiting for memory: leave the permit to another source.
+            continue;
+        }
         let next = ctx.sched().next(source);
         let piece = match next {
             Next::Finished => {
@@ -644,22 +876,24 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>) {
             }
             Next::Wait => {
                 drop(permit);
-                let _ = tokio::time::timeout(Duration::from_millis(200), ctx.wake.notified()).await;
+                let _ = tokio::time::timeout(RECHECK, ctx.wake.notified()).await;
                 continue;
             }
             Next::Piece(piece) => piece,
         };
-        let fetched = tokio::time::timeout(PIECE_TIMEOUT, fetch(&ctx, &src.conn, piece))
-            .await
-            .unwrap_or(Err(RequestError::Timeout));
-        match fetched {
-            Ok(Fetched::Data(data, verified)) => {
+        let requested = Instant::now();
+        match fetch_watched(&ctx, &src, piece).await {
+            Watched::Ended(Ok(Fetched::Data(data, verified))) => {
                 if !verified {
                     src.bad.fetch_add(1, Ordering::SeqCst);
                     ctx.sched().release(source, piece);
                     src.drop_with(format!("piece {piece} failed verification"));
                     continue;
                 }
+                let took = requested.elapsed();
+                ctx.times().record(source, took);
+                src.lanes.speed_up();
+                tracing::trace!(source = %src.node.short(), piece, ms = took.as_millis() as u64, lanes = src.lanes.open(), "piece verified");
                 let (offset, _) = ctx.manifest.piece_range(u64::from(piece));
                 let writer = Arc::clone(&ctx);
                 let len = data.len() as u64;
@@ -682,11 +916,25 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>) {
                 }
                 ctx.wake.notify_waiters();
             }
-            Ok(Fetched::Cancelled) => ctx.sched().release(source, piece),
-            Err(e) => {
+            Watched::Ended(Ok(Fetched::Cancelled)) => ctx.sched().release(source, piece),
+            Watched::Ended(Err(e)) => {
                 ctx.sched().release(source, piece);
                 src.drop_with(format!("request for piece {piece} failed: {e}"));
                 ctx.publish();
+            }
+            Watched::Overdue(limit) => {
+                drop(permit);
+                ctx.sched().reclaim(source, piece);
+                src.slow.fetch_add(1, Ordering::SeqCst);
+                let lanes = src.lanes.slow_down();
+                tracing::info!(
+                    source = %src.node.short(),
+                    piece,
+                    limit_ms = limit.as_millis() as u64,
+                    lanes,
+                    "piece overdue: back to the pool, source keeps fewer requests in flight"
+                );
+                ctx.wake.notify_waiters();
             }
         }
     }

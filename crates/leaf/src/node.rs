@@ -562,6 +562,7 @@ impl Node {
                 .await;
             let mut hits = merge_hits(hits);
             hits.truncate(max as usize);
+            sn.rank_hits(self.node_id(), &mut hits, std::time::Instant::now());
             for hit in &mut hits {
                 resolve(&mut hit.providers, std::net::Ipv4Addr::LOCALHOST.into());
             }
@@ -747,6 +748,30 @@ impl download::Network for Node {
                 _ => Vec::new(),
             }
         })
+    }
+
+    fn report_unreachable(&self, nodes: Vec<NodeId>) {
+        if let Some(sn) = self.supernode() {
+            sn.report_unreachable(self.node_id(), &nodes, std::time::Instant::now());
+            return;
+        }
+        let Some(uplink) = self.inner.uplink.borrow().clone() else {
+            tracing::debug!(
+                count = nodes.len(),
+                "no supernode to report unreachable sources to"
+            );
+            return;
+        };
+        tokio::spawn(async move {
+            let count = nodes.len();
+            let request = Request::ReportUnreachable { nodes };
+            match client::call(&uplink.conn, &request).await {
+                Ok(_) => tracing::debug!(count, "unreachable sources reported"),
+                Err(e) => {
+                    tracing::debug!(count, error = %e, "reporting unreachable sources failed")
+                }
+            }
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! The supernode role: an index of what its leaves share ([`index`]), the tokeniser that
 //! decides what a keyword matches ([`tokenize`]), and the leaf-facing service that turns
-//! wire requests into index operations ([`service`]).
+//! wire requests into index operations ([`service`]), with what it makes of leaves' reports of
+//! unreachable sources ([`reports`]).
 //!
 //! Everything here is plain state driven by the node runtime in `kazoo-leaf`, which owns the
 //! sockets; the same logic therefore runs over QUIC and in in-memory tests.
@@ -11,6 +12,7 @@ pub mod election;
 pub mod filter;
 pub mod index;
 pub mod overlay;
+pub mod reports;
 pub mod service;
 pub mod tokenize;
 

@@ -21,13 +21,14 @@ use crate::index::Budget;
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
     ErrorCode, Hit, PeerMessage, Provider, Request, Response, ShareEntry, HITS_PER_FRAME,
-    MAX_BATCH, MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS,
+    MAX_BATCH, MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_REPORTED,
 };
 use kazoo_common::{ContentId, NodeId};
 
 use crate::election::{self, DemotePolicy, Demotion};
 use crate::index::{Index, IndexError, LeafKey};
 use crate::overlay::{Action, Load, Overlay, OverlayConfig};
+use crate::reports::Reports;
 
 /// Entries of departed leaves removed per [`Supernode::drain_step`] (a few milliseconds of
 /// work under the lock at most).
@@ -91,6 +92,9 @@ pub struct Supernode {
     node_id: NodeId,
     config: SupernodeConfig,
     state: Mutex<State>,
+    /// Unreachable-source reports (see [`crate::reports`]); its own lock, never held with
+    /// `state`'s.
+    reports: Mutex<Reports>,
 }
 
 /// Counts shown by `kazoo status`.
@@ -136,6 +140,7 @@ impl Supernode {
             node_id,
             config,
             state: Mutex::new(state),
+            reports: Mutex::new(Reports::new()),
         }
     }
 
@@ -435,10 +440,61 @@ impl Supernode {
                 }
             }
             Request::Lookup { id } => vec![Response::Providers(state.index.providers(id))],
+            Request::ReportUnreachable { .. } => vec![Response::error(
+                ErrorCode::Internal,
+                "reports need the reporter's node id (Supernode::answer_from)",
+            )],
             Request::GetManifest { .. } | Request::GetPiece { .. } => vec![Response::error(
                 ErrorCode::BadRequest,
                 "not an index request",
             )],
+        }
+    }
+
+    /// [`Supernode::answer`] for joined leaf `node`: also takes its `ReportUnreachable`, and
+    /// ranks the providers of its `Lookup` for it (see [`crate::reports`]).
+    pub fn answer_from(
+        &self,
+        node: NodeId,
+        key: LeafKey,
+        request: &Request,
+        now: Instant,
+    ) -> Vec<Response> {
+        if let Request::ReportUnreachable { nodes } = request {
+            if nodes.len() > MAX_REPORTED {
+                return vec![Response::error(
+                    ErrorCode::BadRequest,
+                    format!("report of {} nodes exceeds {MAX_REPORTED}", nodes.len()),
+                )];
+            }
+            self.report_unreachable(node, nodes, now);
+            return vec![Response::Registered { total: 0 }];
+        }
+        let mut frames = self.answer(key, request);
+        for frame in &mut frames {
+            if let Response::Providers(providers) = frame {
+                self.reports().rank(&node, providers, now);
+            }
+        }
+        frames
+    }
+
+    fn reports(&self) -> std::sync::MutexGuard<'_, Reports> {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `reporter` could not reach `nodes` (see [`crate::reports`]).
+    pub fn report_unreachable(&self, reporter: NodeId, nodes: &[NodeId], now: Instant) {
+        let recorded = self.reports().report(reporter, nodes, now);
+        tracing::info!(reporter = %reporter.short(), reported = nodes.len(), recorded, "sources reported unreachable");
+    }
+
+    /// Ranks the providers of `hits` for `asker`: those it reported unreachable are left
+    /// out, those several leaves reported go last (see [`crate::reports`]).
+    pub fn rank_hits(&self, asker: NodeId, hits: &mut [Hit], now: Instant) {
+        let reports = self.reports();
+        for hit in hits {
+            reports.rank(&asker, &mut hit.providers, now);
         }
     }
 }

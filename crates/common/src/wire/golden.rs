@@ -97,6 +97,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
+            "Request::ReportUnreachable",
+            enc(&Request::ReportUnreachable {
+                nodes: vec![NodeId(id(8))],
+            }),
+        ),
+        (
             "Response::Registered",
             enc(&Response::Registered { total: 300 }),
         ),
@@ -224,6 +230,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Request::Lookup", "03{2}"),
     ("Request::GetManifest", "04{2}"),
     ("Request::GetPiece", "05{2}03"),
+    ("Request::ReportUnreachable", "0601{8}"),
     ("Response::Registered", "00ac02"),
     ("Response::Hits", "0101{2}050161{1}0101007f000001e624"),
     ("Response::End", "02"),

@@ -34,6 +34,9 @@ async fn messages_round_trip() {
             id: entry("z").id,
             index: 7,
         },
+        Request::ReportUnreachable {
+            nodes: vec![NodeId([3; 32]); MAX_REPORTED],
+        },
     ];
     assert_eq!(requests.len() as u64, REQUEST_KINDS);
     for request in requests {
@@ -61,6 +64,18 @@ async fn messages_round_trip() {
         }],
     }]);
     assert_eq!(round_trip(&response).await, response);
+}
+
+#[test]
+fn report_unreachable_bytes() {
+    // Kind 6 (appended after GetPiece), a count, then each 32-byte node id.
+    let frame = encode_frame(&Request::ReportUnreachable {
+        nodes: vec![NodeId([0xab; 32])],
+    })
+    .unwrap();
+    let mut golden = vec![0, 0, 0, 34, 6, 1];
+    golden.extend_from_slice(&[0xab; 32]);
+    assert_eq!(frame, golden);
 }
 
 #[tokio::test]

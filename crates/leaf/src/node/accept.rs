@@ -506,7 +506,8 @@ async fn search(
         wire::write_frame(send, &Response::End).await
     };
     let run = async move {
-        node.routed_search(sn, words, max_results, |hits| {
+        node.routed_search(sn, words, max_results, |mut hits| {
+            sn.rank_hits(peer, &mut hits, std::time::Instant::now());
             let _ = tx.try_send(hits);
         })
         .await;
@@ -562,7 +563,8 @@ async fn serve_stream(
         Request::Register { .. }
         | Request::Unregister { .. }
         | Request::Search { .. }
-        | Request::Lookup { .. } => {
+        | Request::Lookup { .. }
+        | Request::ReportUnreachable { .. } => {
             let entries = match &request {
                 Request::Register { entries } => entries.len().min(wire::MAX_BATCH),
                 Request::Unregister { ids } => ids.len().min(wire::MAX_BATCH),
@@ -572,7 +574,7 @@ async fn serve_stream(
                 limits.index.take(entries).await;
             }
             let frames = match leaf {
-                Some((sn, key)) => sn.answer(*key, &request),
+                Some((sn, key)) => sn.answer_from(peer, *key, &request, std::time::Instant::now()),
                 None => vec![Response::error(
                     ErrorCode::NotSupernode,
                     "index requests need a joined leaf connection to a supernode",
