@@ -626,6 +626,9 @@ async fn download(
             }
         }
     }
+    // Stop the slots first: closing a connection under a request still in flight (an endgame
+    // duplicate) would otherwise look like a source failure.
+    slots.shutdown().await;
     let missing = ctx.sched().remaining();
     let mut reports = std::mem::take(&mut contacts.reports);
     for source in ctx.sources() {
