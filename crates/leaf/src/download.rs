@@ -212,7 +212,7 @@ impl Source {
             tracing::warn!(source = %self.node.short(), %reason, "dropping source");
             self.conn
                 .close(CloseCode::NORMAL.into(), b"dropped by downloader");
-            *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            *crate::lock(&self.dropped) = Some(reason);
         }
     }
 
@@ -222,11 +222,7 @@ impl Source {
             bytes: self.bytes.load(Ordering::SeqCst),
             bad_pieces: self.bad.load(Ordering::SeqCst),
             slow_pieces: self.slow.load(Ordering::SeqCst),
-            dropped: self
-                .dropped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            dropped: crate::lock(&self.dropped).clone(),
         }
     }
 }
@@ -250,18 +246,15 @@ struct Ctx {
 
 impl Ctx {
     fn sched(&self) -> std::sync::MutexGuard<'_, Scheduler> {
-        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.sched)
     }
 
     fn times(&self) -> std::sync::MutexGuard<'_, PieceTimes> {
-        self.times.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.times)
     }
 
     fn sources(&self) -> Vec<Arc<Source>> {
-        self.sources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::lock(&self.sources).clone()
     }
 
     /// Node ids of the sources still delivering.
@@ -303,10 +296,7 @@ impl Ctx {
                     dead: AtomicBool::new(false),
                     dropped: Mutex::new(None),
                 });
-                self.sources
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Arc::clone(&source));
+                crate::lock(&self.sources).push(Arc::clone(&source));
                 source
             })
             .collect();
@@ -945,7 +935,7 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
 
 /// Writes the bitfield byte holding `piece` (its current value, so writes never go back).
 fn persist_bit(ctx: &Ctx, piece: u32) {
-    let have = ctx.have.lock().unwrap_or_else(|p| p.into_inner());
+    let have = crate::lock(&ctx.have);
     let byte = ctx.sched().bitfield()[piece as usize / 8];
     if let Err(e) = have.write_all_at(&[byte], u64::from(piece / 8)) {
         tracing::warn!(error = %e, "could not record a finished piece; it will be fetched again on resume");

@@ -201,7 +201,7 @@ struct ActiveDownload<'a> {
 
 impl<'a> ActiveDownload<'a> {
     fn claim(set: &'a Mutex<HashSet<ContentId>>, id: ContentId) -> Result<Self, NodeError> {
-        if !set.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+        if !crate::lock(set).insert(id) {
             return Err(NodeError::Query(format!(
                 "{id} is already being downloaded"
             )));
@@ -212,10 +212,7 @@ impl<'a> ActiveDownload<'a> {
 
 impl Drop for ActiveDownload<'_> {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        crate::lock(self.set).remove(&self.id);
     }
 }
 
@@ -335,7 +332,7 @@ impl Node {
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(task);
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = crate::lock(&self.inner.tasks);
         // Role changes spawn an uplink each time: forget the ones that ended.
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);
@@ -389,29 +386,17 @@ impl Node {
             tokio::spawn(self.clone().overlay_loop(Arc::clone(&sn))),
             tokio::spawn(self.clone().demotion_loop(sn)),
         ];
-        self.inner
-            .sn_tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(tasks);
+        crate::lock(&self.inner.sn_tasks).extend(tasks);
     }
 
     /// A redirect notice from the supernode, to follow once the connection has closed.
     fn set_redirect(&self, to: Vec<Provider>, reason: String) {
-        *self
-            .inner
-            .redirect
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some((to, reason));
+        *crate::lock(&self.inner.redirect) = Some((to, reason));
     }
 
     /// Records a redirect unless one is recorded already (a notice beats a bare close).
     fn set_redirect_if_none(&self, to: Vec<Provider>, reason: String) {
-        let mut redirect = self
-            .inner
-            .redirect
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut redirect = crate::lock(&self.inner.redirect);
         if redirect.is_none() {
             *redirect = Some((to, reason));
         }
@@ -426,28 +411,16 @@ impl Node {
     }
 
     fn take_redirect(&self) -> Option<(Vec<Provider>, String)> {
-        self.inner
-            .redirect
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        crate::lock(&self.inner.redirect).take()
     }
 
     /// The last succession notice: (heirs, other supernodes).
     fn succession(&self) -> (Vec<Provider>, Vec<Provider>) {
-        self.inner
-            .succession
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::lock(&self.inner.succession).clone()
     }
 
     fn set_succession(&self, heirs: Vec<Provider>, supernodes: Vec<Provider>) {
-        *self
-            .inner
-            .succession
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = (heirs, supernodes);
+        *crate::lock(&self.inner.succession) = (heirs, supernodes);
     }
 
     /// Tells this (new) supernode's overlay about other supernodes to peer with.
@@ -777,11 +750,7 @@ impl download::Network for Node {
 
 /// Aborts every task in `tasks` and forgets them.
 fn abort_all(tasks: &Mutex<Vec<JoinHandle<()>>>) {
-    let tasks: Vec<_> = tasks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(..)
-        .collect();
+    let tasks: Vec<_> = crate::lock(tasks).drain(..).collect();
     for task in tasks {
         task.abort();
     }
