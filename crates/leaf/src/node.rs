@@ -23,7 +23,6 @@ use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
     CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
-    PROTOCOL_VERSION,
 };
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::overlay::PeerView;
@@ -693,14 +692,13 @@ impl Node {
     }
 }
 
+/// This node's `Hello`: its role now, listen port and capacity score.
 fn hello(inner: &Inner, intent: Intent) -> Hello {
+    let role = inner.role.read().unwrap_or_else(|p| p.into_inner()).role;
     Hello {
-        version: PROTOCOL_VERSION,
-        node_id: inner.identity.node_id(),
-        role: inner.role.read().unwrap_or_else(|p| p.into_inner()).role,
         listen_port: inner.listen.port(),
         capacity: inner.score(),
-        intent,
+        ..Hello::new(inner.identity.node_id(), role, intent)
     }
 }
 
