@@ -8,26 +8,11 @@ use kazoo_common::config::RoleSetting;
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, ErrorCode, Hello, Intent, Request, Response, Role, ShareEntry, MAX_FRAME,
-    MAX_NAME_LEN,
+    CloseCode, ErrorCode, Intent, Request, Response, ShareEntry, MAX_FRAME, MAX_NAME_LEN,
 };
 use kazoo_common::ContentId;
 use kazoo_leaf::client::{self, RequestError};
 use kazoo_leaf::Node;
-
-fn hello(identity: &Identity, intent: Intent) -> Hello {
-    Hello::new(identity.node_id(), Role::Leaf, intent)
-}
-
-/// Dials `node` from a raw endpoint.
-async fn raw_dial(
-    node: &Node,
-    intent: Intent,
-) -> (Result<Link, transport::TransportError>, quinn::Endpoint) {
-    let (identity, endpoint) = raw_node();
-    let link = raw_dial_as(&endpoint, &identity, node, hello(&identity, intent)).await;
-    (link, endpoint)
-}
 
 /// Joins `sn` as a raw leaf.
 async fn raw_leaf(sn: &Node) -> (Link, quinn::Endpoint) {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, raw_dial_as, raw_node, search_until, write, Net};
+use common::{eventually, raw_dial, raw_dial_as, raw_node, search_until, write, Net};
 use kazoo_common::identity::Identity;
 use kazoo_common::wire::{
     CloseCode, ErrorCode, Hello, Intent, Request, Response, Role, ShareEntry,
@@ -144,11 +144,8 @@ async fn a_leaf_with_100000_entries_leaves_while_another_searches_unharmed() {
     search_until(&b, &["needle"], |h| h.len() == 1).await;
     let b_session = core.session(&b.node_id()).expect("b joined");
 
-    let (identity, endpoint) = raw_node();
-    let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
-    let big = raw_dial_as(&endpoint, &identity, &sn, hello)
-        .await
-        .expect("big leaf joins");
+    let (big, endpoint) = raw_dial(&sn, Intent::Join).await;
+    let big = big.expect("big leaf joins");
     let words = "great music track best song file needle";
     let all: Vec<ShareEntry> = (0..100_000u64)
         .map(|i| entry(format!("{words} {i:06}.mp3"), 1_000 + i))
@@ -205,11 +202,8 @@ async fn the_index_budget_refuses_registrations_with_a_clear_error() {
     let mut config = net.config("sn", kazoo_common::config::RoleSetting::Supernode, None);
     config.supernode.max_index_entries = 1000;
     let sn = net.start(config).await;
-    let (identity, endpoint) = raw_node();
-    let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
-    let leaf = raw_dial_as(&endpoint, &identity, &sn, hello)
-        .await
-        .expect("joins");
+    let (leaf, _endpoint) = raw_dial(&sn, Intent::Join).await;
+    let leaf = leaf.expect("joins");
     let fill: Vec<ShareEntry> = (0..1000u64)
         .map(|i| entry(format!("file {i}"), i))
         .collect();
@@ -247,9 +241,8 @@ async fn leaves_and_download_connections_are_bounded_per_ip() {
     let mut kept = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..3 {
-        let (identity, endpoint) = raw_node();
-        let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
-        match raw_dial_as(&endpoint, &identity, &sn, hello).await {
+        let (link, endpoint) = raw_dial(&sn, Intent::Join).await;
+        match link {
             Ok(link) => kept.push((link, endpoint)),
             Err(e) => refused.push(e.to_string()),
         }
@@ -260,9 +253,8 @@ async fn leaves_and_download_connections_are_bounded_per_ip() {
     let mut fetchers = Vec::new();
     let mut busy = 0;
     for _ in 0..kazoo_leaf::node::MAX_FETCH_PER_IP + 1 {
-        let (identity, endpoint) = raw_node();
-        let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Fetch);
-        match raw_dial_as(&endpoint, &identity, &sn, hello).await {
+        let (link, endpoint) = raw_dial(&sn, Intent::Fetch).await;
+        match link {
             Ok(link) => fetchers.push((link, endpoint)),
             Err(kazoo_common::transport::TransportError::Refused {
                 code: ErrorCode::Busy,
@@ -276,10 +268,8 @@ async fn leaves_and_download_connections_are_bounded_per_ip() {
     // A slot frees when a connection ends.
     drop(fetchers.pop());
     eventually("a download slot frees", || async {
-        let (identity, endpoint) = raw_node();
-        let hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Fetch);
-        let link = raw_dial_as(&endpoint, &identity, &sn, hello).await.ok()?;
-        Some((link, endpoint))
+        let (link, endpoint) = raw_dial(&sn, Intent::Fetch).await;
+        Some((link.ok()?, endpoint))
     })
     .await;
 }

@@ -66,6 +66,23 @@ fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// Config for a `role` node `name` under `dir` that shares one file, `<name> <file>`, and
+/// joins `bootstrap`.
+fn sharing_node(dir: &Path, name: &str, role: &str, file: &str, bootstrap: &str) -> PathBuf {
+    let shared = dir.join(name).join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join(format!("{name} {file}")), name.as_bytes()).unwrap();
+    write_config(
+        dir,
+        name,
+        &format!(
+            "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
+             [share]\ndirs = [\"{name}/shared\"]\nrescan_secs = 1\n\
+             [network]\nbootstrap = [\"{bootstrap}\"]\n"
+        ),
+    )
+}
+
 #[test]
 fn supernode_leaf_and_one_shot_commands() {
     let tmp = tempfile::tempdir().unwrap();
@@ -193,23 +210,7 @@ fn kill_dash_nine_of_a_supernode_elects_an_heir() {
     let mut leaves = Vec::new();
     for name in ["auto1", "auto2", "plain"] {
         let role = if name == "plain" { "leaf" } else { "auto" };
-        std::fs::create_dir_all(dir.join(name).join("shared")).unwrap();
-        std::fs::write(
-            dir.join(name)
-                .join("shared")
-                .join(format!("{name} song.ogg")),
-            name.as_bytes(),
-        )
-        .unwrap();
-        let cfg = write_config(
-            dir,
-            name,
-            &format!(
-                "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
-                 [share]\ndirs = [\"{name}/shared\"]\nrescan_secs = 1\n\
-                 [network]\nbootstrap = [\"{sn_addr}\"]\n"
-            ),
-        );
+        let cfg = sharing_node(dir, name, role, "song.ogg", &sn_addr);
         let proc = spawn(&cfg);
         leaves.push((cfg, proc));
     }
@@ -270,23 +271,7 @@ fn a_supernode_restarted_at_its_address_gets_its_leaves_back() {
     let sn_cfg = write_config(dir, "sn", &sn_body(&sn_addr));
     let mut leaves = Vec::new();
     for name in ["one", "two"] {
-        std::fs::create_dir_all(dir.join(name).join("shared")).unwrap();
-        std::fs::write(
-            dir.join(name)
-                .join("shared")
-                .join(format!("{name} tune.ogg")),
-            name.as_bytes(),
-        )
-        .unwrap();
-        let cfg = write_config(
-            dir,
-            name,
-            &format!(
-                "[node]\nrole = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
-                 [share]\ndirs = [\"{name}/shared\"]\nrescan_secs = 1\n\
-                 [network]\nbootstrap = [\"{sn_addr}\"]\n"
-            ),
-        );
+        let cfg = sharing_node(dir, name, "leaf", "tune.ogg", &sn_addr);
         leaves.push((cfg.clone(), spawn(&cfg)));
     }
     let both_found = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count() == 2;

@@ -40,6 +40,31 @@ async fn progressed(progress: &mut watch::Receiver<Progress>, bytes: u64) {
     .await;
 }
 
+/// Searches from `d` until `id` is listed with `sources` sources; returns the hits.
+async fn until_sources(d: &Node, id: ContentId, sources: u32) -> Vec<kazoo_common::wire::Hit> {
+    search_until(d, &[&id.to_hex()], |h| {
+        h.first().is_some_and(|h| h.sources == sources)
+    })
+    .await
+}
+
+/// Downloads `id` from `d` into its download folder, checks the bytes equal `content`, and
+/// returns the report with how long the get took.
+async fn timed_get(
+    d: &Node,
+    id: ContentId,
+    content: &[u8],
+) -> (kazoo_leaf::download::Report, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let report = d
+        .get(id, None, no_progress())
+        .await
+        .expect("download completes");
+    let took = started.elapsed();
+    assert_eq!(std::fs::read(&report.path).unwrap(), content);
+    (report, took)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_killed_mid_transfer_gives_its_pieces_back() {
     let net = Net::new();
@@ -51,10 +76,7 @@ async fn a_source_killed_mid_transfer_gives_its_pieces_back() {
         sources.push(throttled_source(&net, name, &sn, &content, 4096).await);
     }
     let d = net.leaf("d", &sn).await;
-    search_until(&d, &[&id.to_hex()], |h| {
-        h.first().is_some_and(|h| h.sources == 3)
-    })
-    .await;
+    until_sources(&d, id, 3).await;
     let (tx, mut rx) = watch::channel(Progress::default());
     let getter = d.clone();
     let download = tokio::spawn(async move { getter.get(id, None, tx).await });
@@ -265,22 +287,13 @@ async fn a_dead_source_does_not_hold_up_the_live_ones() {
     config.network.idle_timeout_ms = 10_000;
     let d = net.start(config).await;
     d.wait_ready(DEADLINE).await.expect("d joins");
-    let hits = search_until(&d, &[&id.to_hex()], |h| {
-        h.first().is_some_and(|h| h.sources == 3)
-    })
-    .await;
+    let hits = until_sources(&d, id, 3).await;
     assert_eq!(
         hits[0].providers[0].node, dead.node,
         "the dead source is listed first"
     );
-    let started = std::time::Instant::now();
-    let report = d
-        .get(id, None, no_progress())
-        .await
-        .expect("download completes");
-    let took = started.elapsed();
+    let (report, took) = timed_get(&d, id, &content).await;
     eprintln!("get with one dead and two live sources: {took:?}");
-    assert_eq!(std::fs::read(&report.path).unwrap(), content);
     assert!(
         took < HANDSHAKE_TIMEOUT - std::time::Duration::from_secs(1),
         "the dead source held the download up: {took:?}"
@@ -311,22 +324,13 @@ async fn a_source_that_stalls_the_manifest_does_not_delay_the_download() {
         throttled_source(&net, "s2", &sn, &content, 0).await,
     ];
     let d = net.leaf("d", &sn).await;
-    let hits = search_until(&d, &[&id.to_hex()], |h| {
-        h.first().is_some_and(|h| h.sources == 3)
-    })
-    .await;
+    let hits = until_sources(&d, id, 3).await;
     assert_eq!(
         hits[0].providers[0].node, staller.node,
         "the staller is listed first"
     );
-    let started = std::time::Instant::now();
-    let report = d
-        .get(id, None, no_progress())
-        .await
-        .expect("download completes");
-    let took = started.elapsed();
+    let (report, took) = timed_get(&d, id, &content).await;
     eprintln!("get with one manifest-stalling and two live sources: {took:?}");
-    assert_eq!(std::fs::read(&report.path).unwrap(), content);
     assert!(
         took < MANIFEST_FIRST_BYTE_TIMEOUT,
         "the stalled manifest delayed the download: {took:?}"
@@ -355,21 +359,12 @@ async fn a_slow_source_loses_its_pieces_to_fast_ones() {
         throttled_source(&net, "f2", &sn, &content, 4096).await,
     ];
     let d = net.leaf("d", &sn).await;
-    search_until(&d, &[&id.to_hex()], |h| {
-        h.first().is_some_and(|h| h.sources == 3)
-    })
-    .await;
-    let started = std::time::Instant::now();
-    let report = d
-        .get(id, None, no_progress())
-        .await
-        .expect("download completes");
-    let took = started.elapsed();
+    until_sources(&d, id, 3).await;
+    let (report, took) = timed_get(&d, id, &content).await;
     eprintln!(
         "get with one slow and two fast sources: {took:?}: {:?}",
         report.sources
     );
-    assert_eq!(std::fs::read(&report.path).unwrap(), content);
     let slow = report
         .sources
         .iter()
@@ -418,10 +413,7 @@ async fn an_unreachable_source_is_left_out_of_the_reporters_next_lookup() {
     ];
     let d = net.leaf("d", &sn).await;
     let e = net.leaf("e", &sn).await;
-    search_until(&d, &[&id.to_hex()], |h| {
-        h.first().is_some_and(|h| h.sources == 3)
-    })
-    .await;
+    until_sources(&d, id, 3).await;
     let report = d
         .get(id, None, no_progress())
         .await
@@ -616,18 +608,9 @@ async fn many_stalling_sources_cost_a_download_seconds_not_minutes() {
     }
     let live = throttled_source(&net, "live", &sn, &content, 0).await;
     let d = net.leaf("d", &sn).await;
-    search_until(&d, &[&id.to_hex()], |h| {
-        h.first().is_some_and(|h| h.sources == 21)
-    })
-    .await;
-    let started = std::time::Instant::now();
-    let report = d
-        .get(id, None, no_progress())
-        .await
-        .expect("download completes");
-    let took = started.elapsed();
+    until_sources(&d, id, 21).await;
+    let (report, took) = timed_get(&d, id, &content).await;
     eprintln!("get with 20 stalling sources and one live one: {took:?}");
-    assert_eq!(std::fs::read(&report.path).unwrap(), content);
     let got = report.sources.iter().find(|r| r.node == live.node_id());
     assert_eq!(got.map(|r| r.bytes), Some(content.len() as u64));
     // At most the first-byte timeout for the manifest, then the stallers' pieces go back

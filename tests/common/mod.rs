@@ -126,6 +126,22 @@ pub async fn raw_dial_as(
     .await
 }
 
+/// Dials `node` from a fresh raw endpoint as a leaf with `intent`; the endpoint must outlive
+/// the link.
+pub async fn raw_dial(
+    node: &Node,
+    intent: kazoo_common::wire::Intent,
+) -> (
+    Result<transport::Link, transport::TransportError>,
+    quinn::Endpoint,
+) {
+    let (identity, endpoint) = raw_node();
+    let hello =
+        kazoo_common::wire::Hello::new(identity.node_id(), kazoo_common::wire::Role::Leaf, intent);
+    let link = raw_dial_as(&endpoint, &identity, node, hello).await;
+    (link, endpoint)
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
