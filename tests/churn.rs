@@ -107,10 +107,12 @@ async fn a_leaf_whose_session_is_taken_over_or_lost_joins_again_and_stays_search
     assert_eq!(identity.node_id(), a.node_id());
     let (_, endpoint) = raw_node();
     let hello = Hello::new(a.node_id(), Role::Leaf, Intent::Join);
-    let intruder = raw_dial_as(&endpoint, &identity, &sn, hello)
-        .await
-        .expect("joins with a's key");
-    drop(intruder);
+    // Admitted either way; a, superseded, may join again before this handshake finishes and
+    // supersede the intruder in turn.
+    match raw_dial_as(&endpoint, &identity, &sn, hello).await {
+        Ok(intruder) => drop(intruder),
+        Err(e) => assert!(e.to_string().contains("newer session"), "{e}"),
+    }
     endpoint.close(0u32.into(), b"done");
     eventually(
         "a registered again after its session was superseded",
