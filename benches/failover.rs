@@ -210,7 +210,7 @@ fn quic() {
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let options = StartOptions { control_socket: false, ..StartOptions::default() };
+        let options = StartOptions { ..StartOptions::default() };
         let mut leaves: Vec<(Node, usize)> = Vec::new();
         for i in 0..SUPERNODES * LEAVES_PER_SN {
             let home = i % SUPERNODES;

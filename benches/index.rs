@@ -13,7 +13,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{addr, node, percentile, resident_kib, Rng};
@@ -62,7 +62,7 @@ impl Zipf {
     }
 
     fn sample(&self, rng: &mut Rng) -> &str {
-        let x = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let i = self.cdf.partition_point(|&c| c < x).min(VOCABULARY - 1);
         &self.words[i]
     }
@@ -89,7 +89,7 @@ fn names(zipf: &Zipf, rng: &mut Rng, leaf: usize, count: usize) -> Vec<ShareEntr
         .collect()
 }
 
-fn register(sn: &Supernode, key: kazoo_supernode::LeafKey, entries: Vec<ShareEntry>) {
+fn register(sn: &mut Supernode, key: kazoo_supernode::LeafKey, entries: Vec<ShareEntry>) {
     for batch in entries.chunks(MAX_BATCH) {
         let answer = sn.answer(
             key,
@@ -102,6 +102,11 @@ fn register(sn: &Supernode, key: kazoo_supernode::LeafKey, entries: Vec<ShareEnt
             "{answer:?}"
         );
     }
+}
+
+/// Locks the core.
+fn lock(sn: &Mutex<Supernode>) -> MutexGuard<'_, Supernode> {
+    sn.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -132,12 +137,13 @@ fn main() {
         max_index_mib: 65_536,
         ..SupernodeConfig::default()
     };
-    let sn = Arc::new(Supernode::new(
+    // The runtime holds the core under one lock; so does this benchmark.
+    let sn = Arc::new(Mutex::new(Supernode::new(
         node(0),
         config,
         4710,
         OverlayConfig::default(),
-    ));
+    )));
     let lists: Vec<Vec<ShareEntry>> = (0..leaves)
         .map(|leaf| names(&zipf, &mut rng, leaf, per_leaf))
         .collect();
@@ -152,24 +158,26 @@ fn main() {
     let started = Instant::now();
     let mut keys = Vec::new();
     for (leaf, list) in lists.into_iter().enumerate() {
-        let Admission::Admitted(key) = sn.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
+        let mut core = lock(&sn);
+        let Admission::Admitted(key) =
+            core.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
         else {
             panic!("refused");
         };
-        register(&sn, key, list);
+        register(&mut core, key, list);
         keys.push(key);
     }
     let fill = started.elapsed();
-    let entries = sn.stats().entries;
+    let entries = lock(&sn).stats().entries;
     let resident = (resident_kib().saturating_sub(base) * 1024) as f64 / entries as f64;
-    let accounted = sn.accounted_bytes() as f64 / entries as f64;
+    let accounted = lock(&sn).accounted_bytes() as f64 / entries as f64;
     let raw = raw_bytes as f64 / entries as f64;
 
     let common_word = zipf.words[0].clone();
-    let common_files = lists_word_count(&sn, &common_word);
-    let common = searches(&sn, 200, || vec![common_word.clone()]);
+    let common_files = lists_word_count(&lock(&sn), &common_word);
+    let common = searches(&lock(&sn), 200, || vec![common_word.clone()]);
     let mut qrng = Rng(7);
-    let pairs = searches(&sn, 2000, || {
+    let pairs = searches(&lock(&sn), 2000, || {
         vec![
             zipf.sample(&mut qrng).to_owned(),
             zipf.sample(&mut qrng).to_owned(),
@@ -189,7 +197,7 @@ fn main() {
             while !done.load(Ordering::SeqCst) {
                 let query = vec![words[rng.below(words.len())].clone()];
                 let started = Instant::now();
-                let _ = sn.search(&query, 50);
+                let _ = lock(&sn).search(&query, 50);
                 times.push(ms(started.elapsed()));
             }
             times.sort_by(f64::total_cmp);
@@ -198,11 +206,11 @@ fn main() {
     };
     std::thread::sleep(Duration::from_millis(50));
     let started = Instant::now();
-    sn.depart(node(1), keys[0]);
+    lock(&sn).depart(node(1), keys[0]);
     let mut longest_hold = Duration::ZERO;
     loop {
         let step = Instant::now();
-        let more = sn.drain_step();
+        let more = lock(&sn).drain_step();
         longest_hold = longest_hold.max(step.elapsed());
         if !more {
             break;
@@ -216,18 +224,20 @@ fn main() {
 
     let before_all = resident_kib();
     for (leaf, key) in keys.iter().enumerate().skip(1) {
-        sn.depart(node(1 + leaf), *key);
+        lock(&sn).depart(node(1 + leaf), *key);
     }
-    while sn.drain_step() {}
+    while lock(&sn).drain_step() {}
     let after_all = resident_kib();
     // Freed memory is reused: the same leaves joining again need little more.
     for leaf in 0..leaves {
-        let Admission::Admitted(key) = sn.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
+        let mut core = lock(&sn);
+        let Admission::Admitted(key) =
+            core.admit(node(1 + leaf), addr(1 + leaf), 0, Instant::now())
         else {
             panic!("refused");
         };
         register(
-            &sn,
+            &mut core,
             key,
             names(&zipf, &mut Rng(leaf as u64 + 1), leaf, per_leaf),
         );

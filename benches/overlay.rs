@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kazoo_common::config::{Routing, SupernodeConfig};
@@ -160,10 +160,15 @@ type LocalQueries = HashMap<u64, (Vec<Hit>, Option<oneshot::Sender<Vec<Hit>>>)>;
 
 /// The in-memory network: one inbox per supernode, links as unordered pairs, and one FIFO
 /// pipe per direction of a link (messages arrive in order, `latency` after being sent).
+/// Locks one simulated supernode's core.
+fn lock(sn: &Mutex<Supernode>) -> std::sync::MutexGuard<'_, Supernode> {
+    sn.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Mem {
     inboxes: HashMap<NodeId, mpsc::UnboundedSender<Event>>,
     pipes: std::sync::Mutex<HashMap<(NodeId, NodeId), Pipe>>,
-    sns: HashMap<NodeId, Arc<Supernode>>,
+    sns: HashMap<NodeId, Arc<Mutex<Supernode>>>,
     addrs: HashMap<NodeId, SocketAddr>,
     links: std::sync::Mutex<HashSet<(NodeId, NodeId)>>,
     latency: Duration,
@@ -201,13 +206,13 @@ impl Mem {
                     let accepted = self
                         .sns
                         .get(&p.node)
-                        .is_some_and(|sn| sn.with_overlay(|o| o.wants_peer(&me, now)))
+                        .is_some_and(|sn| lock(sn).overlay().wants_peer(&me, now))
                         && self.links.lock().unwrap().insert(key);
                     if accepted {
                         self.deliver(me, p.node, Event::PeerUp(me, self.addrs[&me]));
                         self.deliver(p.node, me, Event::PeerUp(p.node, self.addrs[&p.node]));
                     } else if let Some(sn) = self.sns.get(&me) {
-                        sn.with_overlay(|o| o.on_dial_failed(&p.node, now));
+                        lock(sn).overlay_mut().on_dial_failed(&p.node, now);
                     }
                 }
                 Action::Shed(peer) => {
@@ -239,11 +244,11 @@ async fn run_supernode(net: Arc<Mem>, me: NodeId, mut inbox: mpsc::UnboundedRece
                 let now = tokio::time::Instant::now().into_std();
                 let actions = match event {
                     None => return,
-                    Some(Event::PeerUp(peer, addr)) => sn.peer_up(peer, addr, now),
-                    Some(Event::PeerDown(peer)) => sn.peer_down(&peer, now),
-                    Some(Event::Message(from, msg)) => sn.peer_message(from, msg, now),
+                    Some(Event::PeerUp(peer, addr)) => lock(&sn).peer_up(peer, addr, now),
+                    Some(Event::PeerDown(peer)) => lock(&sn).peer_down(&peer, now),
+                    Some(Event::Message(from, msg)) => lock(&sn).peer_message(from, msg, now),
                     Some(Event::Query(words, reply)) => {
-                        let (q, actions) = sn.start_query(&words, 50, now);
+                        let (q, actions) = lock(&sn).start_query(&words, 50, now);
                         local.insert(q, (Vec::new(), Some(reply)));
                         actions
                     }
@@ -251,7 +256,7 @@ async fn run_supernode(net: Arc<Mem>, me: NodeId, mut inbox: mpsc::UnboundedRece
                 net.execute(me, actions, &mut local);
             }
             _ = tick.tick() => {
-                let actions = sn.tick(tokio::time::Instant::now().into_std());
+                let actions = lock(&sn).tick(tokio::time::Instant::now().into_std());
                 net.execute(me, actions, &mut local);
             }
         }
@@ -291,12 +296,12 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
             receivers.push((node(n), rx));
             sns.insert(
                 node(n),
-                Arc::new(Supernode::new(
+                Arc::new(Mutex::new(Supernode::new(
                     node(n),
                     config.clone(),
                     4710,
                     overlay.clone(),
-                )),
+                ))),
             );
             addrs.insert(node(n), addr(n));
         }
@@ -307,7 +312,7 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
         let mut holders: HashMap<ContentId, Vec<NodeId>> = HashMap::new();
         for leaf in 0..run.leaves {
             let sn_at = rng.below(run.sns);
-            let sn = &sns[&node(sn_at)];
+            let mut sn = lock(&sns[&node(sn_at)]);
             let leaf_id = node(1_000_000 + leaf);
             let Admission::Admitted(key) =
                 sn.admit(leaf_id, addr(1_000_000 + leaf), 0, Instant::now())
@@ -326,16 +331,14 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
         for n in 0..run.sns {
             for _ in 0..3 {
                 let other = rng.below(run.sns);
-                sns[&node(n)].with_overlay(|o| {
-                    o.add_host(
-                        Provider {
-                            node: node(other),
-                            addr: addr(other),
-                        },
-                        Duration::ZERO,
-                        now,
-                    )
-                });
+                lock(&sns[&node(n)]).overlay_mut().add_host(
+                    Provider {
+                        node: node(other),
+                        addr: addr(other),
+                    },
+                    Duration::ZERO,
+                    now,
+                );
             }
         }
         let net = Arc::new(Mem {
@@ -357,20 +360,25 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
             .map(|(n, sn)| {
                 (
                     *n,
-                    sn.with_overlay(|o| o.peers().into_iter().map(|p| p.node).collect()),
+                    lock(sn)
+                        .overlay()
+                        .peers()
+                        .into_iter()
+                        .map(|p| p.node)
+                        .collect(),
                 )
             })
             .collect();
         let filter_bytes = |net: &Mem| -> u64 {
             net.sns
                 .values()
-                .map(|sn| sn.with_overlay(|o| o.stats().filter_bytes_sent))
+                .map(|sn| lock(sn).overlay().stats().filter_bytes_sent)
                 .sum()
         };
         let queries_sent = |net: &Mem| -> u64 {
             net.sns
                 .values()
-                .map(|sn| sn.with_overlay(|o| o.stats().queries_sent))
+                .map(|sn| lock(sn).overlay().stats().queries_sent)
                 .sum()
         };
         // Filter traffic over one virtual minute with churn: every second, 1% of supernodes
@@ -378,7 +386,7 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
         let before = filter_bytes(&net);
         for second in 0..60 {
             for _ in 0..(run.sns / 100).max(1) {
-                let sn = &net.sns[&node(rng.below(run.sns))];
+                let mut sn = lock(&net.sns[&node(rng.below(run.sns))]);
                 let leaf = node(2_000_000 + second * 1000 + rng.below(1000));
                 if let Admission::Admitted(key) =
                     sn.admit(leaf, addr(2_000_000 + second * 1000), 0, Instant::now())
@@ -445,7 +453,7 @@ fn single_supernode(leaves: usize, files: usize, queries: usize) {
         max_leaves: leaves,
         ..SupernodeConfig::default()
     };
-    let sn = Supernode::new(node(0), config, 4710, OverlayConfig::default());
+    let mut sn = Supernode::new(node(0), config, 4710, OverlayConfig::default());
     let base = resident_kib();
     let catalogue = catalogue(leaves * files, &mut rng);
     let catalogue_kib = resident_kib().saturating_sub(base);

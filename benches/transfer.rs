@@ -196,7 +196,6 @@ struct Swarm {
 
 fn options() -> StartOptions {
     StartOptions {
-        control_socket: false,
         ..StartOptions::default()
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::ContentId;
-use kazoo_leaf::control::{self, ControlEvent, ControlRequest, SearchResult};
+use kazoo_leaf::control::{self, ControlEvent, ControlRequest, ControlSocket, SearchResult};
 use kazoo_leaf::download::{Progress, Report};
 use kazoo_leaf::{Node, StartOptions, Status};
 
@@ -149,6 +149,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let node = Node::start(config, StartOptions::default())
         .await
         .context("starting the node")?;
+    let control = match ControlSocket::serve(node.clone()).await {
+        Ok(control) => control,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e).context("serving the control socket");
+        }
+    };
     let status = node.status();
     println!(
         "kazoo node {} ({}) listening on {}",
@@ -157,6 +164,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
+    drop(control);
     node.shutdown().await;
     Ok(())
 }
@@ -188,7 +196,6 @@ async fn short_lived_leaf(config: Config) -> anyhow::Result<Node> {
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     };
     let options = StartOptions {
-        control_socket: false,
         share: false,
         role: Some(RoleSetting::Leaf),
         listen: Some(listen),

@@ -53,10 +53,10 @@ async fn a_second_join_supersedes_the_first_and_only_the_current_session_counts(
         .expect("second join");
     // The older session is closed as superseded; the leaf counts once.
     assert!(closed_with(&first.conn, CloseCode::SUPERSEDED).await);
-    assert_eq!(core.stats().leaves, 1);
+    assert_eq!(core.core().stats().leaves, 1);
     // The old session's entries went with it; the new one registers afresh.
     eventually("old entries drained", || async {
-        (core.stats().entries == 0).then_some(())
+        (core.core().stats().entries == 0).then_some(())
     })
     .await;
     let answer = client::call(
@@ -69,11 +69,14 @@ async fn a_second_join_supersedes_the_first_and_only_the_current_session_counts(
     .expect("registers");
     assert_eq!(answer, Response::Registered { total: 1 });
     // The end of the first connection changed nothing.
-    assert_eq!(core.stats().leaves, 1);
-    assert_eq!(core.search(&["second".into()], 10).map(|h| h.len()), Ok(1));
+    assert_eq!(core.core().stats().leaves, 1);
+    assert_eq!(
+        core.core().search(&["second".into()], 10).map(|h| h.len()),
+        Ok(1)
+    );
     drop(second);
     eventually("leaf gone with its current session", || async {
-        (core.stats().leaves == 0 && core.stats().entries == 0).then_some(())
+        (core.core().stats().leaves == 0 && core.core().stats().entries == 0).then_some(())
     })
     .await;
 }
@@ -98,7 +101,7 @@ async fn a_leaf_whose_session_is_taken_over_or_lost_joins_again_and_stays_search
     let a = net.start(config).await;
     let observer = net.leaf("observer", &sn).await;
     search_until(&observer, &["routes"], |h| h.len() == 1).await;
-    assert_eq!(core.stats().leaves, 2);
+    assert_eq!(core.core().stats().leaves, 2);
 
     // Someone joins with a's key on another connection (a's own second route, say): a's
     // session is superseded; then that connection ends. a must end up registered again.
@@ -117,7 +120,7 @@ async fn a_leaf_whose_session_is_taken_over_or_lost_joins_again_and_stays_search
     eventually(
         "a registered again after its session was superseded",
         || async {
-            let session = core.session(&a.node_id())?;
+            let session = core.core().session(&a.node_id())?;
             let hits = observer.search(&["routes".into()], 10).await.ok()?;
             (hits.len() == 1 && a.status().supernode == Some(sn.node_id())).then_some(session)
         },
@@ -126,14 +129,14 @@ async fn a_leaf_whose_session_is_taken_over_or_lost_joins_again_and_stays_search
 
     // The supernode forgets a's session while its connection stays up: a's next change is
     // answered `UnknownLeaf`, and a joins again and re-registers everything.
-    let key = core.session(&a.node_id()).expect("a joined");
-    core.depart(a.node_id(), key);
-    assert_eq!(core.session(&a.node_id()), None);
+    let key = core.core().session(&a.node_id()).expect("a joined");
+    core.core().depart(a.node_id(), key);
+    assert_eq!(core.core().session(&a.node_id()), None);
     write(&net.share_dir("a"), "after the loss.ogg", b"new file");
     search_until(&observer, &["loss"], |h| h.len() == 1).await;
     search_until(&observer, &["routes"], |h| h.len() == 1).await;
-    assert!(core.session(&a.node_id()).is_some());
-    assert_eq!(core.stats().leaves, 2);
+    assert!(core.core().session(&a.node_id()).is_some());
+    assert_eq!(core.core().stats().leaves, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +147,7 @@ async fn a_leaf_with_100000_entries_leaves_while_another_searches_unharmed() {
     write(&net.share_dir("b"), "small needle file.txt", b"needle");
     let b = net.leaf("b", &sn).await;
     search_until(&b, &["needle"], |h| h.len() == 1).await;
-    let b_session = core.session(&b.node_id()).expect("b joined");
+    let b_session = core.core().session(&b.node_id()).expect("b joined");
 
     let (big, endpoint) = raw_dial(&sn, Intent::Join).await;
     let big = big.expect("big leaf joins");
@@ -162,7 +165,7 @@ async fn a_leaf_with_100000_entries_leaves_while_another_searches_unharmed() {
         .await
         .expect("batch registers");
     }
-    assert_eq!(core.stats().entries, 100_001);
+    assert_eq!(core.core().stats().entries, 100_001);
 
     // The big leaf dies; b keeps searching meanwhile and every search answers.
     let searching = tokio::spawn({
@@ -185,13 +188,13 @@ async fn a_leaf_with_100000_entries_leaves_while_another_searches_unharmed() {
     big.conn.close(0u32.into(), b"gone");
     endpoint.close(0u32.into(), b"gone");
     eventually("big leaf drained", || async {
-        (core.stats().entries == 1).then_some(())
+        (core.core().stats().entries == 1).then_some(())
     })
     .await;
     let (misses, slowest) = searching.await.expect("searches ran");
     assert_eq!(misses, 0, "searches missed while the big leaf drained");
     // b never lost its session (an idle timeout would have re-homed it).
-    assert_eq!(core.session(&b.node_id()), Some(b_session));
+    assert_eq!(core.core().session(&b.node_id()), Some(b_session));
     assert!(
         slowest < Duration::from_secs(1),
         "a search took {slowest:?}, longer than half the idle timeout"
@@ -230,8 +233,11 @@ async fn the_index_budget_refuses_registrations_with_a_clear_error() {
     }
     // Nothing was lost, and the leaf is still served.
     let core = sn.supernode().expect("supernode");
-    assert_eq!(core.stats().entries, 1000);
-    assert_eq!(core.search(&["file".into()], 5).map(|h| h.len()), Ok(5));
+    assert_eq!(core.core().stats().entries, 1000);
+    assert_eq!(
+        core.core().search(&["file".into()], 5).map(|h| h.len()),
+        Ok(5)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,7 +183,7 @@ impl NodeSlot {
         let size = 1024 + rng.below(600 * 1024);
         let mut content = Vec::with_capacity(size + 8);
         while content.len() < size {
-            content.extend_from_slice(&rng.next().to_le_bytes());
+            content.extend_from_slice(&rng.next_u64().to_le_bytes());
         }
         content.truncate(size);
         let tmp = self.share.join(format!(".{name}.tmp"));

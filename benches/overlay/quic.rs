@@ -79,7 +79,7 @@ pub fn run(sns: usize, leaves: usize, queries: usize) {
             config.network.bootstrap = (0..3.min(n))
                 .map(|_| BootstrapEntry { node: None, addr: nodes[rng.below(n)].listen_addr() })
                 .collect();
-            let options = StartOptions { control_socket: false, share: false, ..StartOptions::default() };
+            let options = StartOptions { share: false, ..StartOptions::default() };
             nodes.push(Node::start(config, options).await.expect("supernode starts"));
         }
         let want = (sns - 1).min(40) * 3 / 4;
@@ -110,7 +110,7 @@ pub fn run(sns: usize, leaves: usize, queries: usize) {
             .collect();
         let peers: Vec<usize> = graph.values().map(Vec::len).collect();
         let queries_sent = || -> u64 {
-            nodes.iter().filter_map(|n| n.supernode()).map(|sn| sn.with_overlay(|o| o.stats().queries_sent)).sum()
+            nodes.iter().filter_map(|n| n.supernode()).map(|sn| sn.core().overlay().stats().queries_sent).sum()
         };
         let hop_limit = kazoo_supernode::OverlayConfig::default().hop_limit;
         let mut outcome = Outcome::default();

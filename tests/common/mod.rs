@@ -89,7 +89,6 @@ impl Net {
             .with_test_writer()
             .try_init();
         let options = StartOptions {
-            control_socket: false,
             ..StartOptions::default()
         };
         Node::start(config, options).await.expect("node starts")

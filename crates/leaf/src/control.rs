@@ -134,16 +134,39 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET)
 }
 
-/// Removes the socket file (on shutdown).
-pub fn remove_socket(data_dir: &Path) {
-    let _ = std::fs::remove_file(socket_path(data_dir));
+/// The control socket of a running node, served while this value lives; dropping it stops
+/// serving and removes the socket file. The binary owns it (the node knows nothing of it).
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds the control socket and returns the task that serves it.
-pub async fn serve(
+impl ControlSocket {
+    /// Binds the control socket in `node`'s data_dir and serves it (fails if another node
+    /// already serves one there).
+    pub async fn serve(node: Node) -> std::io::Result<ControlSocket> {
+        let path = socket_path(&node.config().node.data_dir);
+        let serving = bind(&path, node).await?;
+        Ok(ControlSocket {
+            path,
+            task: tokio::spawn(serving),
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the control socket at `path` and returns the task that serves it.
+async fn bind(
+    path: &Path,
     node: Node,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    let path = socket_path(&node.config().node.data_dir);
     if path.exists() {
         if UnixStream::connect(&path).await.is_ok() {
             return Err(std::io::Error::new(
@@ -154,13 +177,13 @@ pub async fn serve(
                 ),
             ));
         }
-        std::fs::remove_file(&path)?;
+        std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(&path)?;
+    let listener = UnixListener::bind(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CLIENTS));
     Ok(async move {

@@ -33,7 +33,6 @@ fn config(root: &Path, name: &str, role: RoleSetting, bootstrap: Option<SocketAd
 pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let root = tempfile::tempdir().context("creating a temporary directory")?;
     let options = StartOptions {
-        control_socket: false,
         ..StartOptions::default()
     };
     let sn_config = config(root.path(), "supernode", RoleSetting::Supernode, None);

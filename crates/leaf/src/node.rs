@@ -1,32 +1,38 @@
-//! The node runtime: one QUIC endpoint, the share store, the uploads server, and either an
-//! uplink to a supernode (leaf role) or the in-process supernode service (supernode role).
+//! The node runtime: one QUIC endpoint, the share store, the uploads server, and the role it
+//! plays now — a value swapped whole under one lock on promotion and demotion:
+//! * [`leaf_role`]: the uplink to a supernode (joining, registering shares, re-homing);
+//! * [`supernode_role`]: the supernode core under its lock and its I/O (admission of leaves,
+//!   peering, notices, growth and demotion).
 //!
-//! [`Node::start`] spawns the tasks; the returned handle answers status, search and get, and
-//! is what the control socket and the tests drive.
+//! Incoming connections of any kind arrive in `accept.rs`. [`Node::start`] spawns the tasks;
+//! the returned handle answers status, search and get, and is what the control socket and
+//! the tests drive.
 
 mod accept;
+pub mod leaf_role;
+pub mod supernode_role;
 
 pub use accept::{FETCH_IDLE, HANDSHAKE_RATE, INDEX_RATE, MAX_FETCH_PER_IP};
-mod election;
-mod peering;
-mod uplink;
+pub use leaf_role::LeafRole;
+pub use supernode_role::SupernodeRole;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, Hello, Hit, Intent, Provider, Request, Response, Role, HITS_PER_FRAME,
+    CloseCode, Hello, Hit, Intent, Provider, Request, Response, HITS_PER_FRAME,
 };
 use kazoo_common::{ContentId, NodeId};
+use kazoo_supernode::election::score::capacity_score;
 use kazoo_supernode::overlay::PeerView;
-use kazoo_supernode::{check_query, merge_hits, DemotePolicy, OverlayConfig, Supernode};
+use kazoo_supernode::{check_query, merge_hits};
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -42,8 +48,6 @@ use crate::share::ShareStore;
 pub struct StartOptions {
     /// QUIC keep-alive and idle timeout (default: from `[network] idle_timeout_ms`).
     pub timeouts: Option<Timeouts>,
-    /// Serve the control socket in `data_dir`.
-    pub control_socket: bool,
     /// Scan and share `share.dirs` (off for a short-lived CLI leaf).
     pub share: bool,
     /// Override the configured role.
@@ -56,7 +60,6 @@ impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
             timeouts: None,
-            control_socket: true,
             share: true,
             role: None,
             listen: None,
@@ -82,17 +85,6 @@ pub enum NodeError {
     /// The download failed.
     #[error("{0}")]
     Download(#[from] DownloadError),
-}
-
-/// The role, since when, and why.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RoleState {
-    /// Current role.
-    pub role: Role,
-    /// Unix seconds of the last change.
-    pub since: u64,
-    /// Why the node has this role.
-    pub reason: String,
 }
 
 /// What `kazoo status` shows.
@@ -142,6 +134,61 @@ struct Uplink {
     reason: String,
 }
 
+/// The role a node plays now, with the role's own state and tasks.
+#[derive(Clone)]
+enum Role {
+    /// A leaf, with its uplink.
+    Leaf(Arc<LeafRole>),
+    /// A supernode, with its core and its I/O.
+    Supernode(Arc<SupernodeRole>),
+}
+
+impl Role {
+    fn wire(&self) -> kazoo_common::wire::Role {
+        match self {
+            Role::Leaf(_) => kazoo_common::wire::Role::Leaf,
+            Role::Supernode(_) => kazoo_common::wire::Role::Supernode,
+        }
+    }
+
+    /// Ends the role: its tasks stop, a supernode's peerings close.
+    fn stop(&self, reason: &str) {
+        match self {
+            Role::Leaf(leaf) => leaf.stop(),
+            Role::Supernode(sn) => sn.stop(reason),
+        }
+    }
+}
+
+/// The role, since when, and why; swapped whole on promotion and demotion.
+struct Current {
+    role: Role,
+    since: u64,
+    reason: String,
+}
+
+/// Tasks owned by a node or a role, aborted together.
+#[derive(Default)]
+struct Tasks(Mutex<Vec<JoinHandle<()>>>);
+
+impl Tasks {
+    /// Spawns `task` and keeps its handle (forgetting tasks that have ended).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut tasks = crate::lock(&self.0);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    /// Aborts every task and forgets them.
+    fn abort_all(&self) {
+        let tasks: Vec<_> = crate::lock(&self.0).drain(..).collect();
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
 struct Inner {
     config: Config,
     identity: Identity,
@@ -150,34 +197,19 @@ struct Inner {
     timeouts: Timeouts,
     shares: Arc<ShareStore>,
     uploads: Uploads,
-    role: RwLock<RoleState>,
-    supernode: RwLock<Option<Arc<Supernode>>>,
+    /// The role now; the one lock a promotion or demotion swaps it under.
+    role: Mutex<Current>,
+    /// Leaf role: the supernode this leaf is attached to (`wait_ready` watches it).
     uplink: watch::Sender<Option<Uplink>>,
     connections: AtomicUsize,
     /// Download connections accepted now, per IP (see `accept::MAX_FETCH_PER_IP`).
     fetch_per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    /// Leaf role: the last succession notice from its supernode (heirs, other supernodes).
-    succession: Mutex<(Vec<Provider>, Vec<Provider>)>,
     /// The configured role (or the start option overriding it).
     setting: RoleSetting,
-    /// Supernode role: each joined leaf's notice stream and connection.
-    leaf_notices: Mutex<std::collections::HashMap<NodeId, election::LeafChannel>>,
-    /// Supernode role: when it last asked a leaf to promote (at most one request per 5 s).
-    promote_asked_at: Mutex<Option<std::time::Instant>>,
-    /// Supernode role: the leaf it asked to promote, and when; part of its leaves move to
-    /// that node once it peers back as a supernode.
-    handover_to: Mutex<Option<(NodeId, std::time::Instant)>>,
-    /// Supernode role: tasks that end when it demotes (overlay, own shares, demotion check).
-    sn_tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Leaf role: its supernode asked it to promote.
-    promote_asked: std::sync::atomic::AtomicBool,
-    /// Leaf role: its supernode redirected it (where to, why).
-    redirect: Mutex<Option<(Vec<Provider>, String)>>,
-    /// Supernode role: peer links and routed searches.
-    peering: peering::Peering,
     /// Content ids being downloaded now (one download per id at a time).
     downloads: Mutex<HashSet<ContentId>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The node's own tasks (accept loop, rescans, control socket).
+    tasks: Tasks,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
 }
@@ -188,7 +220,11 @@ impl Inner {
         if self.setting != RoleSetting::Auto {
             return 0;
         }
-        self.config.election_score(self.started.elapsed())
+        capacity_score(&self.config.election, self.started.elapsed())
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
+        crate::lock(&self.role)
     }
 }
 
@@ -280,26 +316,17 @@ impl Node {
             timeouts,
             uploads: Uploads::new(Arc::clone(&shares), config.share.upload_rate_kib),
             shares,
-            role: RwLock::new(RoleState {
-                role: Role::Leaf,
+            role: Mutex::new(Current {
+                role: Role::Leaf(LeafRole::new(Vec::new())),
                 since: now_secs(),
                 reason: "starting".into(),
             }),
-            supernode: RwLock::new(None),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
             fetch_per_ip: Mutex::new(std::collections::HashMap::new()),
-            succession: Mutex::new((Vec::new(), Vec::new())),
             setting,
-            leaf_notices: Mutex::new(std::collections::HashMap::new()),
-            promote_asked_at: Mutex::new(None),
-            handover_to: Mutex::new(None),
-            sn_tasks: Mutex::new(Vec::new()),
-            promote_asked: std::sync::atomic::AtomicBool::new(false),
-            redirect: Mutex::new(None),
-            peering: peering::Peering::default(),
             downloads: Mutex::new(HashSet::new()),
-            tasks: Mutex::new(Vec::new()),
+            tasks: Tasks::default(),
             started: std::time::Instant::now(),
             config,
         });
@@ -316,88 +343,35 @@ impl Node {
                 node.promote("auto: no bootstrap supernodes configured, first node of its network")
             }
             RoleSetting::Auto | RoleSetting::Leaf => {
-                node.set_role(Role::Leaf, "joining a supernode");
-                node.spawn(uplink::uplink_loop(node.clone(), setting, None));
+                let leaf = LeafRole::new(Vec::new());
+                node.set_role(Role::Leaf(Arc::clone(&leaf)), "joining a supernode");
+                leaf_role::start(&node, &leaf, None);
             }
-        }
-        if options.control_socket {
-            let control = crate::control::serve(node.clone())
-                .await
-                .map_err(|e| NodeError::Start(e.to_string()))?;
-            node.spawn(control);
         }
         Ok(node)
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
-        let mut tasks = crate::lock(&self.inner.tasks);
-        // Role changes spawn an uplink each time: forget the ones that ended.
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(handle);
+        self.inner.tasks.spawn(task);
     }
 
+    /// Swaps in `role`; the old one ends (its tasks stop, a supernode's peerings close).
     fn set_role(&self, role: Role, reason: &str) {
-        tracing::info!(node = %self.node_id().short(), role = role.as_str(), reason, "role set");
-        *self.inner.role.write().unwrap_or_else(|p| p.into_inner()) = RoleState {
+        tracing::info!(node = %self.node_id().short(), role = role.wire().as_str(), reason, "role set");
+        let new = Current {
             role,
             since: now_secs(),
             reason: reason.to_owned(),
         };
+        let old = std::mem::replace(&mut *self.inner.current(), new);
+        old.role.stop(reason);
     }
 
-    /// Becomes a supernode (its own shares go into its index).
-    fn promote(&self, reason: &str) {
-        let config = &self.inner.config.supernode;
-        let overlay = OverlayConfig {
-            max_peers: config.max_peers,
-            hop_limit: config.hop_limit,
-            routing: config.routing,
-            ..OverlayConfig::default()
-        };
-        let sn = Arc::new(Supernode::new(
-            self.node_id(),
-            config.clone(),
-            self.inner.listen.port(),
-            overlay,
-        ));
-        *self
-            .inner
-            .supernode
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sn));
-        // Leftovers of the leaf role.
-        self.take_redirect();
-        self.inner.promote_asked.store(false, Ordering::SeqCst);
-        if self.inner.setting == RoleSetting::Auto {
-            let election = &self.inner.config.election;
-            sn.set_demote_policy(DemotePolicy {
-                below_pct: election.demote_below_pct,
-                after: election.demote_after(),
-            });
-        }
-        self.set_role(Role::Supernode, reason);
-        let tasks = [
-            tokio::spawn(own_shares_loop(
-                Arc::clone(&self.inner.shares),
-                Arc::clone(&sn),
-            )),
-            tokio::spawn(self.clone().overlay_loop(Arc::clone(&sn))),
-            tokio::spawn(self.clone().demotion_loop(sn)),
-        ];
-        crate::lock(&self.inner.sn_tasks).extend(tasks);
-    }
-
-    /// A redirect notice from the supernode, to follow once the connection has closed.
-    fn set_redirect(&self, to: Vec<Provider>, reason: String) {
-        *crate::lock(&self.inner.redirect) = Some((to, reason));
-    }
-
-    /// Records a redirect unless one is recorded already (a notice beats a bare close).
-    fn set_redirect_if_none(&self, to: Vec<Provider>, reason: String) {
-        let mut redirect = crate::lock(&self.inner.redirect);
-        if redirect.is_none() {
-            *redirect = Some((to, reason));
+    /// The leaf role, while this node is a leaf.
+    fn leaf(&self) -> Option<Arc<LeafRole>> {
+        match &self.inner.current().role {
+            Role::Leaf(leaf) => Some(Arc::clone(leaf)),
+            Role::Supernode(_) => None,
         }
     }
 
@@ -409,28 +383,19 @@ impl Node {
         })
     }
 
-    fn take_redirect(&self) -> Option<(Vec<Provider>, String)> {
-        crate::lock(&self.inner.redirect).take()
-    }
-
-    /// The last succession notice: (heirs, other supernodes).
+    /// The last succession notice while a leaf: (heirs, other supernodes).
     fn succession(&self) -> (Vec<Provider>, Vec<Provider>) {
-        crate::lock(&self.inner.succession).clone()
-    }
-
-    fn set_succession(&self, heirs: Vec<Provider>, supernodes: Vec<Provider>) {
-        *crate::lock(&self.inner.succession) = (heirs, supernodes);
+        self.leaf().map(|l| l.succession()).unwrap_or_default()
     }
 
     /// Tells this (new) supernode's overlay about other supernodes to peer with.
     fn learn_supernodes(&self, supernodes: &[Provider]) {
         if let Some(sn) = self.supernode() {
             let now = std::time::Instant::now();
-            sn.with_overlay(|o| {
-                for p in supernodes {
-                    o.add_host(*p, Duration::ZERO, now);
-                }
-            });
+            let mut core = sn.core();
+            for p in supernodes {
+                core.overlay_mut().add_host(*p, Duration::ZERO, now);
+            }
         }
     }
 
@@ -454,32 +419,38 @@ impl Node {
         &self.inner.shares
     }
 
-    /// The supernode service, while this node is a supernode.
-    pub fn supernode(&self) -> Option<Arc<Supernode>> {
-        self.inner
-            .supernode
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The supernode role (its core and I/O), while this node is a supernode.
+    pub fn supernode(&self) -> Option<Arc<SupernodeRole>> {
+        match &self.inner.current().role {
+            Role::Supernode(sn) => Some(Arc::clone(sn)),
+            Role::Leaf(_) => None,
+        }
     }
 
     /// Current status.
     pub fn status(&self) -> Status {
-        let role = self
-            .inner
-            .role
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let (role, since, reason) = {
+            let current = self.inner.current();
+            (current.role.clone(), current.since, current.reason.clone())
+        };
         let uplink = self.inner.uplink.borrow().clone();
-        let peer_list = self.supernode().map(|sn| sn.with_overlay(|o| o.peers()));
-        let sn = self.supernode().map(|sn| sn.stats());
+        let (peer_list, sn) = match &role {
+            Role::Supernode(sn) => {
+                let core = sn.core();
+                (Some(core.overlay().peers()), Some(core.stats()))
+            }
+            Role::Leaf(_) => (None, None),
+        };
+        let succession = match &role {
+            Role::Leaf(leaf) => Some(leaf.succession().0.into_iter().map(|p| p.node).collect()),
+            Role::Supernode(_) => None,
+        };
         Status {
-            role: role.role.as_str().to_owned(),
+            role: role.wire().as_str().to_owned(),
             node_id: self.node_id(),
             listen: self.inner.listen,
-            since: role.since,
-            reason: role.reason,
+            since,
+            reason,
             supernode: uplink.as_ref().map(|u| u.node),
             supernode_addr: uplink.as_ref().map(|u| u.conn.remote_address()),
             leaves: sn.map(|s| s.leaves),
@@ -487,8 +458,7 @@ impl Node {
             peer_list,
             known_supernodes: sn.map(|s| s.known),
             uplink_reason: uplink.as_ref().map(|u| u.reason.clone()),
-            succession: (role.role == Role::Leaf)
-                .then(|| self.succession().0.into_iter().map(|p| p.node).collect()),
+            succession,
             shared_files: self.inner.shares.len(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
@@ -534,7 +504,8 @@ impl Node {
                 .await;
             let mut hits = merge_hits(hits);
             hits.truncate(max as usize);
-            sn.rank_hits(self.node_id(), &mut hits, std::time::Instant::now());
+            sn.core()
+                .rank_hits(self.node_id(), &mut hits, std::time::Instant::now());
             for hit in &mut hits {
                 resolve(&mut hit.providers, std::net::Ipv4Addr::LOCALHOST.into());
             }
@@ -656,15 +627,14 @@ impl Node {
     /// Stops the node: closes every connection and ends its tasks.
     pub async fn shutdown(&self) {
         if let Some(sn) = self.supernode() {
-            let path = self.inner.config.node.data_dir.join(peering::HOST_CACHE);
-            peering::save_hosts(&path, &sn);
+            supernode_role::peering::save_hosts(&self.inner.config.node.data_dir, &sn);
         }
-        abort_all(&self.inner.sn_tasks);
-        abort_all(&self.inner.tasks);
+        let current = self.inner.current().role.clone();
+        current.stop("shutting down");
+        self.inner.tasks.abort_all();
         self.inner
             .endpoint
             .close(CloseCode::SHUTDOWN.into(), b"shutting down");
-        crate::control::remove_socket(&self.inner.config.node.data_dir);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }
 
@@ -694,7 +664,7 @@ impl Node {
 
 /// This node's `Hello`: its role now, listen port and capacity score.
 fn hello(inner: &Inner, intent: Intent) -> Hello {
-    let role = inner.role.read().unwrap_or_else(|p| p.into_inner()).role;
+    let role = inner.current().role.wire();
     Hello {
         listen_port: inner.listen.port(),
         capacity: inner.score(),
@@ -723,7 +693,8 @@ impl download::Network for Node {
 
     fn report_unreachable(&self, nodes: Vec<NodeId>) {
         if let Some(sn) = self.supernode() {
-            sn.report_unreachable(self.node_id(), &nodes, std::time::Instant::now());
+            sn.core()
+                .report_unreachable(self.node_id(), &nodes, std::time::Instant::now());
             return;
         }
         let Some(uplink) = self.inner.uplink.borrow().clone() else {
@@ -743,14 +714,6 @@ impl download::Network for Node {
                 }
             }
         });
-    }
-}
-
-/// Aborts every task in `tasks` and forgets them.
-fn abort_all(tasks: &Mutex<Vec<JoinHandle<()>>>) {
-    let tasks: Vec<_> = crate::lock(tasks).drain(..).collect();
-    for task in tasks {
-        task.abort();
     }
 }
 
@@ -786,22 +749,5 @@ async fn rescan_loop(inner: Arc<Inner>) {
     loop {
         tokio::time::sleep(period).await;
         inner.shares.rescan().await;
-    }
-}
-
-/// Keeps a supernode's own shares in its index.
-async fn own_shares_loop(shares: Arc<ShareStore>, sn: Arc<Supernode>) {
-    let mut version = shares.subscribe();
-    let mut indexed = std::collections::HashMap::new();
-    loop {
-        let (added, removed) = uplink::diff(&indexed, shares.entries());
-        sn.set_own_shares(&added, &removed);
-        for id in &removed {
-            indexed.remove(id);
-        }
-        indexed.extend(added.into_iter().map(|e| (e.id, e)));
-        if version.changed().await.is_err() {
-            return;
-        }
     }
 }

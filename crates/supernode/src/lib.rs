@@ -14,6 +14,8 @@ pub mod index;
 pub mod overlay;
 pub mod reports;
 pub mod service;
+pub mod sim;
+pub mod timing;
 pub mod tokenize;
 
 pub use election::{DemotePolicy, Demotion};

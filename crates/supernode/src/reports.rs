@@ -380,7 +380,7 @@ mod tests {
         use kazoo_common::wire::{ErrorCode, Request, Response, ShareEntry};
         use kazoo_common::ContentId;
 
-        let sn = Supernode::new(node(0), Default::default(), 4710, OverlayConfig::default());
+        let mut sn = Supernode::new(node(0), Default::default(), 4710, OverlayConfig::default());
         let id = ContentId([7; 32]);
         let mut keys = Vec::new();
         for n in 1..=4 {
@@ -397,7 +397,7 @@ mod tests {
             keys.push(key);
         }
         let t = Instant::now();
-        let lookup = |asker: u16| -> Vec<u16> {
+        let lookup = |sn: &mut Supernode, asker: u16| -> Vec<u16> {
             let key = keys[usize::from(asker) - 1];
             match &sn.answer_from(node(asker), key, &Request::Lookup { id }, t)[..] {
                 [Response::Providers(p)] => p
@@ -407,7 +407,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert_eq!(lookup(4), [1, 2, 3, 4]);
+        assert_eq!(lookup(&mut sn, 4), [1, 2, 3, 4]);
         let report = Request::ReportUnreachable {
             nodes: vec![node(1)],
         };
@@ -415,10 +415,10 @@ mod tests {
             sn.answer_from(node(3), keys[2], &report, t),
             [Response::Registered { total: 0 }]
         );
-        assert_eq!(lookup(3), [2, 3, 4]);
-        assert_eq!(lookup(4), [1, 2, 3, 4]);
+        assert_eq!(lookup(&mut sn, 3), [2, 3, 4]);
+        assert_eq!(lookup(&mut sn, 4), [1, 2, 3, 4]);
         sn.answer_from(node(2), keys[1], &report, t);
-        assert_eq!(lookup(4), [2, 3, 4, 1]);
+        assert_eq!(lookup(&mut sn, 4), [2, 3, 4, 1]);
         let oversized = Request::ReportUnreachable {
             nodes: vec![node(1); MAX_REPORTED + 1],
         };

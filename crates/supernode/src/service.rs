@@ -1,7 +1,7 @@
 //! The leaf-facing supernode service: admission of leaves (bounded by `max_leaves`) and the
 //! answers to `Register`, `Unregister`, `Search` and `Lookup`.
 //!
-//! It is plain state behind a mutex: the node runtime calls [`Supernode::admit`] when a
+//! It is plain state (the runtime holds it under one lock): the node runtime calls [`Supernode::admit`] when a
 //! joining `Hello` arrives, [`Supernode::answer`] for each request, and
 //! [`Supernode::depart`] when the connection ends.
 //!
@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::index::Budget;
@@ -25,6 +24,8 @@ use kazoo_common::wire::{
 };
 use kazoo_common::{ContentId, NodeId};
 
+use crate::election::growth::Growth;
+use crate::election::succession::{rank_heirs, Candidate};
 use crate::election::{self, DemotePolicy, Demotion};
 use crate::index::{Index, IndexError, LeafKey};
 use crate::overlay::{Action, Load, Overlay, OverlayConfig};
@@ -59,7 +60,11 @@ struct Joined {
     ip: std::net::IpAddr,
 }
 
-struct State {
+/// One supernode's state: its index, its leaves, its place in the overlay and its part in
+/// the election. Plain state: the runtime holds it under one lock and passes time in.
+pub struct Supernode {
+    node_id: NodeId,
+    config: SupernodeConfig,
     index: Index,
     overlay: Overlay,
     /// Every joined leaf: its current key (a re-joining node replaces its old key), address
@@ -73,28 +78,10 @@ struct State {
     underused_since: Option<Instant>,
     /// Set when it demotes: where leaves that still arrive are sent.
     retired: Option<Vec<Provider>>,
-}
-
-impl State {
-    /// Tells the overlay (and so the peers) the current load.
-    fn refresh_load(&mut self, max_leaves: usize) {
-        let load = Load {
-            leaves: self.leaves.len() as u32,
-            max_leaves: max_leaves as u32,
-            demotable: self.demote.is_some_and(|p| p.below_pct > 0),
-        };
-        self.overlay.set_load(load);
-    }
-}
-
-/// One supernode's service state: its index and its place in the overlay.
-pub struct Supernode {
-    node_id: NodeId,
-    config: SupernodeConfig,
-    state: Mutex<State>,
-    /// Unreachable-source reports (see [`crate::reports`]); its own lock, never held with
-    /// `state`'s.
-    reports: Mutex<Reports>,
+    /// Growth: when it last asked a leaf to promote, and whom (see [`Growth`]).
+    growth: Growth,
+    /// Unreachable-source reports (see [`crate::reports`]).
+    reports: Reports,
 }
 
 /// Counts shown by `kazoo status`.
@@ -126,7 +113,9 @@ impl Supernode {
             max_bytes: config.max_index_mib << 20,
         });
         let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
-        let mut state = State {
+        let mut sn = Supernode {
+            node_id,
+            config,
             index,
             overlay: Overlay::new(node_id, overlay),
             leaves: HashMap::new(),
@@ -134,102 +123,92 @@ impl Supernode {
             demote: None,
             underused_since: None,
             retired: None,
+            growth: Growth::default(),
+            reports: Reports::new(),
         };
-        state.refresh_load(config.max_leaves);
-        Supernode {
-            node_id,
-            config,
-            state: Mutex::new(state),
-            reports: Mutex::new(Reports::new()),
-        }
+        sn.refresh_load();
+        sn
+    }
+
+    /// Tells the overlay (and so the peers) the current load.
+    fn refresh_load(&mut self) {
+        let load = Load {
+            leaves: self.leaves.len() as u32,
+            max_leaves: self.config.max_leaves as u32,
+            demotable: self.demote.is_some_and(|p| p.below_pct > 0),
+        };
+        self.overlay.set_load(load);
     }
 
     /// Lets this (`auto`) supernode demote when under-used, as `policy` says.
-    pub fn set_demote_policy(&self, policy: DemotePolicy) {
-        let mut state = self.state();
-        state.demote = Some(policy);
-        state.refresh_load(self.config.max_leaves);
+    pub fn set_demote_policy(&mut self, policy: DemotePolicy) {
+        self.demote = Some(policy);
+        self.refresh_load();
     }
 
     /// Whether to demote now: a plan (see [`election::plan_demotion`]) must have existed at
     /// every check for the policy's `after`, so loads have long been exchanged and two
     /// neighbours cannot both think they have the fewest leaves. A returned plan retires
     /// this supernode (see [`Supernode::is_retired`]).
-    pub fn demotion(&self, now: Instant) -> Option<Demotion> {
-        let mut state = self.state();
-        let policy = state.demote?;
+    pub fn demotion(&mut self, now: Instant) -> Option<Demotion> {
+        let policy = self.demote?;
         let mine = Load {
-            leaves: state.leaves.len() as u32,
+            leaves: self.leaves.len() as u32,
             max_leaves: self.config.max_leaves as u32,
             demotable: policy.below_pct > 0,
         };
-        let leaves: Vec<NodeId> = state.leaves.keys().copied().collect();
-        let peers = state.overlay.peers_with_load();
+        // Sorted: the plan (and so a simulated run) does not depend on hash order.
+        let mut leaves: Vec<NodeId> = self.leaves.keys().copied().collect();
+        leaves.sort();
+        let peers = self.overlay.peers_with_load();
         let Some(plan) = election::plan_demotion(self.node_id, mine, &leaves, &peers, policy)
         else {
-            state.underused_since = None;
+            self.underused_since = None;
             return None;
         };
-        let since = *state.underused_since.get_or_insert(now);
+        let since = *self.underused_since.get_or_insert(now);
         if now.saturating_duration_since(since) < policy.after {
             return None;
         }
         // Retired under the same lock that listed the leaves: a leaf admitted from here on
         // is refused, none slips in between the plan and the demotion.
-        state.retired = Some(plan.supernodes.clone());
+        self.retired = Some(plan.supernodes.clone());
         Some(plan)
     }
 
-    /// Which `count` leaves to hand over to the new supernode `to` (see
-    /// [`election::pick_handover`]).
-    pub fn handover(&self, to: NodeId, count: usize) -> Vec<NodeId> {
-        let state = self.state();
-        let leaves: Vec<(NodeId, u32)> =
-            state.leaves.iter().map(|(n, j)| (*n, j.capacity)).collect();
-        election::pick_handover(&leaves, to, count)
-    }
-
     /// A peering with `node` came up.
-    pub fn peer_up(&self, node: NodeId, addr: SocketAddr, now: Instant) -> Vec<Action> {
-        let mut state = self.state();
-        let State { index, overlay, .. } = &mut *state;
-        overlay.on_peer_up(node, addr, index, now)
+    pub fn peer_up(&mut self, node: NodeId, addr: SocketAddr, now: Instant) -> Vec<Action> {
+        self.overlay.on_peer_up(node, addr, &self.index, now)
     }
 
     /// A peering ended.
-    pub fn peer_down(&self, node: &NodeId, now: Instant) -> Vec<Action> {
-        self.state().overlay.on_peer_down(node, now)
+    pub fn peer_down(&mut self, node: &NodeId, now: Instant) -> Vec<Action> {
+        self.overlay.on_peer_down(node, now)
     }
 
     /// A message from a peer.
-    pub fn peer_message(&self, from: NodeId, msg: PeerMessage, now: Instant) -> Vec<Action> {
-        let mut state = self.state();
-        let State { index, overlay, .. } = &mut *state;
-        overlay.on_message(from, msg, index, now)
+    pub fn peer_message(&mut self, from: NodeId, msg: PeerMessage, now: Instant) -> Vec<Action> {
+        self.overlay.on_message(from, msg, &self.index, now)
     }
 
     /// Starts a routed search for a local leaf (or this node).
-    pub fn start_query(&self, words: &[String], max: u32, now: Instant) -> (u64, Vec<Action>) {
-        let mut state = self.state();
-        let State { index, overlay, .. } = &mut *state;
-        overlay.start_query(words, max, index, now)
+    pub fn start_query(&mut self, words: &[String], max: u32, now: Instant) -> (u64, Vec<Action>) {
+        self.overlay.start_query(words, max, &self.index, now)
     }
 
     /// Periodic overlay work.
-    pub fn tick(&self, now: Instant) -> Vec<Action> {
-        let mut state = self.state();
-        let State { index, overlay, .. } = &mut *state;
-        overlay.tick(index, now)
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        self.overlay.tick(&mut self.index, now)
     }
 
-    /// Runs `f` on the overlay (peers, hosts, dial outcomes, penalties).
-    pub fn with_overlay<T>(&self, f: impl FnOnce(&mut Overlay) -> T) -> T {
-        f(&mut self.state().overlay)
+    /// The overlay (peers, hosts, loads).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug in the index; keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The overlay, to record dial outcomes, penalties and hosts.
+    pub fn overlay_mut(&mut self) -> &mut Overlay {
+        &mut self.overlay
     }
 
     /// This supernode's node id.
@@ -240,12 +219,12 @@ impl Supernode {
     /// Whether this supernode has retired (a demotion plan was returned): it takes no more
     /// leaves or peers.
     pub fn is_retired(&self) -> bool {
-        self.state().retired.is_some()
+        self.retired.is_some()
     }
 
     /// Where leaves go if this supernode has retired (demoted).
     pub fn retired_to(&self) -> Option<Vec<Provider>> {
-        self.state().retired.clone()
+        self.retired.clone()
     }
 
     /// Where a leaf this supernode cannot take should go: its retirement targets, or up to
@@ -264,13 +243,18 @@ impl Supernode {
     /// succeed this supernode) unless `max_leaves` are already joined, `max_leaves_per_ip`
     /// are joined from its IP, or this supernode has retired. A leaf already joined is
     /// admitted again: the new session replaces the old one (see the module doc).
-    pub fn admit(&self, node: NodeId, addr: SocketAddr, capacity: u32, now: Instant) -> Admission {
-        let mut state = self.state();
-        if state.retired.is_some() {
+    pub fn admit(
+        &mut self,
+        node: NodeId,
+        addr: SocketAddr,
+        capacity: u32,
+        now: Instant,
+    ) -> Admission {
+        if self.retired.is_some() {
             return Admission::Full(format!("supernode {} is demoting", self.node_id.short()));
         }
-        let old = state.leaves.get(&node).map(|j| j.key);
-        if old.is_none() && state.leaves.len() >= self.config.max_leaves {
+        let old = self.leaves.get(&node).map(|j| j.key);
+        if old.is_none() && self.leaves.len() >= self.config.max_leaves {
             return Admission::Full(format!(
                 "supernode {} is full ({} leaves)",
                 self.node_id.short(),
@@ -278,7 +262,7 @@ impl Supernode {
             ));
         }
         if old.is_none() {
-            let from_ip = state.leaves.values().filter(|j| j.ip == addr.ip()).count();
+            let from_ip = self.leaves.values().filter(|j| j.ip == addr.ip()).count();
             if from_ip >= self.config.max_leaves_per_ip {
                 return Admission::Full(format!(
                     "supernode {} has {from_ip} leaves from {} already",
@@ -288,10 +272,10 @@ impl Supernode {
             }
         }
         if let Some(old) = old {
-            state.index.detach_leaf(old);
+            self.index.detach_leaf(old);
         }
-        let key = state.index.add_leaf(node, addr);
-        state.leaves.insert(
+        let key = self.index.add_leaf(node, addr);
+        self.leaves.insert(
             node,
             Joined {
                 key,
@@ -301,15 +285,14 @@ impl Supernode {
                 ip: addr.ip(),
             },
         );
-        state.refresh_load(self.config.max_leaves);
+        self.refresh_load();
         Admission::Admitted(key)
     }
 
     /// Up to `max` of this supernode's peers with room, most room first, as places for
     /// leaves to go.
     pub fn peer_providers(&self, max: usize) -> Vec<Provider> {
-        self.state()
-            .overlay
+        self.overlay
             .peers_with_room(max)
             .into_iter()
             .map(|(p, _)| p)
@@ -318,90 +301,121 @@ impl Supernode {
 
     /// Records that joined leaf `node` (under `key`) answered a dial at `addr`, its listen
     /// address: it may be an heir, and that is where the others will find it.
-    pub fn set_reachable(&self, node: NodeId, key: LeafKey, addr: SocketAddr) {
-        if let Some(joined) = self.state().leaves.get_mut(&node) {
+    pub fn set_reachable(&mut self, node: NodeId, key: LeafKey, addr: SocketAddr) {
+        if let Some(joined) = self.leaves.get_mut(&node) {
             if joined.key == key {
                 joined.reachable_at = Some(addr);
             }
         }
     }
 
-    /// The succession list: eligible leaves whose listen address answered, highest capacity
-    /// (score at join) first, then the longest attached, then by node id.
+    /// The succession list (see [`election::succession`]): at most `max` heirs, best first.
     pub fn succession(&self, max: usize) -> Vec<Provider> {
-        let state = self.state();
-        let mut heirs: Vec<(u32, Instant, NodeId, SocketAddr)> = state
-            .leaves
-            .iter()
-            .filter(|(_, j)| j.capacity > 0)
-            .filter_map(|(n, j)| j.reachable_at.map(|addr| (j.capacity, j.since, *n, addr)))
-            .collect();
-        heirs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        heirs
-            .into_iter()
-            .take(max)
-            .map(|(_, _, node, addr)| Provider { node, addr })
-            .collect()
+        let candidates = self.leaves.iter().map(|(node, j)| Candidate {
+            node: *node,
+            capacity: j.capacity,
+            since: j.since,
+            reachable_at: j.reachable_at,
+        });
+        rank_heirs(candidates, max)
+    }
+
+    /// Growth: whether to ask a leaf to promote now, this supernode being full — the best
+    /// heir and the reason to tell it (at most one request per
+    /// [`crate::timing::PROMOTE_EVERY`]). Report a request that went out with
+    /// [`Self::promotion_asked`].
+    pub fn promotion_request(&mut self, now: Instant) -> Option<(NodeId, String)> {
+        if !self.growth.may_ask(now) {
+            return None;
+        }
+        let best = self.succession(1).into_iter().next()?;
+        Some((
+            best.node,
+            format!("supernode {} is full", self.node_id.short()),
+        ))
+    }
+
+    /// The promote request of [`Self::promotion_request`] reached `leaf` at `now`.
+    pub fn promotion_asked(&mut self, leaf: NodeId, now: Instant) {
+        self.growth.asked(leaf, now);
+    }
+
+    /// A peering with `peer` came up at `now`: if it is the leaf this supernode asked to
+    /// promote (within [`crate::timing::HANDOVER_WINDOW`]), half of its leaves move to it —
+    /// the leaves to redirect and why.
+    pub fn handover_on_peering(
+        &mut self,
+        peer: NodeId,
+        now: Instant,
+    ) -> Option<(Vec<NodeId>, String)> {
+        if !self.growth.peered(peer, now) {
+            return None;
+        }
+        let leaves: Vec<(NodeId, u32)> =
+            self.leaves.iter().map(|(n, j)| (*n, j.capacity)).collect();
+        let moved = election::pick_handover(&leaves, peer, self.leaves.len() / 2);
+        let reason = format!(
+            "supernode {} was full; handed over to new supernode {}",
+            self.node_id.short(),
+            peer.short()
+        );
+        Some((moved, reason))
     }
 
     /// Forgets a leaf whose session `key` ended (a replaced session's end changes nothing);
     /// returns how many entries it had. They leave the index in [`Self::drain_step`]s.
-    pub fn depart(&self, node: NodeId, key: LeafKey) -> usize {
-        let mut state = self.state();
-        if state.leaves.get(&node).map(|j| j.key) != Some(key) {
+    pub fn depart(&mut self, node: NodeId, key: LeafKey) -> usize {
+        if self.leaves.get(&node).map(|j| j.key) != Some(key) {
             return 0;
         }
-        state.leaves.remove(&node);
-        state.refresh_load(self.config.max_leaves);
-        state.index.detach_leaf(key)
+        self.leaves.remove(&node);
+        self.refresh_load();
+        self.index.detach_leaf(key)
     }
 
     /// The current session of a joined leaf.
     pub fn session(&self, node: &NodeId) -> Option<LeafKey> {
-        self.state().leaves.get(node).map(|j| j.key)
+        self.leaves.get(node).map(|j| j.key)
     }
 
     /// Drains up to [`DRAIN_STEP`] entries of departed (or replaced) leaves; returns whether
     /// more are left. The runtime calls it until it returns false, [`DRAIN_PAUSE`] apart.
-    pub fn drain_step(&self) -> bool {
-        self.state().index.drain(DRAIN_STEP)
+    pub fn drain_step(&mut self) -> bool {
+        self.index.drain(DRAIN_STEP)
     }
 
     /// Replaces this node's own share list in its index.
-    pub fn set_own_shares(&self, added: &[ShareEntry], removed: &[ContentId]) {
-        let mut state = self.state();
-        let own = state.own;
+    pub fn set_own_shares(&mut self, added: &[ShareEntry], removed: &[ContentId]) {
+        let own = self.own;
         // Own shares are bounded by the share scanner, not by the per-leaf limit.
-        let _ = state.index.register(own, added, usize::MAX);
-        let _ = state.index.unregister(own, removed);
+        let _ = self.index.register(own, added, usize::MAX);
+        let _ = self.index.unregister(own, removed);
     }
 
     /// Current counts.
     pub fn stats(&self) -> SupernodeStats {
-        let state = self.state();
         SupernodeStats {
-            leaves: state.leaves.len(),
-            peers: state.overlay.peer_count(),
-            known: state.overlay.host_count(),
-            entries: state.index.entry_count(),
-            files: state.index.file_count(),
+            leaves: self.leaves.len(),
+            peers: self.overlay.peer_count(),
+            known: self.overlay.host_count(),
+            entries: self.index.entry_count(),
+            files: self.index.file_count(),
         }
     }
 
     /// Accounted bytes of the index (see [`crate::index::Budget`]).
     pub fn accounted_bytes(&self) -> usize {
-        self.state().index.accounted_bytes()
+        self.index.accounted_bytes()
     }
 
     /// Searches this supernode's index (see [`Index::search`]).
     pub fn search(&self, words: &[String], max: usize) -> Result<Vec<Hit>, IndexError> {
-        self.state().index.search(words, max)
+        self.index.search(words, max)
     }
 
     /// Answers one request from joined leaf `key` from this supernode's own index: the frames
     /// to send back, in order. (The node runtime routes `Search` through the overlay instead.)
-    pub fn answer(&self, key: LeafKey, request: &Request) -> Vec<Response> {
-        let mut state = self.state();
+    pub fn answer(&mut self, key: LeafKey, request: &Request) -> Vec<Response> {
         match request {
             Request::Register { entries } => {
                 if entries.len() > MAX_BATCH {
@@ -411,7 +425,7 @@ impl Supernode {
                     )];
                 }
                 let limit = self.config.max_entries_per_leaf;
-                vec![registered(state.index.register(key, entries, limit))]
+                vec![registered(self.index.register(key, entries, limit))]
             }
             Request::Unregister { ids } => {
                 if ids.len() > MAX_BATCH {
@@ -420,13 +434,12 @@ impl Supernode {
                         format!("batch of {} ids exceeds {MAX_BATCH}", ids.len()),
                     )];
                 }
-                vec![registered(state.index.unregister(key, ids))]
+                vec![registered(self.index.unregister(key, ids))]
             }
             Request::Search { words, max_results } => {
                 if let Err(e) = check_query(words) {
                     return vec![Response::error(ErrorCode::BadRequest, e)];
                 }
-                drop(state);
                 match self.search(words, *max_results as usize) {
                     Ok(hits) => {
                         let mut frames: Vec<Response> = hits
@@ -439,7 +452,7 @@ impl Supernode {
                     Err(e) => vec![Response::error(ErrorCode::BadRequest, e.to_string())],
                 }
             }
-            Request::Lookup { id } => vec![Response::Providers(state.index.providers(id))],
+            Request::Lookup { id } => vec![Response::Providers(self.index.providers(id))],
             Request::ReportUnreachable { .. } => vec![Response::error(
                 ErrorCode::Internal,
                 "reports need the reporter's node id (Supernode::answer_from)",
@@ -454,7 +467,7 @@ impl Supernode {
     /// [`Supernode::answer`] for joined leaf `node`: also takes its `ReportUnreachable`, and
     /// ranks the providers of its `Lookup` for it (see [`crate::reports`]).
     pub fn answer_from(
-        &self,
+        &mut self,
         node: NodeId,
         key: LeafKey,
         request: &Request,
@@ -473,26 +486,22 @@ impl Supernode {
         let mut frames = self.answer(key, request);
         for frame in &mut frames {
             if let Response::Providers(providers) = frame {
-                self.reports().rank(&node, providers, now);
+                self.reports.rank(&node, providers, now);
             }
         }
         frames
     }
 
-    fn reports(&self) -> std::sync::MutexGuard<'_, Reports> {
-        self.reports.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// `reporter` could not reach `nodes` (see [`crate::reports`]).
-    pub fn report_unreachable(&self, reporter: NodeId, nodes: &[NodeId], now: Instant) {
-        let recorded = self.reports().report(reporter, nodes, now);
+    pub fn report_unreachable(&mut self, reporter: NodeId, nodes: &[NodeId], now: Instant) {
+        let recorded = self.reports.report(reporter, nodes, now);
         tracing::info!(reporter = %reporter.short(), reported = nodes.len(), recorded, "sources reported unreachable");
     }
 
     /// Ranks the providers of `hits` for `asker`: those it reported unreachable are left
     /// out, those several leaves reported go last (see [`crate::reports`]).
     pub fn rank_hits(&self, asker: NodeId, hits: &mut [Hit], now: Instant) {
-        let reports = self.reports();
+        let reports = &self.reports;
         for hit in hits {
             reports.rank(&asker, &mut hit.providers, now);
         }
@@ -577,7 +586,7 @@ mod tests {
 
     #[test]
     fn admission_is_bounded_and_rejoin_replaces() {
-        let sn = sn(2);
+        let mut sn = sn(2);
         let Admission::Admitted(a) = sn.admit(NodeId([1; 32]), addr(), 0, Instant::now()) else {
             panic!("first leaf refused");
         };
@@ -604,7 +613,7 @@ mod tests {
 
     #[test]
     fn search_streams_hits_then_end_and_own_shares_count() {
-        let sn = sn(5);
+        let mut sn = sn(5);
         let Admission::Admitted(key) = sn.admit(NodeId([1; 32]), addr(), 0, Instant::now()) else {
             panic!("refused");
         };

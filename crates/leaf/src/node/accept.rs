@@ -1,5 +1,6 @@
-//! Incoming connections: handshake, admission of joining leaves, and one task per request
-//! stream. A peer that sends a malformed, oversized or unknown frame has its connection
+//! Incoming connections, whatever the role: handshake, then by intent — a peering or a
+//! joining leaf goes to the supernode role (`supernode_role/`), a download connection is
+//! served here — and one task per request stream. A peer that sends a malformed, oversized or unknown frame has its connection
 //! closed with `PROTOCOL_VIOLATION`; everyone else is unaffected.
 //!
 //! Connections are bounded fairly: all together by the node's connection limit; handshakes
@@ -14,19 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
-use kazoo_common::wire::{
-    self, CloseCode, ErrorCode, FrameError, Hit, Intent, Notice, Provider, Request, Response,
-    HITS_PER_FRAME, MAX_RESULTS, MAX_SUCCESSION,
-};
+use kazoo_common::wire::{self, CloseCode, ErrorCode, FrameError, Intent, Request};
 use kazoo_common::NodeId;
-use kazoo_supernode::{check_query, Admission, LeafKey, Supernode};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
 use crate::serve::{RateLimit, MAX_UPLOADS_PER_PEER};
 
-use super::election::{LeafChannel, NOTICE_QUEUE};
-use super::{hello, Inner, MAX_DOWNLOADER_CONNECTIONS};
+use super::supernode_role::admission::{self, Session};
+use super::{hello, Inner, Node, MAX_DOWNLOADER_CONNECTIONS};
 
 /// How long a peer may take to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,47 +80,15 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
             return;
         }
     };
+    let node = Node {
+        inner: Arc::clone(inner),
+    };
     let peer = pending.hello().node_id;
-    let joining = pending.hello().intent == Intent::Join;
-    let advertised = pending.advertised();
-    let sn = inner
-        .supernode
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    if pending.hello().intent == Intent::Peer {
-        let Some(sn) = sn.filter(|sn| !sn.is_retired()) else {
-            pending
-                .refuse(ErrorCode::NotSupernode, "this node is not a supernode")
-                .await;
-            return;
-        };
-        if !sn.with_overlay(|o| o.wants_peer(&peer, std::time::Instant::now())) {
-            pending
-                .refuse(
-                    ErrorCode::Busy,
-                    "no room for another peer (or already peered)",
-                )
-                .await;
-            return;
-        }
-        match pending.admit(hello(inner, Intent::Fetch)).await {
-            Ok(link) => {
-                let node = super::Node {
-                    inner: Arc::clone(inner),
-                };
-                node.run_peer(sn, link, false).await;
-            }
-            Err(e) => {
-                tracing::info!(peer = %peer.short(), %remote, reason = %e, "peering handshake failed")
-            }
-        }
-        return;
-    }
-    let _fetch_slot = if pending.hello().intent == Intent::Fetch {
-        match FetchSlot::claim(inner, remote.ip()) {
-            Some(slot) => Some(slot),
-            None => {
+    match pending.hello().intent {
+        Intent::Peer => node.accept_peer(pending).await,
+        Intent::Join => admission::join(&node, pending).await,
+        Intent::Fetch => {
+            let Some(_slot) = FetchSlot::claim(inner, remote.ip()) else {
                 tracing::info!(peer = %peer.short(), %remote, "download connection refused: too many from this IP");
                 pending
                     .refuse(
@@ -132,95 +97,15 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
                     )
                     .await;
                 return;
-            }
-        }
-    } else {
-        None
-    };
-    let leaf = match (joining, &sn) {
-        (false, _) => None,
-        (true, None) => {
-            tracing::info!(peer = %peer.short(), %remote, "join refused: not a supernode");
-            // Say where to go: our supernode and the others we know of (we may have demoted).
-            let node = super::Node {
-                inner: Arc::clone(inner),
             };
-            let mut redirect: Vec<Provider> = node.uplink_provider().into_iter().collect();
-            redirect.extend(node.succession().1);
-            redirect.retain(|p| p.node != peer);
-            redirect.truncate(MAX_SUCCESSION);
-            pending
-                .refuse_with(
-                    ErrorCode::NotSupernode,
-                    "this node is not a supernode",
-                    redirect,
-                )
-                .await;
-            return;
-        }
-        (true, Some(sn)) => match sn.admit(
-            peer,
-            advertised,
-            pending.hello().capacity,
-            std::time::Instant::now(),
-        ) {
-            Admission::Admitted(key) => {
-                // A session this one replaced is closed and its entries drained.
-                close_superseded(inner, peer, key);
-                spawn_drain(sn);
-                Some((Arc::clone(sn), key))
-            }
-            Admission::Full(reason) => {
-                tracing::info!(peer = %peer.short(), %remote, %reason, "join refused; redirected");
-                let redirect = sn.redirect_list(MAX_SUCCESSION);
-                pending
-                    .refuse_with(ErrorCode::Busy, &reason, redirect)
-                    .await;
-                if !sn.is_retired() {
-                    inner.request_promotion(sn);
+            match pending.admit(hello(inner, Intent::Fetch)).await {
+                Ok(link) => serve_link(inner, link, None).await,
+                Err(e) => {
+                    tracing::info!(peer = %peer.short(), %remote, reason = %e, "handshake failed")
                 }
-                return;
             }
-        },
-    };
-    let link = match pending.admit(hello(inner, Intent::Fetch)).await {
-        Ok(link) => link,
-        Err(e) => {
-            tracing::info!(peer = %peer.short(), %remote, reason = %e, "handshake failed");
-            if let Some((sn, key)) = leaf {
-                sn.depart(peer, key);
-                spawn_drain(&sn);
-            }
-            return;
-        }
-    };
-    if let Some((sn, key)) = &leaf {
-        tracing::info!(peer = %peer.short(), %remote, "leaf joined");
-        if link.hello.capacity > 0 {
-            let node = super::Node {
-                inner: Arc::clone(inner),
-            };
-            let (sn, key, addr) = (Arc::clone(sn), *key, advertised);
-            tokio::spawn(async move { node.check_reachable(&sn, peer, key, addr).await });
         }
     }
-    serve_link(inner, link, leaf.as_ref()).await;
-    if let Some((sn, key)) = leaf {
-        let dropped = sn.depart(peer, key);
-        spawn_drain(&sn);
-        tracing::info!(peer = %peer.short(), %remote, entries = dropped, "leaf left; its entries dropped");
-    }
-}
-
-/// Drains departed leaves' entries from `sn`'s index in short steps with pauses, so
-/// keep-alives and other requests keep flowing.
-fn spawn_drain(sn: &Arc<Supernode>) {
-    let sn = Arc::clone(sn);
-    tokio::spawn(async move {
-        while sn.drain_step() {
-            tokio::time::sleep(kazoo_supernode::service::DRAIN_PAUSE).await;
-        }
-    });
 }
 
 /// One of the download connections allowed from an IP ([`MAX_FETCH_PER_IP`]); released on
@@ -255,7 +140,7 @@ impl Drop for FetchSlot<'_> {
 }
 
 /// Serves request streams until the connection ends.
-async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode>, LeafKey)>) {
+pub(super) async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&Session>) {
     let Link {
         conn,
         hello,
@@ -265,25 +150,16 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
     let peer = hello.node_id;
     // A leaf hears of its succession list on the control stream; for other connections the
     // stream just stays open.
-    if let Some((sn, key)) = leaf {
-        if !supersede(inner, sn, peer, *key, &conn) {
-            return;
-        }
-    }
-    let notices = leaf.map(|(sn, key)| {
-        let (tx, rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
-        let channel = LeafChannel {
-            tx,
-            conn: conn.clone(),
-            key: *key,
-        };
-        crate::lock(&inner.leaf_notices).insert(peer, channel);
-        if let Some(to) = sn.retired_to() {
-            // The supernode demoted while this leaf was joining.
-            inner.redirect_leaf(peer, to, "supernode demoted");
-        }
-        tokio::spawn(send_notices(Arc::clone(sn), control_send, rx))
-    });
+    let notices = match leaf {
+        Some(session) => match session
+            .sn
+            .open_channel(peer, session.key, &conn, control_send)
+        {
+            Some(notices) => Some(notices),
+            None => return,
+        },
+        None => None,
+    };
     // Nothing travels dialler → acceptor on the control stream in protocol version 1.
     let watch_conn = conn.clone();
     let control = tokio::spawn(async move {
@@ -298,7 +174,10 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         }
     });
     let peer_slots = Arc::new(Semaphore::new(MAX_UPLOADS_PER_PEER));
-    let queries = Arc::new(RateLimit::new(LEAF_QUERY_RATE, LEAF_QUERY_RATE));
+    let queries = Arc::new(RateLimit::new(
+        admission::LEAF_QUERY_RATE,
+        admission::LEAF_QUERY_RATE,
+    ));
     let index_rate = Arc::new(RateLimit::new(
         INDEX_RATE,
         (wire::MAX_ENTRIES_PER_LEAF + wire::MAX_BATCH) as u64,
@@ -354,169 +233,25 @@ async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Option<&(Arc<Supernode
         });
     }
     control.abort();
-    if let Some(notices) = notices {
+    if let (Some(notices), Some(session)) = (notices, leaf) {
         notices.abort();
-        let mut channels = crate::lock(&inner.leaf_notices);
-        // A leaf that re-joined has a newer connection: keep its channel.
-        if channels
-            .get(&peer)
-            .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
-        {
-            channels.remove(&peer);
-        }
-    }
-}
-
-/// Closes the connection of leaf `peer`'s older session, now that `key` has replaced it.
-fn close_superseded(inner: &Inner, peer: NodeId, key: LeafKey) {
-    let mut channels = crate::lock(&inner.leaf_notices);
-    if channels.get(&peer).is_some_and(|c| c.key != key) {
-        if let Some(old) = channels.remove(&peer) {
-            tracing::info!(peer = %peer.short(), "leaf joined again; closing its older session");
-            transport::close(
-                &old.conn,
-                CloseCode::SUPERSEDED,
-                "superseded by a newer session",
-            );
-        }
-    }
-}
-
-/// Makes `conn` the channel of leaf `peer` if `key` is its current session, closing an older
-/// session's connection with [`CloseCode::SUPERSEDED`]; returns false (and closes `conn`)
-/// if a newer session has replaced this one already.
-fn supersede(
-    inner: &Inner,
-    sn: &Supernode,
-    peer: NodeId,
-    key: LeafKey,
-    conn: &quinn::Connection,
-) -> bool {
-    let channels = crate::lock(&inner.leaf_notices);
-    if sn.session(&peer) != Some(key) {
-        drop(channels);
-        tracing::info!(peer = %peer.short(), "leaf session superseded before it started; closing");
-        transport::close(
-            conn,
-            CloseCode::SUPERSEDED,
-            "a newer session of this leaf exists",
-        );
-        return false;
-    }
-    if let Some(old) = channels.get(&peer) {
-        if old.conn.stable_id() != conn.stable_id() {
-            tracing::info!(peer = %peer.short(), "leaf joined again; closing its older session");
-            transport::close(
-                &old.conn,
-                CloseCode::SUPERSEDED,
-                "superseded by a newer session",
-            );
-        }
-    }
-    true
-}
-
-/// How often a supernode checks whether its leaves' succession notice changed.
-const NOTICE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Keeps a leaf's succession notice current, and passes on other notices from `extra`.
-async fn send_notices(
-    sn: Arc<Supernode>,
-    mut send: SendStream,
-    mut extra: tokio::sync::mpsc::Receiver<Notice>,
-) {
-    let mut last: Option<Notice> = None;
-    let mut tick = tokio::time::interval(NOTICE_EVERY);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            notice = extra.recv() => {
-                match notice {
-                    Some(notice) => {
-                        if wire::write_frame(&mut send, &notice).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-                continue;
-            }
-        }
-        let heirs = sn.succession(MAX_SUCCESSION);
-        let supernodes = sn.peer_providers(MAX_SUCCESSION);
-        let notice = Notice::Succession { heirs, supernodes };
-        if last.as_ref() != Some(&notice) {
-            if wire::write_frame(&mut send, &notice).await.is_err() {
-                return;
-            }
-            last = Some(notice);
-        }
+        session.sn.close_channel(peer, &conn);
     }
 }
 
 /// Per-connection limits.
 #[derive(Clone, Copy)]
-struct Limits<'a> {
+pub(super) struct Limits<'a> {
     /// Concurrent piece uploads to this peer.
     uploads: &'a Semaphore,
     /// Searches per second from this leaf.
-    queries: &'a RateLimit,
+    pub queries: &'a RateLimit,
     /// `Register`/`Unregister` entries per second from this leaf.
-    index: &'a RateLimit,
+    pub index: &'a RateLimit,
 }
 
-/// Searches a joined leaf may start per second (burst: one second's worth).
-const LEAF_QUERY_RATE: u64 = 30;
-
-/// Answers a leaf's search through the overlay: hits stream back as they arrive, then `End`.
-async fn search(
-    inner: &Arc<Inner>,
-    peer: NodeId,
-    limits: Limits<'_>,
-    sn: &Arc<Supernode>,
-    words: &[String],
-    max_results: u32,
-    send: &mut SendStream,
-) -> Result<(), StreamError> {
-    if !limits.queries.try_take(1) {
-        let refusal = Response::error(ErrorCode::Busy, "query rate exceeded; slow down");
-        tracing::info!(peer = %peer.short(), "search refused: query rate exceeded");
-        return Ok(wire::write_frame(send, &refusal).await?);
-    }
-    if let Err(e) = check_query(words) {
-        return Ok(wire::write_frame(send, &Response::error(ErrorCode::BadRequest, e)).await?);
-    }
-    let node = super::Node {
-        inner: Arc::clone(inner),
-    };
-    let cap = 2 * max_results.min(MAX_RESULTS as u32) as usize;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Hit>>(64);
-    let forward = async {
-        let mut sent = 0;
-        while let Some(hits) = rx.recv().await {
-            if sent >= cap {
-                continue;
-            }
-            let take = hits.len().min(cap - sent);
-            sent += take;
-            for chunk in hits[..take].chunks(HITS_PER_FRAME) {
-                wire::write_frame(send, &Response::Hits(chunk.to_vec())).await?;
-            }
-        }
-        wire::write_frame(send, &Response::End).await
-    };
-    let run = async move {
-        node.routed_search(sn, words, max_results, |mut hits| {
-            sn.rank_hits(peer, &mut hits, std::time::Instant::now());
-            let _ = tx.try_send(hits);
-        })
-        .await;
-    };
-    let (_, forwarded) = tokio::join!(run, forward);
-    Ok(forwarded?)
-}
-
-enum StreamError {
+/// Why serving a request stream ended early.
+pub(super) enum StreamError {
     /// The peer broke the protocol: close its connection.
     Violation(String),
     /// The stream failed (reset, connection lost): nothing to do.
@@ -539,7 +274,7 @@ async fn serve_stream(
     limits: Limits<'_>,
     mut send: SendStream,
     mut recv: RecvStream,
-    leaf: Option<&(Arc<Supernode>, LeafKey)>,
+    leaf: Option<&Session>,
 ) -> Result<(), StreamError> {
     let request = tokio::time::timeout(REQUEST_TIMEOUT, wire::read_request(&mut recv))
         .await
@@ -555,37 +290,12 @@ async fn serve_stream(
             .piece(id, *index, limits.uploads, &mut send)
             .await
             .map_err(|e| StreamError::Stream(e.to_string()))?,
-        Request::Search { words, max_results } if leaf.is_some() => {
-            if let Some((sn, _)) = leaf {
-                search(inner, peer, limits, sn, words, *max_results, &mut send).await?;
-            }
-        }
         Request::Register { .. }
         | Request::Unregister { .. }
         | Request::Search { .. }
         | Request::Lookup { .. }
         | Request::ReportUnreachable { .. } => {
-            let entries = match &request {
-                Request::Register { entries } => entries.len().min(wire::MAX_BATCH),
-                Request::Unregister { ids } => ids.len().min(wire::MAX_BATCH),
-                _ => 0,
-            };
-            if leaf.is_some() && entries > 0 {
-                limits.index.take(entries).await;
-            }
-            let frames = match leaf {
-                Some((sn, key)) => sn.answer_from(peer, *key, &request, std::time::Instant::now()),
-                None => vec![Response::error(
-                    ErrorCode::NotSupernode,
-                    "index requests need a joined leaf connection to a supernode",
-                )],
-            };
-            for frame in &frames {
-                if let Response::Error { code, message } = frame {
-                    tracing::info!(peer = %peer.short(), code = ?code, %message, "request refused");
-                }
-                wire::write_frame(&mut send, frame).await?;
-            }
+            admission::answer(inner, peer, limits, leaf, &request, &mut send).await?
         }
     }
     let _ = send.finish();

@@ -2,7 +2,14 @@ use std::net::SocketAddr;
 
 use proptest::prelude::*;
 
+use std::time::{Duration, Instant};
+
+use kazoo_common::wire::{Provider, MAX_SUCCESSION};
+use kazoo_common::NodeId;
+
+use super::leaf::{FIRST_BACKOFF, REHOME_RETRY, STRANDED_STAGGER};
 use super::*;
+use crate::overlay::Load;
 
 fn id(n: usize) -> NodeId {
     NodeId([n as u8 + 1; 32])

@@ -11,22 +11,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kazoo_common::transport::{self, Link};
-use kazoo_common::wire::{self, CloseCode, Hit, Intent, PeerMessage, Provider};
+use kazoo_common::transport::{self, Link, Pending};
+use kazoo_common::wire::{self, CloseCode, ErrorCode, Hit, Intent, PeerMessage, Provider};
 use kazoo_common::NodeId;
-use kazoo_supernode::{Action, Supernode};
+use kazoo_supernode::timing::OVERLAY_TICK;
+use kazoo_supernode::Action;
 use quinn::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::Node;
+use super::SupernodeRole;
+use crate::node::{hello, Node};
 
 /// Messages queued for one peer; a peer that falls further behind is disconnected.
 pub const PEER_QUEUE: usize = 4096;
 /// Hits and completions buffered for one routed search.
 const QUERY_QUEUE: usize = 256;
-/// Overlay tick period (time-outs, filter patches, dials).
-const TICK: Duration = Duration::from_millis(100);
 /// How often the host cache is written to `data_dir`.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
 /// File name of the host cache in `data_dir`.
@@ -48,7 +48,7 @@ struct PeerLink {
 
 /// Live peer links and routed searches in progress.
 #[derive(Default)]
-pub(super) struct Peering {
+pub(in crate::node) struct Peering {
     links: Mutex<HashMap<NodeId, PeerLink>>,
     queries: Mutex<HashMap<u64, mpsc::Sender<QueryEvent>>>,
     generation: AtomicU64,
@@ -78,7 +78,7 @@ impl Peering {
     }
 
     /// Closes every peering (this node stops being a supernode).
-    pub(super) fn close_all(&self, reason: &str) {
+    pub(in crate::node) fn close_all(&self, reason: &str) {
         for (_, link) in self.links().drain() {
             transport::close(&link.conn, CloseCode::NORMAL, reason);
         }
@@ -86,9 +86,38 @@ impl Peering {
 }
 
 impl Node {
+    /// A supernode asks to peer with this node: admitted if this node is a supernode (not
+    /// retired) whose overlay wants the peer; the peering then runs until it ends.
+    pub(in crate::node) async fn accept_peer(&self, pending: Pending) {
+        let peer = pending.hello().node_id;
+        let remote = pending.remote();
+        let Some(sn) = self.supernode().filter(|sn| !sn.core().is_retired()) else {
+            pending
+                .refuse(ErrorCode::NotSupernode, "this node is not a supernode")
+                .await;
+            return;
+        };
+        let wanted = sn.core().overlay().wants_peer(&peer, Instant::now());
+        if !wanted {
+            pending
+                .refuse(
+                    ErrorCode::Busy,
+                    "no room for another peer (or already peered)",
+                )
+                .await;
+            return;
+        }
+        match pending.admit(hello(&self.inner, Intent::Fetch)).await {
+            Ok(link) => self.run_peer(sn, link, false).await,
+            Err(e) => {
+                tracing::info!(peer = %peer.short(), %remote, reason = %e, "peering handshake failed")
+            }
+        }
+    }
+
     /// Carries out overlay actions.
-    pub(super) fn execute(&self, sn: &Arc<Supernode>, actions: Vec<Action>) {
-        let peering = &self.inner.peering;
+    pub(super) fn execute(&self, sn: &Arc<SupernodeRole>, actions: Vec<Action>) {
+        let peering = &sn.peering;
         for action in actions {
             match action {
                 Action::Send(to, msg) => {
@@ -132,7 +161,7 @@ impl Node {
     /// Dials a supernode to peer with it (`expected` pins its id when known).
     pub(super) async fn dial_peer(
         &self,
-        sn: Arc<Supernode>,
+        sn: Arc<SupernodeRole>,
         addr: std::net::SocketAddr,
         expected: Option<NodeId>,
     ) {
@@ -141,14 +170,16 @@ impl Node {
             Err(e) => {
                 tracing::debug!(%addr, reason = %e, "peering dial failed");
                 if let Some(node) = expected {
-                    sn.with_overlay(|o| o.on_dial_failed(&node, Instant::now()));
+                    sn.core()
+                        .overlay_mut()
+                        .on_dial_failed(&node, Instant::now());
                 }
             }
         }
     }
 
     /// Runs one peering until it ends.
-    pub(super) async fn run_peer(&self, sn: Arc<Supernode>, link: Link, dialed_by_me: bool) {
+    pub(super) async fn run_peer(&self, sn: Arc<SupernodeRole>, link: Link, dialed_by_me: bool) {
         let me = self.node_id();
         let peer = link.peer();
         // The address we dialled, or the one an incoming peer advertises.
@@ -165,14 +196,14 @@ impl Node {
         } = link;
         let dialer = if dialed_by_me { me } else { peer };
         let (tx, mut rx) = mpsc::channel::<PeerMessage>(PEER_QUEUE);
-        let generation = self.inner.peering.generation.fetch_add(1, Ordering::SeqCst);
+        let generation = sn.peering.generation.fetch_add(1, Ordering::SeqCst);
         if !self.supernode().is_some_and(|s| Arc::ptr_eq(&s, &sn)) {
             // This node demoted (and maybe promoted again) while the peering was set up.
             transport::close(&conn, CloseCode::NORMAL, "not that supernode any more");
             return;
         }
         let replaced = {
-            let mut links = self.inner.peering.links();
+            let mut links = sn.peering.links();
             if let Some(existing) = links.get(&peer) {
                 if existing.dialer == me.min(peer) {
                     drop(links);
@@ -194,13 +225,13 @@ impl Node {
         };
         let now = Instant::now();
         if replaced {
-            let actions = sn.peer_down(&peer, now);
+            let actions = sn.core().peer_down(&peer, now);
             self.execute(&sn, actions);
         }
         tracing::info!(node = %me.short(), peer = %peer.short(), %addr, "supernode peering up");
-        let actions = sn.peer_up(peer, addr, now);
+        let actions = sn.core().peer_up(peer, addr, now);
         self.execute(&sn, actions);
-        self.hand_over_to_new_supernode(&sn, peer, addr);
+        sn.hand_over(peer, addr);
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if wire::write_frame(&mut send, &msg).await.is_err() {
@@ -211,12 +242,15 @@ impl Node {
         let reason = loop {
             match wire::read_frame::<PeerMessage>(&mut recv).await {
                 Ok(msg) => {
-                    let actions = sn.peer_message(peer, msg, Instant::now());
+                    let actions = sn.core().peer_message(peer, msg, Instant::now());
                     self.execute(&sn, actions);
                 }
                 Err(e) if e.is_violation() => {
                     let reason = format!("malformed peer message: {e}");
-                    let actions = sn.with_overlay(|o| o.penalize(peer, &reason, Instant::now()));
+                    let actions = sn
+                        .core()
+                        .overlay_mut()
+                        .penalize(peer, &reason, Instant::now());
                     self.execute(&sn, actions);
                     transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, &reason);
                     break reason;
@@ -226,7 +260,7 @@ impl Node {
         };
         writer.abort();
         let current = {
-            let mut links = self.inner.peering.links();
+            let mut links = sn.peering.links();
             let current = links.get(&peer).is_some_and(|l| l.generation == generation);
             if current {
                 links.remove(&peer);
@@ -235,25 +269,28 @@ impl Node {
         };
         if current {
             tracing::info!(node = %me.short(), peer = %peer.short(), %reason, "supernode peering down");
-            let actions = sn.peer_down(&peer, Instant::now());
+            let actions = sn.core().peer_down(&peer, Instant::now());
             self.execute(&sn, actions);
         }
     }
 
     /// Runs a search through the overlay, passing hits to `on_hits` as they arrive.
-    pub(super) async fn routed_search(
+    pub(in crate::node) async fn routed_search(
         &self,
-        sn: &Arc<Supernode>,
+        sn: &Arc<SupernodeRole>,
         words: &[String],
         max: u32,
         mut on_hits: impl FnMut(Vec<Hit>),
     ) {
         let (tx, mut rx) = mpsc::channel(QUERY_QUEUE);
-        let (query, actions) = sn.start_query(words, max, Instant::now());
-        self.inner.peering.queries().insert(query, tx);
+        let (query, actions) = sn.core().start_query(words, max, Instant::now());
+        sn.peering.queries().insert(query, tx);
         self.execute(sn, actions);
-        let limit =
-            sn.with_overlay(|o| o.config().hop_timeout * (u32::from(o.config().hop_limit) + 2));
+        let limit = {
+            let core = sn.core();
+            let config = core.overlay().config();
+            config.hop_timeout * (u32::from(config.hop_limit) + 2)
+        };
         let collect = async {
             while let Some(event) = rx.recv().await {
                 match event {
@@ -263,24 +300,26 @@ impl Node {
             }
         };
         let _ = tokio::time::timeout(limit, collect).await;
-        self.inner.peering.queries().remove(&query);
+        sn.peering.queries().remove(&query);
     }
 
     /// Ticks the overlay, dials address-only bootstrap entries, saves the host cache.
-    pub(super) async fn overlay_loop(self, sn: Arc<Supernode>) {
+    pub(super) async fn overlay_loop(self, sn: Arc<SupernodeRole>) {
         let path = self.inner.config.node.data_dir.join(HOST_CACHE);
         let now = Instant::now();
         if let Ok(text) = std::fs::read_to_string(&path) {
             match serde_json::from_str::<Vec<CachedHost>>(&text) {
-                Ok(hosts) => sn.with_overlay(|o| {
+                Ok(hosts) => {
+                    let mut core = sn.core();
                     for h in hosts {
                         let provider = Provider {
                             node: h.node,
                             addr: h.addr,
                         };
-                        o.add_host(provider, Duration::from_secs(h.age_secs), now);
+                        core.overlay_mut()
+                            .add_host(provider, Duration::from_secs(h.age_secs), now);
                     }
-                }),
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "host cache unreadable; ignored")
                 }
@@ -289,31 +328,28 @@ impl Node {
         let mut unpinned = Vec::new();
         for entry in &self.inner.config.network.bootstrap {
             match entry.node {
-                Some(node) => sn.with_overlay(|o| {
-                    o.add_host(
-                        Provider {
-                            node,
-                            addr: entry.addr,
-                        },
-                        Duration::ZERO,
-                        now,
-                    )
-                }),
+                Some(node) => sn.core().overlay_mut().add_host(
+                    Provider {
+                        node,
+                        addr: entry.addr,
+                    },
+                    Duration::ZERO,
+                    now,
+                ),
                 None => unpinned.push(entry.addr),
             }
         }
-        let mut tick = tokio::time::interval(TICK);
+        let mut tick = tokio::time::interval(OVERLAY_TICK);
         let mut last_save = Instant::now();
         let mut last_bootstrap: Option<Instant> = None;
         loop {
             tick.tick().await;
             let now = Instant::now();
-            let actions = sn.tick(now);
+            let actions = sn.core().tick(now);
             self.execute(&sn, actions);
             if last_bootstrap.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
                 last_bootstrap = Some(now);
-                let connected: Vec<std::net::SocketAddr> = self
-                    .inner
+                let connected: Vec<std::net::SocketAddr> = sn
                     .peering
                     .links()
                     .values()
@@ -331,24 +367,26 @@ impl Node {
             }
             if now.duration_since(last_save) > SAVE_EVERY {
                 last_save = now;
-                save_hosts(&path, &sn);
+                save_hosts(&self.inner.config.node.data_dir, &sn);
             }
         }
     }
 }
 
-/// Writes the host cache (atomically).
-pub(super) fn save_hosts(path: &std::path::Path, sn: &Supernode) {
-    let hosts: Vec<CachedHost> = sn.with_overlay(|o| {
-        o.hosts(Instant::now())
-            .into_iter()
-            .map(|(p, age)| CachedHost {
-                node: p.node,
-                addr: p.addr,
-                age_secs: age.as_secs(),
-            })
-            .collect()
-    });
+/// Writes the host cache to [`HOST_CACHE`] in `data_dir` (atomically).
+pub(in crate::node) fn save_hosts(data_dir: &std::path::Path, sn: &SupernodeRole) {
+    let path = &data_dir.join(HOST_CACHE);
+    let hosts: Vec<CachedHost> = sn
+        .core()
+        .overlay()
+        .hosts(Instant::now())
+        .into_iter()
+        .map(|(p, age)| CachedHost {
+            node: p.node,
+            addr: p.addr,
+            age_secs: age.as_secs(),
+        })
+        .collect();
     let tmp = path.with_extension("tmp");
     let result = serde_json::to_vec(&hosts)
         .map_err(std::io::Error::other)

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::config::RoleSetting;
@@ -19,11 +20,14 @@ use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::{LeafElection, Redirect, Step};
 use quinn::Connection;
 
-use super::{Node, Uplink};
+use kazoo_supernode::timing::{JOIN_TIMEOUT, SESSION_CHECK};
+
+use super::LeafRole;
 use crate::client;
+use crate::node::{Node, Uplink};
 
 /// What changed between what a supernode has and what is shared now: (to add, to remove).
-pub(super) fn diff(
+pub(in crate::node) fn diff(
     indexed: &HashMap<ContentId, ShareEntry>,
     current: Vec<ShareEntry>,
 ) -> (Vec<ShareEntry>, Vec<ContentId>) {
@@ -41,9 +45,6 @@ pub(super) fn diff(
     (added, removed)
 }
 
-/// How long one join attempt may take.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Joins a supernode and stays joined; the decisions (whom to dial, when to promote) are
 /// [`LeafElection`]'s. When the supernode is lost the leaf re-homes: to the heirs of the
 /// succession list, the other supernodes it was told of, then the bootstrap list, all tried
@@ -52,7 +53,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// reached any supernode promotes itself as the first of its network. A redirect (from a
 /// supernode handing leaves over or demoting, or `first` for a node that just demoted) is
 /// followed first: its first target alone, then the rest at once.
-pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<Redirect>) {
+pub(super) async fn uplink_loop(
+    node: Node,
+    role: Arc<LeafRole>,
+    setting: RoleSetting,
+    first: Option<Redirect>,
+) {
     let me = node.node_id();
     let config = &node.inner.config;
     let eligible = || setting == RoleSetting::Auto && node.inner.score() > 0;
@@ -67,7 +73,7 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
         election.on_redirected(from, to, reason);
     }
     loop {
-        let (heirs, supernodes) = node.succession();
+        let (heirs, supernodes) = role.succession();
         // The score grows with uptime: a node may become eligible while it runs.
         election.set_eligible(eligible());
         let (groups, why) = match election.step(Instant::now(), &heirs, &supernodes) {
@@ -115,9 +121,9 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
             tracing::info!(node = %me.short(), supernode = %sn.short(), "attached: shares registered");
             node.inner.uplink.send_replace(Some(attached));
         };
-        let end = stay_joined(&node, link, eligible_at_join, registered).await;
+        let end = stay_joined(&node, &role, link, eligible_at_join, registered).await;
         node.inner.uplink.send_replace(None);
-        if eligible() && node.inner.promote_asked.swap(false, Ordering::SeqCst) {
+        if eligible() && role.promote_asked.swap(false, Ordering::SeqCst) {
             let why = format!("asked by supernode {}, which is full", sn.short());
             node.promote(&why);
             node.learn_supernodes(&[Provider {
@@ -126,7 +132,7 @@ pub(super) async fn uplink_loop(node: Node, setting: RoleSetting, first: Option<
             }]);
             return;
         }
-        if let Some((to, why)) = node.take_redirect() {
+        if let Some((to, why)) = role.take_redirect() {
             tracing::info!(node = %me.short(), supernode = %sn.short(), reason = %why, "redirected; re-homing");
             election.on_redirected(sn, to, why);
             continue;
@@ -194,11 +200,6 @@ async fn join_first(
     None
 }
 
-/// How often a joined leaf checks that its supernode still has its whole session (an empty
-/// `Unregister` answers the count, or `UnknownLeaf`), and whether it has become eligible
-/// since it joined.
-const SESSION_CHECK: Duration = Duration::from_secs(5);
-
 /// Why a leaf's session with its supernode ended.
 enum Ended {
     /// The connection ended (the supernode died, or closed it).
@@ -215,6 +216,7 @@ enum Ended {
 /// node that has become eligible since it joined re-joins to advertise its score.
 async fn stay_joined(
     node: &Node,
+    role: &Arc<LeafRole>,
     link: Link,
     joined_eligible: bool,
     registered: impl FnOnce(),
@@ -228,6 +230,7 @@ async fn stay_joined(
     } = link;
     let notices = {
         let node = node.clone();
+        let role = Arc::clone(role);
         let conn = conn.clone();
         tokio::spawn(async move {
             let violation = |why: &str| {
@@ -240,20 +243,20 @@ async fn stay_joined(
                         if heirs.len() > MAX_SUCCESSION || supernodes.len() > MAX_SUCCESSION {
                             return violation("oversized succession notice");
                         }
-                        node.set_succession(heirs, supernodes);
+                        role.set_succession(heirs, supernodes);
                     }
                     Ok(Notice::Redirect { to, reason }) => {
                         if to.len() > MAX_SUCCESSION {
                             return violation("oversized redirect notice");
                         }
-                        node.set_redirect(to, reason);
+                        role.set_redirect(to, reason);
                         transport::close(&conn, CloseCode::NORMAL, "redirected");
                         return;
                     }
                     Ok(Notice::Promote { reason }) => {
                         if node.inner.score() > 0 {
                             tracing::info!(%reason, "supernode asks this leaf to promote");
-                            node.inner.promote_asked.store(true, Ordering::SeqCst);
+                            role.promote_asked.store(true, Ordering::SeqCst);
                             transport::close(&conn, CloseCode::NORMAL, "promoting");
                         }
                     }
@@ -292,7 +295,7 @@ async fn stay_joined(
                 }
                 if !joined_eligible && node.inner.score() > 0 {
                     let again = vec![Provider { node: sn, addr: sn_addr }];
-                    node.set_redirect(again, "became eligible; re-joining to advertise it".into());
+                    role.set_redirect(again, "became eligible; re-joining to advertise it".into());
                     transport::close(&conn, CloseCode::NORMAL, "re-joining");
                     break Ended::Lost("re-joining".into());
                 }
@@ -308,8 +311,8 @@ async fn stay_joined(
         _ => None,
     };
     if code == Some(CloseCode::REDIRECTED.into()) {
-        let (_, supernodes) = node.succession();
-        node.set_redirect_if_none(supernodes, "closed by supernode with a redirect".into());
+        let (_, supernodes) = role.succession();
+        role.set_redirect_if_none(supernodes, "closed by supernode with a redirect".into());
     }
     if code == Some(CloseCode::SUPERSEDED.into()) {
         return Ended::SessionLost("session superseded by a newer one".into());

@@ -1,0 +1,108 @@
+//! The supernode role's I/O: the runtime side of [`kazoo_supernode::Supernode`], which decides
+//! everything and is held here under one lock. This module owns what the role has while it
+//! lasts — the core, the joined leaves' notice channels, the peer links, the role's tasks —
+//! and carries out the core's decisions over QUIC:
+//! * [`admission`]: leaves joining, their sessions, their index and search requests;
+//! * [`notices`]: succession, redirect and promote notices to joined leaves;
+//! * [`peering`]: peer links to other supernodes, routed searches, the host cache;
+//! * [`election`]: growth (asking a leaf to promote, handing leaves over), dial-backs to
+//!   eligible leaves, and demotion.
+
+pub(super) mod admission;
+pub(super) mod election;
+pub(super) mod notices;
+pub(super) mod peering;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kazoo_common::config::RoleSetting;
+use kazoo_common::NodeId;
+use kazoo_supernode::{DemotePolicy, OverlayConfig, Supernode};
+
+use super::{Node, Tasks};
+use crate::share::ShareStore;
+
+/// What a node has while it is a supernode; dropped whole when it demotes.
+pub struct SupernodeRole {
+    /// The decisions (index, leaves, overlay, election), under the role's one lock.
+    core: Mutex<Supernode>,
+    /// Each joined leaf's notice stream and connection.
+    notices: Mutex<HashMap<NodeId, notices::LeafChannel>>,
+    /// Peer links and routed searches.
+    peering: peering::Peering,
+    /// The role's tasks (overlay, own shares, demotion check), aborted when it ends.
+    tasks: Tasks,
+}
+
+impl SupernodeRole {
+    /// The core, locked. Never held across an `.await`, and every core call does bounded
+    /// work (see [`kazoo_supernode::service`]).
+    pub fn core(&self) -> MutexGuard<'_, Supernode> {
+        crate::lock(&self.core)
+    }
+
+    /// Ends the role: closes its peerings and stops its tasks.
+    pub(super) fn stop(&self, reason: &str) {
+        self.peering.close_all(reason);
+        self.tasks.abort_all();
+    }
+}
+
+impl Node {
+    /// Becomes a supernode (its own shares go into its index).
+    pub(super) fn promote(&self, reason: &str) {
+        let config = &self.inner.config.supernode;
+        let overlay = OverlayConfig {
+            max_peers: config.max_peers,
+            hop_limit: config.hop_limit,
+            routing: config.routing,
+            ..OverlayConfig::default()
+        };
+        let mut core = Supernode::new(
+            self.node_id(),
+            config.clone(),
+            self.inner.listen.port(),
+            overlay,
+        );
+        if self.inner.setting == RoleSetting::Auto {
+            let election = &self.inner.config.election;
+            core.set_demote_policy(DemotePolicy {
+                below_pct: election.demote_below_pct,
+                after: election.demote_after(),
+            });
+        }
+        let role = Arc::new(SupernodeRole {
+            core: Mutex::new(core),
+            notices: Mutex::new(HashMap::new()),
+            peering: peering::Peering::default(),
+            tasks: Tasks::default(),
+        });
+        self.set_role(super::Role::Supernode(Arc::clone(&role)), reason);
+        role.tasks.spawn(own_shares_loop(
+            Arc::clone(&self.inner.shares),
+            Arc::clone(&role),
+        ));
+        role.tasks
+            .spawn(self.clone().overlay_loop(Arc::clone(&role)));
+        role.tasks
+            .spawn(self.clone().demotion_loop(Arc::clone(&role)));
+    }
+}
+
+/// Keeps a supernode's own shares in its index.
+async fn own_shares_loop(shares: Arc<ShareStore>, sn: Arc<SupernodeRole>) {
+    let mut version = shares.subscribe();
+    let mut indexed = HashMap::new();
+    loop {
+        let (added, removed) = super::leaf_role::uplink::diff(&indexed, shares.entries());
+        sn.core().set_own_shares(&added, &removed);
+        for id in &removed {
+            indexed.remove(id);
+        }
+        indexed.extend(added.into_iter().map(|e| (e.id, e)));
+        if version.changed().await.is_err() {
+            return;
+        }
+    }
+}

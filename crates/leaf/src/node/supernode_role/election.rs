@@ -1,0 +1,109 @@
+//! The supernode side of the election, over QUIC: asking the best eligible leaf to promote
+//! when full, handing part of the leaves to it once it peers back (growth), dialling eligible
+//! leaves back (only a leaf that answers is an heir), and demoting an under-used `auto`
+//! supernode (shrink). Every decision and timing rule is the core's
+//! ([`kazoo_supernode::election`], [`kazoo_supernode::timing`]); this module carries them out
+//! and logs each with its reason. The leaf side is in `leaf_role/uplink.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kazoo_common::transport;
+use kazoo_common::wire::{CloseCode, Intent, Notice, Provider};
+use kazoo_common::NodeId;
+use kazoo_supernode::timing::{DEMOTE_CHECK_EVERY, DIAL_BACK_TIMEOUT};
+use kazoo_supernode::{Demotion, LeafKey};
+
+use super::{peering, SupernodeRole};
+use crate::node::leaf_role::{self, LeafRole};
+use crate::node::{Node, Role};
+
+impl SupernodeRole {
+    /// A full supernode asks its best eligible leaf to become a supernode (growth), when the
+    /// core says so.
+    pub(super) fn request_promotion(&self) {
+        let now = Instant::now();
+        let Some((heir, reason)) = self.core().promotion_request(now) else {
+            return;
+        };
+        let notices = crate::lock(&self.notices);
+        if let Some(leaf) = notices.get(&heir) {
+            tracing::info!(leaf = %heir.short(), %reason, "asking best eligible leaf to promote");
+            if leaf.tx.try_send(Notice::Promote { reason }).is_ok() {
+                self.core().promotion_asked(heir, now);
+            }
+        }
+    }
+
+    /// A peering with `peer` came up: if the core hands leaves over to it (it is the leaf
+    /// this supernode asked to promote), they are redirected there.
+    pub(super) fn hand_over(&self, peer: NodeId, addr: SocketAddr) {
+        let Some((moved, reason)) = self.core().handover_on_peering(peer, Instant::now()) else {
+            return;
+        };
+        tracing::info!(to = %peer.short(), leaves = moved.len(), %reason, "handing leaves over");
+        let to = vec![Provider { node: peer, addr }];
+        for leaf in moved {
+            self.redirect_leaf(leaf, to.clone(), &reason);
+        }
+    }
+}
+
+impl Node {
+    /// Dials an eligible leaf back at the address it advertises; only a leaf that answers
+    /// (with the right key) is listed as an heir.
+    pub(super) async fn check_reachable(
+        &self,
+        sn: &SupernodeRole,
+        leaf: NodeId,
+        key: LeafKey,
+        addr: SocketAddr,
+    ) {
+        let dial = self.dial(addr, Some(leaf), Intent::Fetch);
+        match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
+            Ok(Ok(link)) => {
+                sn.core().set_reachable(leaf, key, addr);
+                transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
+            }
+            Ok(Err(e)) => {
+                tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "eligible leaf is not reachable; not an heir")
+            }
+            Err(_) => {
+                tracing::info!(leaf = %leaf.short(), %addr, "eligible leaf did not answer a dial back; not an heir")
+            }
+        }
+    }
+
+    /// Checks every [`DEMOTE_CHECK_EVERY`] whether this supernode should demote; does so.
+    pub(super) async fn demotion_loop(self, sn: Arc<SupernodeRole>) {
+        let mut tick = tokio::time::interval(DEMOTE_CHECK_EVERY);
+        loop {
+            tick.tick().await;
+            let plan = sn.core().demotion(Instant::now());
+            if let Some(plan) = plan {
+                self.demote(&sn, plan);
+                return;
+            }
+        }
+    }
+
+    /// Becomes a leaf again: sends every leaf where the plan says, closes the peerings,
+    /// ends the supernode role and joins one of the peers that had room.
+    fn demote(&self, sn: &SupernodeRole, plan: Demotion) {
+        let me = self.node_id();
+        tracing::info!(node = %me.short(), leaves = plan.moves.len(), reason = %plan.reason, "demoting to leaf");
+        // The core has retired (no new leaves or peers; leaves still joining are sent on).
+        peering::save_hosts(&self.inner.config.node.data_dir, sn);
+        let reason = format!("demoted: {}", plan.reason);
+        for (leaf, to) in plan.moves {
+            sn.redirect_leaf(leaf, to, &reason);
+        }
+        let leaf = LeafRole::new(plan.supernodes.clone());
+        // Swapping the role stops the supernode's tasks, this one included (it returns
+        // without awaiting again).
+        self.set_role(Role::Leaf(Arc::clone(&leaf)), &reason);
+        let first = Some((me, plan.supernodes, reason));
+        leaf_role::start(self, &leaf, first);
+    }
+}

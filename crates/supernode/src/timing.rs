@@ -1,0 +1,27 @@
+//! Every timing rule of the roles, in one place: the runtime runs its timers at these periods
+//! and the simulator ([`crate::sim`]) schedules the same events at the same times, so both run
+//! the same decisions. Protocol timeouts both ends must agree on are in
+//! [`kazoo_common::wire`].
+
+use std::time::Duration;
+
+/// Period of a supernode's overlay tick ([`crate::Supernode::tick`]): query timeouts,
+/// filter patches, dialling hosts.
+pub const OVERLAY_TICK: Duration = Duration::from_millis(100);
+/// How often a supernode sends each leaf its succession notice when it changed.
+pub const NOTICE_EVERY: Duration = Duration::from_millis(500);
+/// How often a supernode checks whether to demote ([`crate::Supernode::demotion`]).
+pub const DEMOTE_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often a full supernode may ask a leaf to promote (growth).
+pub const PROMOTE_EVERY: Duration = Duration::from_secs(5);
+/// How long after asking a leaf to promote its peering back still triggers a handover.
+pub const HANDOVER_WINDOW: Duration = Duration::from_secs(60);
+/// How long a leaf's dial to join one supernode may take before it counts as failed.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a supernode's dial back to an eligible leaf's listen address may take (a leaf
+/// that does not answer in time is not an heir).
+pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a leaf checks that its supernode still has its session (and how many entries).
+pub const SESSION_CHECK: Duration = Duration::from_secs(5);
+/// How long a redirected leaf has to leave before its supernode closes the connection.
+pub const REDIRECT_GRACE: Duration = Duration::from_secs(3);
