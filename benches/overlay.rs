@@ -327,14 +327,7 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
             for _ in 0..3 {
                 let other = rng.below(run.sns);
                 sns[&node(n)].with_overlay(|o| {
-                    o.add_host(
-                        Provider {
-                            node: node(other),
-                            addr: addr(other),
-                        },
-                        Duration::ZERO,
-                        now,
-                    )
+                    o.add_host(Provider::new(node(other), addr(other)), Duration::ZERO, now)
                 });
             }
         }

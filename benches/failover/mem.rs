@@ -280,10 +280,7 @@ impl Sim {
                 Admission::Full(_) => {
                     redirects.extend(sn.sn.peer_providers(MAX_SUCCESSION));
                     if let Some(l) = self.leaves.get_mut(&leaf) {
-                        l.election.on_refused(&[Provider {
-                            node: target,
-                            addr: at,
-                        }]);
+                        l.election.on_refused(&[Provider::new(target, at)]);
                     }
                 }
             }
@@ -461,7 +458,7 @@ impl Sim {
                 if let Some(leaf) = self.leaves.get_mut(&leaf_id) {
                     if leaf.attached.is_some_and(|(at, _)| at == sn) {
                         leaf.attached = None;
-                        leaf.election.on_lost(Provider { node: sn, addr }, now);
+                        leaf.election.on_lost(Provider::new(sn, addr), now);
                         self.schedule_step(leaf_id, Duration::ZERO);
                     }
                 }
@@ -590,10 +587,7 @@ pub fn run(run: &MemRun) -> MemOutcome {
     for n in 0..run.supernodes {
         for _ in 0..3 {
             let other = sim.rng.below(run.supernodes);
-            let provider = Provider {
-                node: node(other),
-                addr: addr(other),
-            };
+            let provider = Provider::new(node(other), addr(other));
             sim.sns[&node(n)]
                 .sn
                 .with_overlay(|o| o.add_host(provider, Duration::ZERO, now));

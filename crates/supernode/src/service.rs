@@ -340,7 +340,7 @@ impl Supernode {
         heirs
             .into_iter()
             .take(max)
-            .map(|(_, _, node, addr)| Provider { node, addr })
+            .map(|(_, _, node, addr)| Provider::new(node, addr))
             .collect()
     }
 

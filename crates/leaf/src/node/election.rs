@@ -141,7 +141,7 @@ impl Node {
             peer.short()
         );
         tracing::info!(node = %sn.node_id().short(), to = %peer.short(), leaves = moved.len(), %reason, "handing leaves over");
-        let to = vec![Provider { node: peer, addr }];
+        let to = vec![Provider::new(peer, addr)];
         for leaf in moved {
             self.inner.redirect_leaf(leaf, to.clone(), &reason);
         }

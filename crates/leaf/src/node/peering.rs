@@ -274,10 +274,7 @@ impl Node {
             match serde_json::from_str::<Vec<CachedHost>>(&text) {
                 Ok(hosts) => sn.with_overlay(|o| {
                     for h in hosts {
-                        let provider = Provider {
-                            node: h.node,
-                            addr: h.addr,
-                        };
+                        let provider = Provider::new(h.node, h.addr);
                         o.add_host(provider, Duration::from_secs(h.age_secs), now);
                     }
                 }),
@@ -290,14 +287,7 @@ impl Node {
         for entry in &self.inner.config.network.bootstrap {
             match entry.node {
                 Some(node) => sn.with_overlay(|o| {
-                    o.add_host(
-                        Provider {
-                            node,
-                            addr: entry.addr,
-                        },
-                        Duration::ZERO,
-                        now,
-                    )
+                    o.add_host(Provider::new(node, entry.addr), Duration::ZERO, now)
                 }),
                 None => unpinned.push(entry.addr),
             }
