@@ -332,10 +332,7 @@ fn mem_network(run: &MemRun, routing: Routing, seed: u64) -> (Outcome, f64) {
             for _ in 0..3 {
                 let other = rng.below(run.sns);
                 lock(&sns[&node(n)]).overlay_mut().add_host(
-                    Provider {
-                        node: node(other),
-                        addr: addr(other),
-                    },
+                    Provider::new(node(other), addr(other)),
                     Duration::ZERO,
                     now,
                 );

@@ -524,10 +524,7 @@ async fn a_live_source_behind_more_dead_ones_than_max_sources_is_found() {
     let d = net.leaf("d", &sn).await;
     let hits = search_until(&d, &[&id.to_hex()], |h| !h.is_empty()).await;
     let dead: Vec<Provider> = (0..MAX_SOURCES + 8)
-        .map(|i| Provider {
-            node: NodeId([i as u8 + 1; 32]),
-            addr: "127.0.0.1:9".parse().unwrap(),
-        })
+        .map(|i| Provider::new(NodeId([i as u8 + 1; 32]), "127.0.0.1:9".parse().unwrap()))
         .collect();
     let mut sources = dead.clone();
     sources.extend(hits[0].providers.iter().copied());

@@ -56,10 +56,7 @@ pub fn run(run: &MemRun) -> MemOutcome {
         let hosts: Vec<Provider> = (0..3)
             .map(|_| {
                 let other = sim.rng().below(run.supernodes);
-                Provider {
-                    node: node(other),
-                    addr: addr(other),
-                }
+                Provider::new(node(other), addr(other))
             })
             .collect();
         sim.add_supernode(node(n), addr(n), false, &hosts);

@@ -377,6 +377,13 @@ pub struct Provider {
     pub addr: SocketAddr,
 }
 
+impl Provider {
+    /// The provider `node` at `addr`.
+    pub const fn new(node: NodeId, addr: SocketAddr) -> Self {
+        Provider { node, addr }
+    }
+}
+
 /// One search result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hit {

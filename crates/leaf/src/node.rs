@@ -377,10 +377,11 @@ impl Node {
 
     /// The supernode this leaf is joined to, as a place to send others.
     fn uplink_provider(&self) -> Option<Provider> {
-        self.inner.uplink.borrow().as_ref().map(|u| Provider {
-            node: u.node,
-            addr: u.conn.remote_address(),
-        })
+        self.inner
+            .uplink
+            .borrow()
+            .as_ref()
+            .map(|u| Provider::new(u.node, u.conn.remote_address()))
     }
 
     /// The last succession notice while a leaf: (heirs, other supernodes).

@@ -631,10 +631,7 @@ impl Index {
             .iter()
             .filter_map(|&key| self.leaf(key))
             .take(MAX_PROVIDERS)
-            .map(|leaf| Provider {
-                node: leaf.node,
-                addr: leaf.addr,
-            })
+            .map(|leaf| Provider::new(leaf.node, leaf.addr))
             .collect()
     }
 

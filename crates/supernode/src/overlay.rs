@@ -286,10 +286,7 @@ impl Overlay {
         self.peers
             .iter()
             .map(|(node, p)| {
-                let provider = Provider {
-                    node: *node,
-                    addr: p.addr,
-                };
+                let provider = Provider::new(*node, p.addr);
                 (provider, p.load)
             })
             .collect()
@@ -305,10 +302,7 @@ impl Overlay {
         self.hosts
             .iter()
             .map(|(node, h)| {
-                let provider = Provider {
-                    node: *node,
-                    addr: h.addr,
-                };
+                let provider = Provider::new(*node, h.addr);
                 (provider, now.saturating_duration_since(h.last_seen))
             })
             .collect()
@@ -447,10 +441,7 @@ impl Overlay {
         let mut list: Vec<Provider> = self
             .peers
             .iter()
-            .map(|(node, p)| Provider {
-                node: *node,
-                addr: p.addr,
-            })
+            .map(|(node, p)| Provider::new(*node, p.addr))
             .collect();
         let mut others: Vec<(&NodeId, &Host)> = self
             .hosts
@@ -458,10 +449,7 @@ impl Overlay {
             .filter(|(n, _)| !self.peers.contains_key(*n))
             .collect();
         others.sort_by_key(|(_, h)| std::cmp::Reverse(h.last_seen));
-        list.extend(others.into_iter().map(|(n, h)| Provider {
-            node: *n,
-            addr: h.addr,
-        }));
+        list.extend(others.into_iter().map(|(n, h)| Provider::new(*n, h.addr)));
         list.truncate(MAX_GOSSIP);
         list
     }
@@ -493,7 +481,7 @@ impl Overlay {
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         self.dialing.remove(&node);
-        self.add_host(Provider { node, addr }, Duration::ZERO, now);
+        self.add_host(Provider::new(node, addr), Duration::ZERO, now);
         if self.peers.contains_key(&node) {
             return actions;
         }
@@ -527,7 +515,7 @@ impl Overlay {
         for other in others {
             self.send(
                 other,
-                PeerMessage::Supernodes(vec![Provider { node, addr }]),
+                PeerMessage::Supernodes(vec![Provider::new(node, addr)]),
                 &mut actions,
             );
         }
@@ -1081,7 +1069,7 @@ impl Overlay {
                 if let Some(host) = self.hosts.get_mut(&node) {
                     host.next_dial = now + self.config.dial_backoff;
                 }
-                actions.push(Action::Dial(Provider { node, addr }));
+                actions.push(Action::Dial(Provider::new(node, addr)));
             }
         }
         actions

@@ -234,10 +234,7 @@ mod tests {
     fn providers(nodes: &[u16]) -> Vec<Provider> {
         nodes
             .iter()
-            .map(|&n| Provider {
-                node: node(n),
-                addr: "127.0.0.1:9".parse().unwrap(),
-            })
+            .map(|&n| Provider::new(node(n), "127.0.0.1:9".parse().unwrap()))
             .collect()
     }
 

@@ -527,10 +527,7 @@ impl Sim {
                         }
                     }
                     if let Some(l) = self.leaves.get_mut(&leaf) {
-                        l.election.on_refused(&[Provider {
-                            node: target,
-                            addr: at,
-                        }]);
+                        l.election.on_refused(&[Provider::new(target, at)]);
                     }
                 }
             }
@@ -705,10 +702,7 @@ impl Sim {
                 self.execute(at, actions);
                 if let Some((moved, reason)) = handover {
                     self.stats.handed_over += moved.len();
-                    let to = vec![Provider {
-                        node: peer,
-                        addr: peer_addr,
-                    }];
+                    let to = vec![Provider::new(peer, peer_addr)];
                     for leaf in moved {
                         let redirect = (at, to.clone(), reason.clone());
                         self.clock.at(latency, Event::Redirected(leaf, redirect));
@@ -739,7 +733,7 @@ impl Sim {
                 if let Some(leaf) = self.leaves.get_mut(&leaf_id) {
                     if leaf.attached.is_some_and(|(at, _)| at == sn) {
                         leaf.attached = None;
-                        leaf.election.on_lost(Provider { node: sn, addr }, now);
+                        leaf.election.on_lost(Provider::new(sn, addr), now);
                         self.schedule_step(leaf_id, Duration::ZERO);
                     }
                 }
@@ -798,10 +792,7 @@ impl Sim {
                 }
                 self.leave(leaf_id);
                 let own = self.leaves.get(&leaf_id).map(|l| l.entries.clone());
-                let host = Provider {
-                    node: from,
-                    addr: self.addrs[&from],
-                };
+                let host = Provider::new(from, self.addrs[&from]);
                 self.promote(leaf_id, &own.unwrap_or_default(), &[host]);
             }
             Event::Depart(sn_id, leaf_id, key) => {

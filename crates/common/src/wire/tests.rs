@@ -58,10 +58,10 @@ async fn messages_round_trip() {
         size: 1,
         name: "a".into(),
         sources: 2,
-        providers: vec![Provider {
-            node: NodeId([1; 32]),
-            addr: "127.0.0.1:9".parse().unwrap(),
-        }],
+        providers: vec![Provider::new(
+            NodeId([1; 32]),
+            "127.0.0.1:9".parse().unwrap(),
+        )],
     }]);
     assert_eq!(round_trip(&response).await, response);
 }

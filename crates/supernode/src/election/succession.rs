@@ -36,6 +36,6 @@ pub fn rank_heirs(candidates: impl IntoIterator<Item = Candidate>, max: usize) -
     heirs
         .into_iter()
         .take(max)
-        .map(|(_, _, node, addr)| Provider { node, addr })
+        .map(|(_, _, node, addr)| Provider::new(node, addr))
         .collect()
 }

@@ -16,10 +16,7 @@ fn id(n: usize) -> NodeId {
 }
 
 fn provider(n: usize) -> Provider {
-    Provider {
-        node: id(n),
-        addr: SocketAddr::from(([127, 0, 0, 1], 6000 + n as u16)),
-    }
+    Provider::new(id(n), SocketAddr::from(([127, 0, 0, 1], 6000 + n as u16)))
 }
 
 fn load(leaves: u32, max_leaves: u32) -> Load {
@@ -54,14 +51,8 @@ fn the_emptier_of_two_underused_supernodes_demotes_and_the_other_stays() {
     let b = id(11);
     let leaves_a = [id(20)];
     let leaves_b = [id(21), id(22)];
-    let peer_b = Provider {
-        node: b,
-        addr: provider(11).addr,
-    };
-    let peer_a = Provider {
-        node: a,
-        addr: provider(10).addr,
-    };
+    let peer_b = Provider::new(b, provider(11).addr);
+    let peer_a = Provider::new(a, provider(10).addr);
     let plan = plan_demotion(
         a,
         load(1, 10),

@@ -229,13 +229,7 @@ fn query_floods_and_oversized_messages_drop_the_peer() {
 
     let mut mesh = Mesh::new(2, Routing::Filters, 2);
     mesh.connect(0, 1);
-    let big = PeerMessage::Supernodes(vec![
-        Provider {
-            node: id(5),
-            addr: addr(5)
-        };
-        MAX_GOSSIP + 1
-    ]);
+    let big = PeerMessage::Supernodes(vec![Provider::new(id(5), addr(5)); MAX_GOSSIP + 1]);
     let actions = mesh.nodes[1].1.on_message(id(0), big, &Index::new(), now);
     assert!(actions.iter().any(|a| matches!(a, Action::Disconnect(..))));
 }

@@ -17,10 +17,7 @@ fn entry(name: String) -> ShareEntry {
 }
 
 fn provider(n: usize) -> Provider {
-    Provider {
-        node: node(n),
-        addr: addr(n),
-    }
+    Provider::new(node(n), addr(n))
 }
 
 fn leaf(n: usize) -> usize {

@@ -126,10 +126,7 @@ pub(super) async fn uplink_loop(
         if eligible() && role.promote_asked.swap(false, Ordering::SeqCst) {
             let why = format!("asked by supernode {}, which is full", sn.short());
             node.promote(&why);
-            node.learn_supernodes(&[Provider {
-                node: sn,
-                addr: sn_addr,
-            }]);
+            node.learn_supernodes(&[Provider::new(sn, sn_addr)]);
             return;
         }
         if let Some((to, why)) = role.take_redirect() {
@@ -137,10 +134,7 @@ pub(super) async fn uplink_loop(
             election.on_redirected(sn, to, why);
             continue;
         }
-        let lost = Provider {
-            node: sn,
-            addr: sn_addr,
-        };
+        let lost = Provider::new(sn, sn_addr);
         match end {
             Ended::SessionLost(reason) => {
                 tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "supernode lost this leaf's session; joining again");
@@ -187,7 +181,7 @@ async fn join_first(
             })) => {
                 tracing::debug!(%addr, %reason, "join refused");
                 if code == wire::ErrorCode::Busy {
-                    refusals.by.push(Provider { node: by, addr });
+                    refusals.by.push(Provider::new(by, addr));
                 }
                 refusals
                     .redirect
@@ -294,7 +288,7 @@ async fn stay_joined(
                     Err(end) => break end,
                 }
                 if !joined_eligible && node.inner.score() > 0 {
-                    let again = vec![Provider { node: sn, addr: sn_addr }];
+                    let again = vec![Provider::new(sn, sn_addr)];
                     role.set_redirect(again, "became eligible; re-joining to advertise it".into());
                     transport::close(&conn, CloseCode::NORMAL, "re-joining");
                     break Ended::Lost("re-joining".into());

@@ -43,7 +43,7 @@ impl SupernodeRole {
             return;
         };
         tracing::info!(to = %peer.short(), leaves = moved.len(), %reason, "handing leaves over");
-        let to = vec![Provider { node: peer, addr }];
+        let to = vec![Provider::new(peer, addr)];
         for leaf in moved {
             self.redirect_leaf(leaf, to.clone(), &reason);
         }

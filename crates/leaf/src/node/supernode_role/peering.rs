@@ -312,10 +312,7 @@ impl Node {
                 Ok(hosts) => {
                     let mut core = sn.core();
                     for h in hosts {
-                        let provider = Provider {
-                            node: h.node,
-                            addr: h.addr,
-                        };
+                        let provider = Provider::new(h.node, h.addr);
                         core.overlay_mut()
                             .add_host(provider, Duration::from_secs(h.age_secs), now);
                     }
@@ -329,10 +326,7 @@ impl Node {
         for entry in &self.inner.config.network.bootstrap {
             match entry.node {
                 Some(node) => sn.core().overlay_mut().add_host(
-                    Provider {
-                        node,
-                        addr: entry.addr,
-                    },
+                    Provider::new(node, entry.addr),
                     Duration::ZERO,
                     now,
                 ),

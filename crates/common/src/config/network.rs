@@ -1,0 +1,87 @@
+//! The `[network]` section: bootstrap supernodes (`ADDR` or `NODEID@ADDR`) and the QUIC timing
+//! it maps to.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::NodeId;
+
+/// `[network]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Supernodes to contact first: `ADDR` or `NODEID@ADDR`. Default: none.
+    pub bootstrap: Vec<BootstrapEntry>,
+    /// A peer silent this long (ms) is dead; keep-alives go out every quarter of it.
+    /// Default 2000 (a dead supernode is noticed within ~2 s); range
+    /// [`super::validate::NETWORK_IDLE_TIMEOUT_MS`].
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bootstrap: Vec::new(),
+            idle_timeout_ms: 2000,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The QUIC timing this section asks for.
+    pub fn timeouts(&self) -> crate::transport::Timeouts {
+        let idle = std::time::Duration::from_millis(self.idle_timeout_ms);
+        crate::transport::Timeouts {
+            keep_alive: idle / 4,
+            idle,
+        }
+    }
+}
+
+/// A bootstrap supernode: an address, optionally with the node id it must present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootstrapEntry {
+    /// The expected node id, if given as `NODEID@ADDR`.
+    pub node: Option<NodeId>,
+    /// The UDP address.
+    pub addr: SocketAddr,
+}
+
+impl FromStr for BootstrapEntry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (node, addr) = match s.split_once('@') {
+            Some((id, addr)) => (Some(id.parse::<NodeId>().map_err(|e| e.to_string())?), addr),
+            None => (None, s),
+        };
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP:PORT address"))?;
+        Ok(BootstrapEntry { node, addr })
+    }
+}
+
+impl fmt::Display for BootstrapEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.node {
+            Some(node) => write!(f, "{node}@{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BootstrapEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for BootstrapEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
