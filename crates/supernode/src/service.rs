@@ -309,15 +309,16 @@ impl Supernode {
         }
     }
 
-    /// The succession list (see [`election::succession`]): at most `max` heirs, best first.
-    pub fn succession(&self, max: usize) -> Vec<Provider> {
+    /// The succession list at `now` (see [`election::succession`]): at most `max` heirs,
+    /// best first.
+    pub fn succession(&self, max: usize, now: Instant) -> Vec<Provider> {
         let candidates = self.leaves.iter().map(|(node, j)| Candidate {
             node: *node,
             capacity: j.capacity,
             since: j.since,
             reachable_at: j.reachable_at,
         });
-        rank_heirs(candidates, max)
+        rank_heirs(candidates, max, now)
     }
 
     /// Growth: whether to ask a leaf to promote now, this supernode being full — the best
@@ -328,7 +329,7 @@ impl Supernode {
         if !self.growth.may_ask(now) {
             return None;
         }
-        let best = self.succession(1).into_iter().next()?;
+        let best = self.succession(1, now).into_iter().next()?;
         Some((
             best.node,
             format!("supernode {} is full", self.node_id.short()),

@@ -640,7 +640,7 @@ impl Sim {
                     return;
                 };
                 let notice = (
-                    sn.core.succession(MAX_SUCCESSION),
+                    sn.core.succession(MAX_SUCCESSION, now),
                     sn.core.peer_providers(MAX_SUCCESSION),
                 );
                 if notice != sn.notice {

@@ -152,7 +152,7 @@ async fn send_notices(
         let notice = {
             let core = sn.core();
             Notice::Succession {
-                heirs: core.succession(MAX_SUCCESSION),
+                heirs: core.succession(MAX_SUCCESSION, std::time::Instant::now()),
                 supernodes: core.peer_providers(MAX_SUCCESSION),
             }
         };
