@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use kazoo_common::wire::{
     Hit, PeerMessage, Provider, HITS_PER_FRAME, MAX_FILTER_PATCH, MAX_GOSSIP, MAX_HOPS,
-    MAX_LEAVES_PER_SUPERNODE, MAX_QUERY_LEN, MAX_QUERY_WORDS,
+    MAX_LEAVES_PER_SUPERNODE, MAX_PEER_LIST, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_VIA, PEER_PENALTY,
+    PEER_QUERY_RATE,
 };
 use kazoo_common::{ContentId, NodeId};
 
@@ -67,10 +68,10 @@ impl Default for OverlayConfig {
             routing: Routing::Filters,
             hop_timeout: Duration::from_millis(1500),
             max_queries: 1024,
-            peer_query_rate: 200.0,
+            peer_query_rate: f64::from(PEER_QUERY_RATE),
             max_dials: 8,
             dial_backoff: Duration::from_secs(10),
-            penalty: Duration::from_secs(300),
+            penalty: PEER_PENALTY,
             max_hosts: 1000,
             host_max_age: Duration::from_secs(7 * 24 * 3600),
         }
@@ -479,7 +480,7 @@ impl Overlay {
             .iter()
             .filter(|(_, p)| p.filter_ready)
             .map(|(n, _)| *n)
-            .take(64)
+            .take(MAX_PEER_LIST)
             .collect()
     }
 
@@ -711,7 +712,7 @@ impl Overlay {
         if self.config.routing == Routing::Filters && hops >= 2 {
             targets = self.prune_intermediates(words, targets);
         }
-        let via: Vec<NodeId> = targets.iter().copied().take(64).collect();
+        let via: Vec<NodeId> = targets.iter().copied().take(MAX_VIA).collect();
         for &t in &targets {
             let msg = PeerMessage::Query {
                 id,
@@ -775,7 +776,7 @@ impl Overlay {
                 }
             }
             PeerMessage::Peers(list) => {
-                if list.len() > 64 {
+                if list.len() > MAX_PEER_LIST {
                     return self.penalize(from, "oversized peer list", now);
                 }
                 if let Some(peer) = self.peers.get_mut(&from) {
@@ -833,7 +834,7 @@ impl Overlay {
                 hops_left,
                 via,
             } => {
-                if via.len() > 64 {
+                if via.len() > MAX_VIA {
                     return self.penalize(from, "oversized via list", now);
                 }
                 let via = (from == origin).then_some(via);

@@ -11,7 +11,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
 use kazoo_common::wire::{
@@ -28,19 +27,8 @@ use crate::serve::{RateLimit, MAX_UPLOADS_PER_PEER};
 use super::election::{LeafChannel, NOTICE_QUEUE};
 use super::{hello, Inner, MAX_DOWNLOADER_CONNECTIONS};
 
-/// How long a peer may take to send its request after opening a stream.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes per second (burst: twice that) accepted without a QUIC Retry; beyond it, a
-/// dialler must first prove it receives at its address.
-pub const HANDSHAKE_RATE: u64 = 100;
-/// Download (`Fetch`) connections accepted at once from one IP address.
-pub const MAX_FETCH_PER_IP: usize = 32;
-/// A download connection with no request stream open for this long is closed.
-pub const FETCH_IDLE: Duration = Duration::from_secs(30);
-/// `Register`/`Unregister` entries a leaf session may send per second; the burst is a full
-/// share list ([`wire::MAX_ENTRIES_PER_LEAF`] plus a batch), so joining is never slowed.
-pub const INDEX_RATE: u64 = 20_000;
+use kazoo_common::wire::REQUEST_TIMEOUT;
+pub use kazoo_common::wire::{FETCH_IDLE, HANDSHAKE_RATE, INDEX_RATE, MAX_FETCH_PER_IP};
 
 /// Accepts connections until the endpoint closes.
 pub(super) async fn accept_loop(inner: Arc<Inner>) {
@@ -465,8 +453,7 @@ struct Limits<'a> {
     index: &'a RateLimit,
 }
 
-/// Searches a joined leaf may start per second (burst: one second's worth).
-const LEAF_QUERY_RATE: u64 = 30;
+use kazoo_common::wire::LEAF_QUERY_RATE;
 
 /// Answers a leaf's search through the overlay: hits stream back as they arrive, then `End`.
 async fn search(

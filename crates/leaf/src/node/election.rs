@@ -34,8 +34,7 @@ pub(super) const NOTICE_QUEUE: usize = 4;
 const PROMOTE_EVERY: Duration = Duration::from_secs(5);
 /// How long after asking a leaf to promote its peering back still triggers a handover.
 const HANDOVER_WINDOW: Duration = Duration::from_secs(60);
-/// How long a redirected leaf has to leave before the supernode closes its connection.
-const REDIRECT_GRACE: Duration = Duration::from_secs(3);
+use kazoo_common::wire::REDIRECT_GRACE;
 /// How often a supernode checks whether to demote.
 const DEMOTE_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -84,8 +83,7 @@ impl Inner {
     }
 }
 
-/// How long a dial back to a joining leaf's listen address may take.
-const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+use kazoo_common::wire::DIAL_BACK_TIMEOUT;
 
 impl Node {
     /// Dials an eligible leaf back at the address it advertises; only a leaf that answers
