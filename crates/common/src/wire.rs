@@ -100,8 +100,10 @@
 //! | supernodes per gossip message | [`MAX_GOSSIP`] | peer disconnected |
 //! | positions per filter patch | [`MAX_FILTER_PATCH`] | peer disconnected |
 //! | query hops | [`MAX_HOPS`] | peer disconnected |
-//! | entries per `Succession` list / `Redirect` / `Refused.redirect` | [`MAX_SUCCESSION`] | excess entries are not sent |
-//! | hits per `Hits` frame (response or peer message) | [`HITS_PER_FRAME`] | peer disconnected (from a peer) |
+//! | entries per `Succession` list / `Redirect.to` | [`MAX_SUCCESSION`] | connection closed, [`CloseCode::PROTOCOL_VIOLATION`] |
+//! | entries per `Refused.redirect` | [`MAX_SUCCESSION`] | excess entries ignored |
+//! | hits per peer `Hits` message | [`HITS_PER_FRAME`] | peer disconnected |
+//! | hits per `Response::Hits` frame | [`HITS_PER_FRAME`] | not checked per frame: a leaf stops reading after 4 × `max_results` + [`HITS_PER_FRAME`] hits |
 //! | node ids per `Peers` message | [`MAX_PEER_LIST`] | peer disconnected |
 //! | node ids per query `via` list | [`MAX_VIA`] | peer disconnected |
 //! | `Load.max_leaves` / `Load.leaves` | [`MAX_LEAVES_PER_SUPERNODE`] / ≤ `max_leaves` | peer disconnected |
