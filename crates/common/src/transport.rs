@@ -21,8 +21,7 @@ use crate::wire::{
 };
 use crate::NodeId;
 
-/// How long a handshake (TLS + `Hello`) may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::wire::HANDSHAKE_TIMEOUT;
 
 /// QUIC timing; short by default so a dead peer is noticed within seconds.
 #[derive(Clone, Copy, Debug)]

@@ -15,7 +15,10 @@
 //! # Handshake
 //! The dialler opens the first bidirectional stream and sends a [`Handshake::Hello`]; the
 //! acceptor answers with its own `Hello`, or with [`Handshake::Refused`] and then closes the
-//! connection with the matching [`CloseCode`]. The acceptor checks that
+//! connection with the matching [`CloseCode`]. Both `Hello`s (and TLS before them) must be
+//! through within [`HANDSHAKE_TIMEOUT`], else the side that waits gives up. An acceptor
+//! taking more than [`HANDSHAKE_RATE`] handshakes per second makes further diallers first
+//! prove their address with a QUIC Retry. The acceptor checks that
 //! * `version` equals [`PROTOCOL_VERSION`] (else [`ErrorCode::VersionMismatch`],
 //!   [`CloseCode::VERSION_MISMATCH`]);
 //! * `node_id` equals the key in the TLS certificate (else [`CloseCode::IDENTITY_MISMATCH`]);
@@ -33,18 +36,20 @@
 //! from dialler to acceptor otherwise, and a byte there is a protocol violation. A leaf's
 //! `Hello.capacity` > 0 (its capacity score) says it is eligible to become a supernode; its
 //! supernode dials it back (`Fetch`) at its advertised address — the IP it is seen at, with
-//! its `listen_port` — and lists it as an heir only if that answers with the same key.
+//! its `listen_port` — and lists it as an heir only if that answers with the same key within
+//! [`DIAL_BACK_TIMEOUT`].
 //!
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
 //! (`Peers`), and routing filters (`Filter`: positions of the tokens and content ids of the
-//! sender's own index; `Reach`: its peers' filters folded to 2^18 positions), sent whole on
-//! connect (`reset`) and as patches after. A query travels with a random id and a hop limit;
+//! sender's own index; `Reach`: its peers' filters folded to 2^[`REACH_BITS`] positions),
+//! sent whole on connect (`reset`) and as patches after. A query travels with a random id and a hop limit;
 //! an SN forwards it only to peers whose filter may match (or whose reach may match, while
 //! two or more hops are left), answers with `Hits` back along the path, and sends `Done`
 //! once it and everything it forwarded to have answered (or timed out). Each side also
-//! announces its `Load` (leaves, `max_leaves`, demotable). A peer that floods
-//! queries or sends malformed frames is disconnected and not re-dialled for a while.
+//! announces its `Load` (leaves, `max_leaves`, demotable). A peer that sends more than
+//! [`PEER_QUERY_RATE`] queries per second (burst: twice that) or malformed frames is
+//! disconnected and neither re-dialled nor accepted for [`PEER_PENALTY`].
 //!
 //! # Requests
 //! After the handshake the dialler opens one bidirectional stream per [`Request`], sends the
@@ -62,8 +67,13 @@
 //!
 //! Any request may instead be answered by [`Response::Error`]. At most
 //! [`MAX_CONCURRENT_STREAMS`] streams, the control stream included, may be open at once on
-//! one connection (enforced by QUIC stream credit). A request must arrive within 10 s of its
-//! stream opening, and an answer frame within 10 s of the request.
+//! one connection (enforced by QUIC stream credit). A request must arrive within
+//! [`REQUEST_TIMEOUT`] of its stream opening, and an answer frame within [`ANSWER_TIMEOUT`] of
+//! the request. A joined leaf may start [`LEAF_QUERY_RATE`] searches per second (burst: one
+//! second's worth) and register [`INDEX_RATE`] entries per second (burst: a whole share list;
+//! beyond that the supernode reads more slowly). A `Fetch` connection gets no more than
+//! [`MAX_FETCH_PER_IP`] siblings from one IP and is closed after [`FETCH_IDLE`] without a
+//! request stream.
 //!
 //! `ReportUnreachable` tells the supernode which sources of a download could not be dialled.
 //! It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
@@ -90,6 +100,26 @@
 //! | supernodes per gossip message | [`MAX_GOSSIP`] | peer disconnected |
 //! | positions per filter patch | [`MAX_FILTER_PATCH`] | peer disconnected |
 //! | query hops | [`MAX_HOPS`] | peer disconnected |
+//! | entries per `Succession` list / `Redirect.to` | [`MAX_SUCCESSION`] | connection closed, [`CloseCode::PROTOCOL_VIOLATION`] |
+//! | entries per `Refused.redirect` | [`MAX_SUCCESSION`] | excess entries ignored |
+//! | hits per peer `Hits` message | [`HITS_PER_FRAME`] | peer disconnected |
+//! | hits per `Response::Hits` frame | [`HITS_PER_FRAME`] | not checked per frame: a leaf stops reading after 4 × `max_results` + [`HITS_PER_FRAME`] hits |
+//! | node ids per `Peers` message | [`MAX_PEER_LIST`] | peer disconnected |
+//! | node ids per query `via` list | [`MAX_VIA`] | peer disconnected |
+//! | `Load.max_leaves` / `Load.leaves` | [`MAX_LEAVES_PER_SUPERNODE`] / ≤ `max_leaves` | peer disconnected |
+//! | filter / reach positions | below 2^[`FILTER_BITS`] / folded to 2^[`REACH_BITS`] | filter: position ignored; reach: folded |
+//! | queries per second from a peer (burst: twice) | [`PEER_QUERY_RATE`] | peer disconnected |
+//! | peer disconnected for misbehaving | kept away for [`PEER_PENALTY`] | neither dialled nor accepted |
+//! | searches per second from a leaf (burst: one second's) | [`LEAF_QUERY_RATE`] | search refused, [`ErrorCode::Busy`] |
+//! | `Register`/`Unregister` entries per second from a leaf | [`INDEX_RATE`] | read more slowly |
+//! | `Fetch` connections from one IP | [`MAX_FETCH_PER_IP`] | handshake refused, [`ErrorCode::Busy`] |
+//! | `Fetch` connection without a request stream | [`FETCH_IDLE`] | connection closed |
+//! | handshakes per second | [`HANDSHAKE_RATE`] | QUIC Retry first |
+//! | handshake (TLS + both `Hello`s) | [`HANDSHAKE_TIMEOUT`] | connection given up |
+//! | request after its stream opens | [`REQUEST_TIMEOUT`] | stream dropped |
+//! | answer frame after the request | [`ANSWER_TIMEOUT`] | request failed (dialler) |
+//! | dial back to an eligible leaf | [`DIAL_BACK_TIMEOUT`] | leaf not listed as an heir |
+//! | redirected leaf still connected | [`REDIRECT_GRACE`] | connection closed, [`CloseCode::REDIRECTED`] |
 //!
 //! A request frame that does not decode, or names a message kind this version does not know,
 //! is a protocol violation: the acceptor closes the connection with
@@ -109,6 +139,7 @@
 //! [`Intent`] are only ever appended, never inserted or reordered.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -144,6 +175,29 @@ pub const MAX_REPORTED: usize = MAX_PROVIDERS;
 pub const HITS_PER_FRAME: usize = 64;
 /// Most concurrently open request streams per connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// How long a handshake (TLS + `Hello`) may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes per second (burst: twice that) accepted without a QUIC Retry; beyond it, a
+/// dialler must first prove it receives at its address.
+pub const HANDSHAKE_RATE: u64 = 100;
+/// How long a peer may take to send its request after opening a stream.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dialler waits for each answer frame.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Download (`Fetch`) connections accepted at once from one IP address.
+pub const MAX_FETCH_PER_IP: usize = 32;
+/// A download connection with no request stream open for this long is closed.
+pub const FETCH_IDLE: Duration = Duration::from_secs(30);
+/// Searches a joined leaf may start per second (burst: one second's worth).
+pub const LEAF_QUERY_RATE: u64 = 30;
+/// `Register`/`Unregister` entries a leaf session may send per second; the burst is a full
+/// share list ([`MAX_ENTRIES_PER_LEAF`] plus a batch), so joining is never slowed.
+pub const INDEX_RATE: u64 = 20_000;
+/// How long a dial back to a joining leaf's listen address may take.
+pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a redirected leaf has to leave before the supernode closes its connection.
+pub const REDIRECT_GRACE: Duration = Duration::from_secs(3);
 
 /// QUIC application close codes.
 pub struct CloseCode;
@@ -251,7 +305,7 @@ pub enum Notice {
     /// Leave this supernode and join one of `to` instead (tried in order, the first alone):
     /// sent to part of a full supernode's leaves when a new supernode has taken over some
     /// of its load, and to every leaf of a supernode that demotes. The supernode closes the
-    /// connection a few seconds later if the leaf has not gone. `to` ≤ [`MAX_SUCCESSION`].
+    /// connection [`REDIRECT_GRACE`] later if the leaf has not gone. `to` ≤ [`MAX_SUCCESSION`].
     Redirect {
         /// Where to go, best first.
         to: Vec<Provider>,
@@ -269,6 +323,19 @@ pub const MAX_GOSSIP: usize = 64;
 pub const MAX_FILTER_PATCH: usize = 16_384;
 /// Most hops a query may travel (a larger `hops_left` is a protocol violation).
 pub const MAX_HOPS: u8 = 4;
+/// Most node ids in one `Peers` message.
+pub const MAX_PEER_LIST: usize = 64;
+/// Most node ids in a query's `via` list.
+pub const MAX_VIA: usize = 64;
+/// Queries per second one peer may send (burst: twice that); more is a flood.
+pub const PEER_QUERY_RATE: u32 = 200;
+/// How long a peer disconnected for misbehaving is neither dialled nor accepted.
+pub const PEER_PENALTY: Duration = Duration::from_secs(300);
+/// Bits of a filter position (the low bits of the first four bytes, little-endian, of the
+/// BLAKE3 hash of a token or content id).
+pub const FILTER_BITS: u32 = 20;
+/// Bits of a reach position (filter positions folded by keeping the low bits).
+pub const REACH_BITS: u32 = 18;
 
 /// A message between peered supernodes, on their control stream (both directions).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +343,7 @@ pub enum PeerMessage {
     /// Supernodes the sender knows (node-cache exchange), ≤ [`MAX_GOSSIP`]. The sender's own
     /// peers come first.
     Supernodes(Vec<Provider>),
-    /// The sender's peer list changed: its current peers' ids (≤ 64).
+    /// The sender's peer list changed: its current peers' ids (≤ [`MAX_PEER_LIST`]).
     Peers(Vec<NodeId>),
     /// Patch to the sender's routing filter (positions of its own index's tokens and ids).
     Filter {
@@ -308,7 +375,7 @@ pub enum PeerMessage {
         max_results: u32,
         /// How many more hops it may be forwarded (≤ [`MAX_HOPS`]).
         hops_left: u8,
-        /// Set by the origin: every peer it sent the query to (≤ 64). Of the supernodes
+        /// Set by the origin: every peer it sent the query to (≤ [`MAX_VIA`]). Of the supernodes
         /// adjacent to a target, only the one with the smallest id in this list forwards to
         /// it, so a target two hops away gets the query once.
         via: Vec<NodeId>,

@@ -1,7 +1,5 @@
 //! Requests over an established connection: one bidirectional stream per request.
 
-use std::time::Duration;
-
 use kazoo_common::wire::{self, FrameError, Request, Response};
 use quinn::{Connection, RecvStream};
 
@@ -50,8 +48,7 @@ pub async fn send(conn: &Connection, request: &Request) -> Result<RecvStream, Re
     Ok(recv)
 }
 
-/// How long a peer may take to send an answer frame.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+pub use kazoo_common::wire::ANSWER_TIMEOUT;
 
 /// Reads one answer frame (within [`ANSWER_TIMEOUT`]), turning [`Response::Error`] into
 /// [`RequestError::Remote`].

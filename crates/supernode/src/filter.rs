@@ -9,10 +9,8 @@
 
 use std::collections::HashMap;
 
-/// Bits of a filter position.
-pub const FILTER_BITS: u32 = 20;
-/// Bits of a reach position (filter positions folded by keeping the low bits).
-pub const REACH_BITS: u32 = 18;
+pub use kazoo_common::wire::{FILTER_BITS, REACH_BITS};
+
 /// Most positions a peer may advertise in its filter (the whole space).
 pub const MAX_FILTER_POSITIONS: usize = 1 << FILTER_BITS;
 

@@ -1,7 +1,7 @@
 //! Every timing rule of the roles, in one place: the runtime runs its timers at these periods
 //! and the simulator ([`crate::sim`]) schedules the same events at the same times, so both run
-//! the same decisions. Protocol timeouts both ends must agree on are in
-//! [`kazoo_common::wire`].
+//! the same decisions. Timings a peer can observe (the redirect grace, the dial-back and
+//! handshake timeouts) are protocol constants in [`kazoo_common::wire`].
 
 use std::time::Duration;
 
@@ -18,10 +18,5 @@ pub const PROMOTE_EVERY: Duration = Duration::from_secs(5);
 pub const HANDOVER_WINDOW: Duration = Duration::from_secs(60);
 /// How long a leaf's dial to join one supernode may take before it counts as failed.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a supernode's dial back to an eligible leaf's listen address may take (a leaf
-/// that does not answer in time is not an heir).
-pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a leaf checks that its supernode still has its session (and how many entries).
 pub const SESSION_CHECK: Duration = Duration::from_secs(5);
-/// How long a redirected leaf has to leave before its supernode closes the connection.
-pub const REDIRECT_GRACE: Duration = Duration::from_secs(3);

@@ -12,10 +12,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kazoo_common::transport::{self, Link};
-use kazoo_common::wire::{self, CloseCode, ErrorCode, FrameError, Intent, Request};
+use kazoo_common::wire::{
+    self, CloseCode, ErrorCode, FrameError, Intent, Request, REQUEST_TIMEOUT,
+};
+pub use kazoo_common::wire::{FETCH_IDLE, HANDSHAKE_RATE, INDEX_RATE, MAX_FETCH_PER_IP};
 use kazoo_common::NodeId;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::Semaphore;
@@ -24,20 +26,6 @@ use crate::serve::{RateLimit, MAX_UPLOADS_PER_PEER};
 
 use super::supernode_role::admission::{self, Session};
 use super::{hello, Inner, Node, MAX_DOWNLOADER_CONNECTIONS};
-
-/// How long a peer may take to send its request after opening a stream.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes per second (burst: twice that) accepted without a QUIC Retry; beyond it, a
-/// dialler must first prove it receives at its address.
-pub const HANDSHAKE_RATE: u64 = 100;
-/// Download (`Fetch`) connections accepted at once from one IP address.
-pub const MAX_FETCH_PER_IP: usize = 32;
-/// A download connection with no request stream open for this long is closed.
-pub const FETCH_IDLE: Duration = Duration::from_secs(30);
-/// `Register`/`Unregister` entries a leaf session may send per second; the burst is a full
-/// share list ([`wire::MAX_ENTRIES_PER_LEAF`] plus a batch), so joining is never slowed.
-pub const INDEX_RATE: u64 = 20_000;
 
 /// Accepts connections until the endpoint closes.
 pub(super) async fn accept_loop(inner: Arc<Inner>) {

@@ -1,8 +1,10 @@
 use std::collections::VecDeque;
 
-use kazoo_common::wire::ShareEntry;
+use kazoo_common::wire::{ShareEntry, MAX_GOSSIP};
+use kazoo_common::ContentId;
 use proptest::prelude::*;
 
+use super::peers::SHED_AFTER;
 use super::*;
 
 /// Supernodes wired together in memory, messages delivered at once, in order.

@@ -3,7 +3,7 @@
 //! promote), the session's life (a dial back to an eligible leaf, then its requests served
 //! until the connection ends, then its departure and the draining of its entries), and the
 //! answers to its index and search requests (`Register`/`Unregister` entries limited to
-//! [`INDEX_RATE`](super::super::INDEX_RATE) per second, searches to [`LEAF_QUERY_RATE`]).
+//! [`INDEX_RATE`](kazoo_common::wire::INDEX_RATE) per second, searches to [`LEAF_QUERY_RATE`]).
 //! A node that is not a supernode refuses joins and names its own supernode instead.
 
 use std::sync::Arc;
@@ -23,8 +23,7 @@ use super::SupernodeRole;
 use crate::node::accept::{serve_link, Limits, StreamError};
 use crate::node::{hello, Inner, Node};
 
-/// Searches a joined leaf may start per second (burst: one second's worth).
-pub(in crate::node) const LEAF_QUERY_RATE: u64 = 30;
+pub(in crate::node) use kazoo_common::wire::LEAF_QUERY_RATE;
 
 /// A joined leaf's session: the supernode role it joined and its key there.
 #[derive(Clone)]

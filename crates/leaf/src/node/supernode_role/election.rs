@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kazoo_common::transport;
-use kazoo_common::wire::{CloseCode, Intent, Notice, Provider};
+use kazoo_common::wire::{CloseCode, Intent, Notice, Provider, DIAL_BACK_TIMEOUT};
 use kazoo_common::NodeId;
-use kazoo_supernode::timing::{DEMOTE_CHECK_EVERY, DIAL_BACK_TIMEOUT};
+use kazoo_supernode::timing::DEMOTE_CHECK_EVERY;
 use kazoo_supernode::{Demotion, LeafKey};
 
 use super::{peering, SupernodeRole};

@@ -4,9 +4,9 @@
 //! session, whose connection is closed with [`CloseCode::SUPERSEDED`].
 
 use kazoo_common::transport;
-use kazoo_common::wire::{self, CloseCode, Notice, Provider, MAX_SUCCESSION};
+use kazoo_common::wire::{self, CloseCode, Notice, Provider, MAX_SUCCESSION, REDIRECT_GRACE};
 use kazoo_common::NodeId;
-use kazoo_supernode::timing::{NOTICE_EVERY, REDIRECT_GRACE};
+use kazoo_supernode::timing::NOTICE_EVERY;
 use kazoo_supernode::LeafKey;
 use quinn::{Connection, SendStream};
 use tokio::sync::mpsc;
