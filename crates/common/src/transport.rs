@@ -90,6 +90,10 @@ pub enum TransportError {
         /// Where it suggests trying instead.
         redirect: Vec<wire::Provider>,
     },
+    /// The dial was not attempted: the dialler's policy holds this address back (it did not
+    /// answer recently, or too many dials to new addresses are under way).
+    #[error("not dialled: {0}")]
+    NotDialled(String),
 }
 
 /// Connection-level receive window of an accepted connection. Only requests (and a peer's

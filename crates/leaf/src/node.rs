@@ -9,6 +9,7 @@
 //! the tests drive.
 
 mod accept;
+pub mod dial_guard;
 pub mod leaf_role;
 pub mod supernode_role;
 
@@ -208,8 +209,10 @@ struct Inner {
     setting: RoleSetting,
     /// Content ids being downloaded now (one download per id at a time).
     downloads: Mutex<HashSet<ContentId>>,
-    /// The node's own tasks (accept loop, rescans, control socket).
+    /// The node's own tasks (accept loop, rescans).
     tasks: Tasks,
+    /// Which addresses may be dialled now (see [`dial_guard`]).
+    dials: dial_guard::DialGuard,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
 }
@@ -327,6 +330,10 @@ impl Node {
             setting,
             downloads: Mutex::new(HashSet::new()),
             tasks: Tasks::default(),
+            dials: dial_guard::DialGuard::new(
+                config.network.bootstrap.iter().map(|b| b.addr),
+                std::time::Instant::now(),
+            ),
             started: std::time::Instant::now(),
             config,
         });
@@ -651,7 +658,13 @@ impl Node {
         expected: Option<NodeId>,
         intent: Intent,
     ) -> Result<Link, transport::TransportError> {
-        transport::dial(
+        let guard = &self.inner.dials;
+        guard
+            .check(addr, std::time::Instant::now())
+            .map_err(|refused| transport::TransportError::NotDialled(refused.to_string()))?;
+        // Recorded as silent if the caller stops waiting before the dial ends.
+        let mut pending = dial_guard::Pending::new(guard, addr);
+        let result = transport::dial(
             &self.inner.endpoint,
             &self.inner.identity,
             addr,
@@ -659,7 +672,9 @@ impl Node {
             self.inner.timeouts,
             self.hello(intent),
         )
-        .await
+        .await;
+        pending.finish(&result);
+        result
     }
 }
 
