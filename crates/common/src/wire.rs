@@ -75,8 +75,12 @@
 //! [`MAX_FETCH_PER_IP`] siblings from one IP and is closed after [`FETCH_IDLE`] without a
 //! request stream.
 //!
-//! `ReportUnreachable` tells the supernode which sources of a download could not be dialled.
-//! It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
+//! Provider lists (in `Providers` and in hits) list first the leaves whose listen address
+//! answered the supernode's dial back (every joining leaf is dialled back once), so sources
+//! at addresses that never answer cannot crowd out real ones.
+//!
+//! `ReportUnreachable` tells the supernode which sources of a download could not be dialled
+//! or served a bad manifest or piece. It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
 //! answers for a while, and moves a source that several distinct leaves reported to the end
 //! of everyone's provider lists (never removes it for others); see the supernode's
 //! `reports` module for the windows and table bounds.

@@ -658,10 +658,32 @@ impl Node {
         expected: Option<NodeId>,
         intent: Intent,
     ) -> Result<Link, transport::TransportError> {
-        let guard = &self.inner.dials;
-        guard
+        self.inner
+            .dials
             .check(addr, std::time::Instant::now())
             .map_err(|refused| transport::TransportError::NotDialled(refused.to_string()))?;
+        self.dial_recorded(addr, expected, intent).await
+    }
+
+    /// Dials a joined leaf back at its advertised port on the IP it connected from (one dial
+    /// per join; joins are bounded by the handshake rate), outside the guard's rate limits,
+    /// which are for addresses peers name.
+    async fn dial_back(
+        &self,
+        addr: SocketAddr,
+        leaf: NodeId,
+    ) -> Result<Link, transport::TransportError> {
+        self.dial_recorded(addr, Some(leaf), Intent::Fetch).await
+    }
+
+    /// Dials `addr`, recording in the dial guard whether it answered.
+    async fn dial_recorded(
+        &self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+        intent: Intent,
+    ) -> Result<Link, transport::TransportError> {
+        let guard = &self.inner.dials;
         // Recorded as silent if the caller stops waiting before the dial ends.
         let mut pending = dial_guard::Pending::new(guard, addr);
         let result = transport::dial(

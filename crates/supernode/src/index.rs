@@ -123,6 +123,9 @@ struct LeafRecord {
     shares: HashMap<u32, u32>,
     /// Left: no longer counted or listed as a provider; its entries are being drained.
     detached: bool,
+    /// Its listen address answered the supernode's dial back: listed before unverified
+    /// providers (sybils at addresses that never answer cannot crowd it out).
+    verified: bool,
 }
 
 #[derive(Debug)]
@@ -200,6 +203,7 @@ impl Index {
             addr,
             shares: HashMap::new(),
             detached: false,
+            verified: false,
         };
         let slot = match self.free_leaves.pop() {
             Some(slot) => {
@@ -617,7 +621,7 @@ impl Index {
         self.filter.take_patch()
     }
 
-    /// Sources of a content id (at most [`MAX_PROVIDERS`]).
+    /// Sources of a content id (at most [`MAX_PROVIDERS`]), verified ones first.
     pub fn providers(&self, id: &ContentId) -> Vec<Provider> {
         self.by_id
             .get(id)
@@ -626,13 +630,23 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// A file's providers, those whose address answered a dial back first, at most
+    /// [`MAX_PROVIDERS`] (two passes over the list; no sort).
     fn provider_list(&self, file: &FileRecord) -> Vec<Provider> {
-        file.providers
-            .iter()
-            .filter_map(|&key| self.leaf(key))
+        let live = || file.providers.iter().filter_map(|&key| self.leaf(key));
+        live()
+            .filter(|leaf| leaf.verified)
+            .chain(live().filter(|leaf| !leaf.verified))
             .take(MAX_PROVIDERS)
             .map(|leaf| Provider::new(leaf.node, leaf.addr))
             .collect()
+    }
+
+    /// Marks leaf `key`'s listen address as answering a dial back (see [`Self::providers`]).
+    pub fn set_verified(&mut self, key: LeafKey) {
+        if let Some(leaf) = self.leaf_mut(key) {
+            leaf.verified = true;
+        }
     }
 
     /// A file as a search result; `None` while its only providers are detached.

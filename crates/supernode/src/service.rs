@@ -113,6 +113,7 @@ impl Supernode {
             max_bytes: config.max_index_mib << 20,
         });
         let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
+        index.set_verified(own);
         let mut sn = Supernode {
             node_id,
             config,
@@ -301,10 +302,12 @@ impl Supernode {
 
     /// Records that joined leaf `node` (under `key`) answered a dial at `addr`, its listen
     /// address: it may be an heir, and that is where the others will find it.
+    /// Its entries are then listed before those of leaves whose address never answered.
     pub fn set_reachable(&mut self, node: NodeId, key: LeafKey, addr: SocketAddr) {
         if let Some(joined) = self.leaves.get_mut(&node) {
             if joined.key == key {
                 joined.reachable_at = Some(addr);
+                self.index.set_verified(key);
             }
         }
     }

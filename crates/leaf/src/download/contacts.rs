@@ -1,6 +1,6 @@
 //! The download's contacts: who it may still dial, who is banned or unreachable (and the
-//! reports of those that never delivered pieces), and reporting unreachable sources to the
-//! supernode.
+//! reports of those that never delivered pieces), and reporting to the supernode the sources
+//! that could not be reached or served bad data.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ pub(super) struct Contacts<'a> {
     pub(super) dialer: Dialer<'a>,
     /// Could not be dialled: not dialled again in this download.
     unreachable: HashSet<NodeId>,
-    /// Of those, the ones not yet reported to the supernode.
+    /// Unreachable or banned sources not yet reported to the supernode.
     unreported: Vec<NodeId>,
     /// Banned for this download: a bad manifest or piece, or [`MAX_FAILURES`] failures.
     banned: HashSet<NodeId>,
@@ -93,8 +93,8 @@ impl<'a> Contacts<'a> {
     ) {
         conn.close(CloseCode::NORMAL.into(), b"no usable manifest");
         *self.failures.entry(provider.node).or_default() += 1;
-        if ban {
-            self.banned.insert(provider.node);
+        if ban && self.banned.insert(provider.node) {
+            self.unreported.push(provider.node);
         }
         match self.reports.iter_mut().find(|r| r.node == provider.node) {
             Some(report) => report.dropped = Some(reason),
@@ -115,8 +115,8 @@ impl<'a> Contacts<'a> {
             if source.dead.load(Ordering::SeqCst) {
                 *failures.entry(source.node).or_default() += 1;
             }
-            if source.bad.load(Ordering::SeqCst) > 0 {
-                self.banned.insert(source.node);
+            if source.bad.load(Ordering::SeqCst) > 0 && self.banned.insert(source.node) {
+                self.unreported.push(source.node);
             }
         }
         self.banned.extend(

@@ -352,3 +352,33 @@ fn a_word_in_every_file_returns_the_most_shared_first() {
     assert_eq!(hits[0].sources, 3);
     assert_eq!(hits[1].id, all[4001].id);
 }
+
+#[test]
+fn verified_providers_are_listed_first_even_behind_many_sybils() {
+    let mut index = Index::new();
+    let real = entry("popular song", "real");
+    for n in 0..(MAX_PROVIDERS as u16 + 50) {
+        let mut id = [7u8; 32];
+        id[..2].copy_from_slice(&n.to_le_bytes());
+        let node = NodeId(id);
+        let key = index.add_leaf(node, SocketAddr::from(([127, 0, 0, 1], 20_000 + n)));
+        index
+            .register(key, std::slice::from_ref(&real), 10)
+            .unwrap();
+    }
+    let honest = leaf(&mut index, 200);
+    index
+        .register(honest, std::slice::from_ref(&real), 10)
+        .unwrap();
+    let listed = index.providers(&real.id);
+    assert_eq!(listed.len(), MAX_PROVIDERS);
+    assert!(
+        !listed.iter().any(|p| p.node == NodeId([200; 32])),
+        "unverified, the late honest source is cut off"
+    );
+    index.set_verified(honest);
+    let listed = index.providers(&real.id);
+    assert_eq!(listed[0].node, NodeId([200; 32]), "verified first");
+    let hits = index.search(&words("popular"), 5).unwrap();
+    assert_eq!(hits[0].providers[0].node, NodeId([200; 32]));
+}

@@ -88,7 +88,9 @@ pub(in crate::node) async fn join(node: &Node, pending: Pending) {
         }
     };
     tracing::info!(peer = %peer.short(), %remote, "leaf joined");
-    if link.hello.capacity > 0 {
+    // Every leaf is dialled back once: an eligible one must answer to be an heir, and any
+    // leaf's entries are listed before those of leaves that never answered.
+    {
         let (node, sn) = (node.clone(), Arc::clone(&sn));
         tokio::spawn(async move { node.check_reachable(&sn, peer, key, advertised).await });
     }

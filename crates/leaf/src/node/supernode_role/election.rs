@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kazoo_common::transport;
-use kazoo_common::wire::{CloseCode, Intent, Notice, Provider, DIAL_BACK_TIMEOUT};
+use kazoo_common::wire::{CloseCode, Notice, Provider, DIAL_BACK_TIMEOUT};
 use kazoo_common::NodeId;
 use kazoo_supernode::timing::DEMOTE_CHECK_EVERY;
 use kazoo_supernode::{Demotion, LeafKey};
@@ -51,8 +51,8 @@ impl SupernodeRole {
 }
 
 impl Node {
-    /// Dials an eligible leaf back at the address it advertises; only a leaf that answers
-    /// (with the right key) is listed as an heir.
+    /// Dials a joined leaf back at the address it advertises (the IP it is seen at); only a
+    /// leaf that answers (with the right key) is an heir (if eligible) and a verified source.
     pub(super) async fn check_reachable(
         &self,
         sn: &SupernodeRole,
@@ -60,7 +60,7 @@ impl Node {
         key: LeafKey,
         addr: SocketAddr,
     ) {
-        let dial = self.dial(addr, Some(leaf), Intent::Fetch);
+        let dial = self.dial_back(addr, leaf);
         match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
             Ok(Ok(link)) => {
                 sn.core().set_reachable(leaf, key, addr);
