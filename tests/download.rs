@@ -3,13 +3,11 @@
 
 mod common;
 
+use common::fake::{dead_source, stalling_source};
 use common::*;
 use kazoo_common::config::RoleSetting;
-use kazoo_common::identity::Identity;
-use kazoo_common::transport::{self, Link, HANDSHAKE_TIMEOUT};
-use kazoo_common::wire::{
-    Hello, Intent, Provider, Request, Response, Role, ShareEntry, MAX_REPORTED,
-};
+use kazoo_common::transport::HANDSHAKE_TIMEOUT;
+use kazoo_common::wire::{Hello, Intent, Provider, Request, Response, Role, MAX_REPORTED};
 use kazoo_common::{ContentId, NodeId};
 use kazoo_leaf::client;
 use kazoo_leaf::download::{
@@ -166,107 +164,6 @@ async fn a_killed_download_resumes_and_fetches_only_missing_pieces() {
     );
     for node in [second, source, sn] {
         node.shutdown().await;
-    }
-}
-
-/// A source the supernode lists for a file but that does not behave: a bare endpoint with a
-/// fresh (random) key joins `sn` as a leaf and registers the file. Dropping it ends its
-/// listing (its join connection closes).
-struct FakeSource {
-    node: NodeId,
-    _link: Link,
-    _endpoint: quinn::Endpoint,
-    _dead: Option<std::net::UdpSocket>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for FakeSource {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Joins `sn` from `endpoint` as a leaf that says it listens on `listen_port`, and registers
-/// `content` as "payload.bin".
-async fn join_and_register(
-    sn: &Node,
-    identity: &Identity,
-    endpoint: &quinn::Endpoint,
-    listen_port: u16,
-    content: &[u8],
-) -> Link {
-    let mut hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
-    hello.listen_port = listen_port;
-    let link = raw_dial_as(endpoint, identity, sn, hello)
-        .await
-        .expect("fake source joins");
-    let entries = vec![ShareEntry {
-        id: ContentId::from(blake3::hash(content)),
-        size: content.len() as u64,
-        name: "payload.bin".into(),
-    }];
-    let answer = client::call(&link.conn, &Request::Register { entries }).await;
-    assert!(
-        matches!(answer, Ok(Response::Registered { total: 1 })),
-        "{answer:?}"
-    );
-    link
-}
-
-/// A dead source: listed at a bound UDP port nobody answers on.
-async fn dead_source(sn: &Node, content: &[u8]) -> FakeSource {
-    let (identity, endpoint) = raw_node();
-    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("dead port");
-    let port = dead.local_addr().expect("dead port address").port();
-    let link = join_and_register(sn, &identity, &endpoint, port, content).await;
-    FakeSource {
-        node: identity.node_id(),
-        _link: link,
-        _endpoint: endpoint,
-        _dead: Some(dead),
-        task: None,
-    }
-}
-
-/// A source that accepts connections and requests but never answers one (so it stalls the
-/// manifest, and any piece asked of it).
-async fn stalling_source(sn: &Node, content: &[u8]) -> FakeSource {
-    let (identity, endpoint) = raw_node();
-    let port = endpoint.local_addr().expect("address").port();
-    let link = join_and_register(sn, &identity, &endpoint, port, content).await;
-    let me = identity.node_id();
-    let server = endpoint.clone();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Some(incoming) = server.accept().await {
-            let Ok(pending) = transport::accept(incoming).await else {
-                continue;
-            };
-            let Ok(link) = pending
-                .admit(Hello::new(me, Role::Leaf, Intent::Fetch))
-                .await
-            else {
-                continue;
-            };
-            let conn = link.conn.clone();
-            held.push(link);
-            // Takes every request stream and keeps it open, unanswered.
-            tokio::spawn(async move {
-                let mut streams = Vec::new();
-                while let Ok(stream) = conn.accept_bi().await {
-                    streams.push(stream);
-                }
-            });
-        }
-    });
-    FakeSource {
-        node: me,
-        _link: link,
-        _endpoint: endpoint,
-        _dead: None,
-        task: Some(task),
     }
 }
 

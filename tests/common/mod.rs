@@ -2,6 +2,8 @@
 //! and waiting on conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -53,6 +53,17 @@ const POSTING_BYTES: usize = 12;
 /// Accounted bytes of one distinct token, beyond twice its text.
 const TOKEN_BYTES: usize = 64;
 
+/// Providers of one address prefix listed ahead of the crowd (see `Index::providers`).
+pub const PER_PREFIX: usize = 2;
+
+/// The network an address belongs to for provider diversity: its IPv4 /24 or IPv6 /48.
+fn prefix(addr: SocketAddr) -> u64 {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => u64::from(u32::from(v4) >> 8),
+        std::net::IpAddr::V6(v6) => (1 << 63) | (u128::from(v6) >> 80) as u64,
+    }
+}
+
 /// The most an index may hold; a `register` that would pass it is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
@@ -621,7 +632,8 @@ impl Index {
         self.filter.take_patch()
     }
 
-    /// Sources of a content id (at most [`MAX_PROVIDERS`]), verified ones first.
+    /// Sources of a content id (at most [`MAX_PROVIDERS`]): verified ones first, a few per
+    /// address prefix ahead of the rest.
     pub fn providers(&self, id: &ContentId) -> Vec<Provider> {
         self.by_id
             .get(id)
@@ -630,15 +642,26 @@ impl Index {
             .unwrap_or_default()
     }
 
-    /// A file's providers, those whose address answered a dial back first, at most
-    /// [`MAX_PROVIDERS`] (two passes over the list; no sort).
+    /// A file's providers, at most [`MAX_PROVIDERS`], most trustworthy first: those whose
+    /// address answered a dial back before those that did not, and within each, the first
+    /// [`PER_PREFIX`] of every address prefix (IPv4 /24, IPv6 /48) before the rest, so many
+    /// sources from a few networks cannot crowd out the others. One pass to classify, one to
+    /// pick (no sort); the list is bounded by the leaves joined.
     fn provider_list(&self, file: &FileRecord) -> Vec<Provider> {
-        let live = || file.providers.iter().filter_map(|&key| self.leaf(key));
-        live()
-            .filter(|leaf| leaf.verified)
-            .chain(live().filter(|leaf| !leaf.verified))
+        let mut per_prefix: HashMap<(bool, u64), usize> = HashMap::new();
+        let mut classed: Vec<(u8, &LeafRecord)> = Vec::new();
+        for leaf in file.providers.iter().filter_map(|&key| self.leaf(key)) {
+            let seen = per_prefix
+                .entry((leaf.verified, prefix(leaf.addr)))
+                .or_default();
+            *seen += 1;
+            let crowded = *seen > PER_PREFIX;
+            classed.push((u8::from(!leaf.verified) * 2 + u8::from(crowded), leaf));
+        }
+        (0..4u8)
+            .flat_map(|class| classed.iter().filter(move |(c, _)| *c == class))
             .take(MAX_PROVIDERS)
-            .map(|leaf| Provider::new(leaf.node, leaf.addr))
+            .map(|(_, leaf)| Provider::new(leaf.node, leaf.addr))
             .collect()
     }
 

@@ -382,3 +382,31 @@ fn verified_providers_are_listed_first_even_behind_many_sybils() {
     let hits = index.search(&words("popular"), 5).unwrap();
     assert_eq!(hits[0].providers[0].node, NodeId([200; 32]));
 }
+
+#[test]
+fn many_providers_from_one_network_do_not_crowd_out_others() {
+    let mut index = Index::new();
+    let real = entry("popular song", "real");
+    for n in 0..200u16 {
+        let mut id = [9u8; 32];
+        id[..2].copy_from_slice(&n.to_le_bytes());
+        let key = index.add_leaf(NodeId(id), SocketAddr::from(([10, 0, 0, n as u8], 4710)));
+        index.set_verified(key);
+        index
+            .register(key, std::slice::from_ref(&real), 10)
+            .unwrap();
+    }
+    let other = index.add_leaf(NodeId([1; 32]), SocketAddr::from(([192, 0, 2, 7], 4710)));
+    index.set_verified(other);
+    index
+        .register(other, std::slice::from_ref(&real), 10)
+        .unwrap();
+    let listed = index.providers(&real.id);
+    assert_eq!(listed.len(), MAX_PROVIDERS);
+    let position = listed.iter().position(|p| p.node == NodeId([1; 32]));
+    assert_eq!(
+        position,
+        Some(PER_PREFIX),
+        "after the first few of the crowded /24"
+    );
+}

@@ -1,0 +1,115 @@
+//! Sources that a supernode lists for a file but that do not behave: fresh keys joining as
+//! leaves and registering a file, then never answering (dead) or answering nothing
+//! (stalling). Used by the download tests and the sybil benchmark.
+
+use kazoo_common::identity::Identity;
+use kazoo_common::transport::{self, Link};
+use kazoo_common::wire::{Hello, Intent, Request, Response, Role, ShareEntry};
+use kazoo_common::{ContentId, NodeId};
+use kazoo_leaf::client;
+use kazoo_leaf::Node;
+
+use super::{raw_dial_as, raw_node};
+
+/// A source the supernode lists for a file but that does not behave: a bare endpoint with a
+/// fresh (random) key joins `sn` as a leaf and registers the file. Dropping it ends its
+/// listing (its join connection closes).
+pub struct FakeSource {
+    /// Its node id.
+    pub node: NodeId,
+    _link: Link,
+    _endpoint: quinn::Endpoint,
+    /// The bound port nobody answers on, for a dead source.
+    pub dead: Option<std::net::UdpSocket>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for FakeSource {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Joins `sn` from `endpoint` as a leaf that says it listens on `listen_port`, and registers
+/// `content` as "payload.bin".
+pub async fn join_and_register(
+    sn: &Node,
+    identity: &Identity,
+    endpoint: &quinn::Endpoint,
+    listen_port: u16,
+    content: &[u8],
+) -> Link {
+    let mut hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
+    hello.listen_port = listen_port;
+    let link = raw_dial_as(endpoint, identity, sn, hello)
+        .await
+        .expect("fake source joins");
+    let entries = vec![ShareEntry {
+        id: ContentId::from(blake3::hash(content)),
+        size: content.len() as u64,
+        name: "payload.bin".into(),
+    }];
+    let answer = client::call(&link.conn, &Request::Register { entries }).await;
+    assert!(
+        matches!(answer, Ok(Response::Registered { total: 1 })),
+        "{answer:?}"
+    );
+    link
+}
+
+/// A dead source: listed at a bound UDP port nobody answers on.
+pub async fn dead_source(sn: &Node, content: &[u8]) -> FakeSource {
+    let (identity, endpoint) = raw_node();
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("dead port");
+    let port = dead.local_addr().expect("dead port address").port();
+    let link = join_and_register(sn, &identity, &endpoint, port, content).await;
+    FakeSource {
+        node: identity.node_id(),
+        _link: link,
+        _endpoint: endpoint,
+        dead: Some(dead),
+        task: None,
+    }
+}
+
+/// A source that accepts connections and requests but never answers one (so it stalls the
+/// manifest, and any piece asked of it).
+pub async fn stalling_source(sn: &Node, content: &[u8]) -> FakeSource {
+    let (identity, endpoint) = raw_node();
+    let port = endpoint.local_addr().expect("address").port();
+    let link = join_and_register(sn, &identity, &endpoint, port, content).await;
+    let me = identity.node_id();
+    let server = endpoint.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(incoming) = server.accept().await {
+            let Ok(pending) = transport::accept(incoming).await else {
+                continue;
+            };
+            let Ok(link) = pending
+                .admit(Hello::new(me, Role::Leaf, Intent::Fetch))
+                .await
+            else {
+                continue;
+            };
+            let conn = link.conn.clone();
+            held.push(link);
+            // Takes every request stream and keeps it open, unanswered.
+            tokio::spawn(async move {
+                let mut streams = Vec::new();
+                while let Ok(stream) = conn.accept_bi().await {
+                    streams.push(stream);
+                }
+            });
+        }
+    });
+    FakeSource {
+        node: me,
+        _link: link,
+        _endpoint: endpoint,
+        dead: None,
+        task: Some(task),
+    }
+}
