@@ -59,25 +59,47 @@ pub async fn join_and_register(
     link
 }
 
+impl FakeSource {
+    /// A dead source `node`, joined over `link` and listed at `dead`'s port.
+    pub fn dead(
+        node: NodeId,
+        link: Link,
+        endpoint: quinn::Endpoint,
+        dead: std::net::UdpSocket,
+    ) -> Self {
+        FakeSource {
+            node,
+            _link: link,
+            _endpoint: endpoint,
+            dead: Some(dead),
+            task: None,
+        }
+    }
+}
+
 /// A dead source: listed at a bound UDP port nobody answers on.
 pub async fn dead_source(sn: &Node, content: &[u8]) -> FakeSource {
     let (identity, endpoint) = raw_node();
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("dead port");
     let port = dead.local_addr().expect("dead port address").port();
     let link = join_and_register(sn, &identity, &endpoint, port, content).await;
-    FakeSource {
-        node: identity.node_id(),
-        _link: link,
-        _endpoint: endpoint,
-        dead: Some(dead),
-        task: None,
-    }
+    FakeSource::dead(identity.node_id(), link, endpoint, dead)
 }
 
 /// A source that accepts connections and requests but never answers one (so it stalls the
 /// manifest, and any piece asked of it).
 pub async fn stalling_source(sn: &Node, content: &[u8]) -> FakeSource {
     let (identity, endpoint) = raw_node();
+    stalling_from(sn, content, identity, endpoint).await
+}
+
+/// [`stalling_source`] with the given key and endpoint.
+pub async fn stalling_from(
+    sn: &Node,
+    content: &[u8],
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+) -> FakeSource {
     let port = endpoint.local_addr().expect("address").port();
     let link = join_and_register(sn, &identity, &endpoint, port, content).await;
     let me = identity.node_id();
