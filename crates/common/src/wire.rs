@@ -43,13 +43,34 @@
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
 //! (`Peers`), and routing filters (`Filter`: positions of the tokens and content ids of the
 //! sender's own index; `Reach`: its peers' filters folded to 2^[`REACH_BITS`] positions),
-//! sent whole on connect (`reset`) and as patches after. A query travels with a random id and a hop limit;
-//! an SN forwards it only to peers whose filter may match (or whose reach may match, while
-//! two or more hops are left), answers with `Hits` back along the path, and sends `Done`
-//! once it and everything it forwarded to have answered (or timed out). Each side also
-//! announces its `Load` (leaves, `max_leaves`, demotable). A peer that sends more than
-//! [`PEER_QUERY_RATE`] queries per second (burst: twice that) or malformed frames is
+//! sent whole on connect (`reset`) and as patches after. A query travels with an id and a
+//! hop limit; an SN forwards it only to peers whose filter may match (or whose reach may
+//! match, while two or more hops are left), answers with `Hits` back along the path, and
+//! sends `Done` once it and everything it forwarded to have answered (or timed out). Each
+//! side also announces its `Load` (leaves, `max_leaves`, demotable). A peer that sends more
+//! than [`PEER_QUERY_RATE`] queries per second (burst: twice that) or malformed frames is
 //! disconnected and neither re-dialled nor accepted for [`PEER_PENALTY`].
+//!
+//! Peers may lie in well-formed messages, so what they say is checked, not believed:
+//! * query ids are unpredictable (a keyed BLAKE3 stream under a secret drawn from the OS
+//!   CSPRNG), so a neighbour cannot send the next ids first and have the origin's searches
+//!   dropped as duplicates;
+//! * a filter with more than [`MAX_FILTER_SET`] positions set gets its sender disconnected;
+//!   a reach with more than [`MAX_REACH_SET`] is never matched (an exact-id lookup, like
+//!   any query, is routed only by a filter or reach under its bound);
+//! * gossiped supernodes are only dial *candidates* (at most [`MAX_CANDIDATES_PER_PEER`]
+//!   per gossiping peer, [`MAX_CANDIDATES`] in all); one enters the host cache (and the
+//!   saved `hostcache.json`) only once a peering handshake with it has succeeded;
+//! * every hit a peer sends back is validated: providers with an implausible address are
+//!   dropped (multicast, broadcast, port 0, the other IP family than the peer's connection,
+//!   loopback from a peer that is not; an unspecified IP means "the peer that answered"),
+//!   at most [`MAX_PROVIDERS`] kept, a hit left with none is dropped; names have control,
+//!   bidi and other format characters replaced and are cut to [`MAX_NAME_LEN`] bytes; a hit's
+//!   `sources` is not believed — the origin shows the number of distinct providers it got;
+//!   per query, at most 2 × `max_results` hits from one peer are kept (beyond
+//!   [`MAX_PEER_HITS`] the peer is disconnected);
+//! * succession notices name only peers whose peering has lasted a while (the supernode's
+//!   `timing::PEER_TENURE`), so a supernode that just peered cannot capture leaves.
 //!
 //! # Requests
 //! After the handshake the dialler opens one bidirectional stream per [`Request`], sends the
@@ -112,6 +133,10 @@
 //! | node ids per query `via` list | [`MAX_VIA`] | peer disconnected |
 //! | `Load.max_leaves` / `Load.leaves` | [`MAX_LEAVES_PER_SUPERNODE`] / ≤ `max_leaves` | peer disconnected |
 //! | filter / reach positions | below 2^[`FILTER_BITS`] / folded to 2^[`REACH_BITS`] | filter: position ignored; reach: folded |
+//! | positions set in a peer's filter | [`MAX_FILTER_SET`] (3/4 of the space) | peer disconnected |
+//! | positions set in a peer's reach | [`MAX_REACH_SET`] (3/4 of the space) | reach never matched |
+//! | hits from one peer for one query | 2 × `max_results` kept; [`MAX_PEER_HITS`] | excess dropped; beyond [`MAX_PEER_HITS`] peer disconnected |
+//! | gossiped supernodes not yet peered with | [`MAX_CANDIDATES_PER_PEER`] per gossiping peer, [`MAX_CANDIDATES`] in all | excess ignored (oldest evicted when all are taken) |
 //! | queries per second from a peer (burst: twice) | [`PEER_QUERY_RATE`] | peer disconnected |
 //! | peer disconnected for misbehaving | kept away for [`PEER_PENALTY`] | neither dialled nor accepted |
 //! | searches per second from a leaf (burst: one second's) | [`LEAF_QUERY_RATE`] | search refused, [`ErrorCode::Busy`] |
@@ -323,6 +348,12 @@ pub const MAX_SUCCESSION: usize = 8;
 
 /// Most supernodes listed in one `Supernodes` gossip message.
 pub const MAX_GOSSIP: usize = 64;
+/// Most gossiped supernodes kept as dial candidates per gossiping peer (the rest of its
+/// gossip is ignored): one peer cannot fill the candidates, nor direct many dials.
+pub const MAX_CANDIDATES_PER_PEER: usize = 16;
+/// Most gossiped supernodes kept as dial candidates in all (the oldest candidate of the
+/// peer holding most is evicted for a new one).
+pub const MAX_CANDIDATES: usize = 256;
 /// Most positions in one filter or reach patch.
 pub const MAX_FILTER_PATCH: usize = 16_384;
 /// Most hops a query may travel (a larger `hops_left` is a protocol violation).
@@ -340,6 +371,25 @@ pub const PEER_PENALTY: Duration = Duration::from_secs(300);
 pub const FILTER_BITS: u32 = 20;
 /// Bits of a reach position (filter positions folded by keeping the low bits).
 pub const REACH_BITS: u32 = 18;
+/// Most positions a peer's filter may have set: three quarters of the 2^[`FILTER_BITS`]
+/// space (786,432). `n` distinct tokens and content ids set 2^20·(1 − e^(−n/2^20)) positions
+/// on average, so reaching this bound takes 2^20·ln 4 ≈ 1.45 million distinct keys — more
+/// than an index at the default `supernode.max_index_entries` (2 million entries, most files
+/// shared by several leaves and their names sharing words) holds. A denser filter would
+/// match almost every query (an all-ones filter: every query, every exact-id lookup), so it
+/// is not believed: the peer is disconnected as a flooder.
+pub const MAX_FILTER_SET: usize = 3 << (FILTER_BITS - 2);
+/// Most positions a peer's reach may have set to be used for routing: three quarters of
+/// the 2^[`REACH_BITS`] space (196,608; 2^18·ln 4 ≈ 363,000 distinct keys across the
+/// peer's peers). A denser reach is kept but never matched: no query is forwarded to that
+/// peer for its reach (a network whose reaches saturate routes two-hop queries by filters
+/// only).
+pub const MAX_REACH_SET: usize = 3 << (REACH_BITS - 2);
+/// Most hits one peer may send back for one query: what an honest supernode can relay —
+/// its own [`MAX_RESULTS`] plus, from each of at most [`MAX_PEER_LIST`] peers, the
+/// 2 × [`MAX_RESULTS`] it keeps per peer (25,800). Beyond 2 × `max_results` of the query,
+/// a peer's hits are dropped; beyond this, the peer is disconnected.
+pub const MAX_PEER_HITS: usize = MAX_RESULTS * (1 + 2 * MAX_PEER_LIST);
 
 /// A message between peered supernodes, on their control stream (both directions).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,7 +419,8 @@ pub enum PeerMessage {
     },
     /// A search to answer and maybe forward.
     Query {
-        /// Query id, chosen at random by the origin; duplicates are answered with `Done`.
+        /// Query id, unpredictable to other nodes (chosen by the origin from a keyed stream
+        /// under a secret random key); duplicates are answered with `Done`.
         id: u64,
         /// The supernode that started it (never forwarded back to it).
         origin: NodeId,
@@ -464,7 +515,8 @@ pub struct Hit {
     pub size: u64,
     /// The most common name it is shared under.
     pub name: String,
-    /// How many sources the answering SN knows (may exceed `providers.len()`).
+    /// How many sources the answering SN knows (may exceed `providers.len()`). A claim:
+    /// the origin recomputes it as the number of distinct providers it received.
     pub sources: u32,
     /// Up to [`MAX_PROVIDERS`] sources.
     pub providers: Vec<Provider>,

@@ -33,7 +33,7 @@ use kazoo_common::wire::{
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::score::capacity_score;
 use kazoo_supernode::overlay::PeerView;
-use kazoo_supernode::{check_query, merge_hits};
+use kazoo_supernode::{check_query, merge_hits, validate_hit};
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -396,13 +396,14 @@ impl Node {
         self.leaf().map(|l| l.succession()).unwrap_or_default()
     }
 
-    /// Tells this (new) supernode's overlay about other supernodes to peer with.
+    /// Tells this (new) supernode's overlay about other supernodes to peer with (dial
+    /// candidates until a peering with them comes up).
     fn learn_supernodes(&self, supernodes: &[Provider]) {
         if let Some(sn) = self.supernode() {
             let now = std::time::Instant::now();
             let mut core = sn.core();
             for p in supernodes {
-                core.overlay_mut().add_host(*p, Duration::ZERO, now);
+                core.overlay_mut().add_candidate(*p, self.node_id(), now);
             }
         }
     }
@@ -546,11 +547,13 @@ impl Node {
                 break;
             }
         }
-        let mut hits = merge_hits(hits);
+        // What the supernode sent is checked like a peer's hits, then merged.
+        let sn_addr = uplink.conn.remote_address();
+        let hits = hits.into_iter().filter_map(|h| validate_hit(h, sn_addr));
+        let mut hits = merge_hits(hits.collect());
         hits.truncate(max as usize);
-        let sn_ip = uplink.conn.remote_address().ip();
         for hit in &mut hits {
-            resolve(&mut hit.providers, sn_ip);
+            resolve(&mut hit.providers, sn_addr.ip());
         }
         Ok(hits)
     }

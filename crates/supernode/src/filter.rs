@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-pub use kazoo_common::wire::{FILTER_BITS, REACH_BITS};
+pub use kazoo_common::wire::{FILTER_BITS, MAX_FILTER_SET, MAX_REACH_SET, REACH_BITS};
 
 /// Most positions a peer may advertise in its filter (the whole space).
 pub const MAX_FILTER_POSITIONS: usize = 1 << FILTER_BITS;
@@ -113,12 +113,15 @@ impl Tracker {
 #[derive(Clone, Debug)]
 pub struct ReachMap {
     words: Vec<u64>,
+    /// Set bits in `words` (kept in step by `set` and `clear`).
+    ones: usize,
 }
 
 impl Default for ReachMap {
     fn default() -> Self {
         ReachMap {
             words: vec![0; (1usize << REACH_BITS) / 64],
+            ones: 0,
         }
     }
 }
@@ -127,11 +130,25 @@ impl ReachMap {
     /// Sets or clears reach position `pos`.
     pub fn set(&mut self, pos: u32, on: bool) {
         let pos = fold(pos) as usize;
-        if on {
-            self.words[pos / 64] |= 1 << (pos % 64);
-        } else {
-            self.words[pos / 64] &= !(1 << (pos % 64));
+        let word = &mut self.words[pos / 64];
+        let bit = 1u64 << (pos % 64);
+        if on && *word & bit == 0 {
+            *word |= bit;
+            self.ones += 1;
+        } else if !on && *word & bit != 0 {
+            *word &= !bit;
+            self.ones -= 1;
         }
+    }
+
+    /// Number of set positions.
+    pub fn len(&self) -> usize {
+        self.ones
+    }
+
+    /// Whether no position is set.
+    pub fn is_empty(&self) -> bool {
+        self.ones == 0
     }
 
     /// Whether filter position `pos` (folded) is set.
@@ -143,6 +160,7 @@ impl ReachMap {
     /// Clears everything.
     pub fn clear(&mut self) {
         self.words.iter_mut().for_each(|w| *w = 0);
+        self.ones = 0;
     }
 }
 
@@ -178,8 +196,12 @@ mod tests {
         );
         let mut map = ReachMap::default();
         map.set(position(b"x"), true);
+        map.set(position(b"x"), true);
         assert!(map.contains(position(b"x")));
+        assert_eq!(map.len(), 1);
+        map.set(position(b"x"), false);
         map.set(position(b"x"), false);
         assert!(!map.contains(position(b"x")));
+        assert!(map.is_empty());
     }
 }

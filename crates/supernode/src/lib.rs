@@ -1,7 +1,7 @@
 //! The supernode role: an index of what its leaves share ([`index`]), the tokeniser that
 //! decides what a keyword matches ([`tokenize`]), and the leaf-facing service that turns
 //! wire requests into index operations ([`service`]), with what it makes of leaves' reports of
-//! unreachable sources ([`reports`]).
+//! unreachable sources ([`reports`]) and of hits other nodes send back ([`hits`]).
 //!
 //! Everything here is plain state driven by the node runtime in `kazoo-leaf`, which owns the
 //! sockets; the same logic therefore runs over QUIC and in in-memory tests.
@@ -10,6 +10,7 @@
 
 pub mod election;
 pub mod filter;
+pub mod hits;
 pub mod index;
 pub mod overlay;
 pub mod reports;
@@ -19,6 +20,7 @@ pub mod timing;
 pub mod tokenize;
 
 pub use election::{DemotePolicy, Demotion};
+pub use hits::validate_hit;
 pub use index::{Index, IndexError, LeafKey};
-pub use overlay::{Action, Load, Overlay, OverlayConfig, Routing};
+pub use overlay::{Action, Load, Overlay, OverlayConfig, QueryKey, Routing};
 pub use service::{check_query, merge_hits, Admission, Supernode};

@@ -18,6 +18,9 @@
 //!   a changed list goes out at a tick after that tick's reach patch: whoever learns that we
 //!   neighbour a supernode already has our reach covering that supernode's filter (the
 //!   origin prunes intermediates on exactly that assumption);
+//! * `hosts` holds only supernodes a peering handshake succeeded with (now or, through the
+//!   saved host cache, before) and bootstrap entries; gossip goes to `candidates` until
+//!   a peering with the candidate comes up;
 //! * `relays[id].waiting` holds the peers a query was forwarded to that have not sent `Done`;
 //!   when it empties or the deadline passes, `Done` goes upstream (or the local query ends).
 
@@ -38,8 +41,10 @@ mod peers;
 mod relay;
 mod routing;
 
-use hosts::Host;
+use hosts::{Candidate, Host};
 use relay::{Relay, TokenBucket};
+
+pub use relay::QueryKey;
 
 /// Overlay limits and timings.
 #[derive(Clone, Debug)]
@@ -66,6 +71,9 @@ pub struct OverlayConfig {
     pub max_hosts: usize,
     /// Known supernodes not seen for this long are forgotten.
     pub host_max_age: Duration,
+    /// The secret key of this supernode's query ids (the runtime draws it from the OS
+    /// CSPRNG; see [`QueryKey`]).
+    pub query_key: QueryKey,
 }
 
 impl Default for OverlayConfig {
@@ -82,6 +90,7 @@ impl Default for OverlayConfig {
             penalty: PEER_PENALTY,
             max_hosts: 1000,
             host_max_age: Duration::from_secs(7 * 24 * 3600),
+            query_key: QueryKey::default(),
         }
     }
 }
@@ -171,7 +180,10 @@ pub struct Overlay {
     config: OverlayConfig,
     /// Live peerings only (see the invariants).
     peers: HashMap<NodeId, Peer>,
+    /// Handshaken supernodes (the host cache); never a gossiped one before its handshake.
     hosts: HashMap<NodeId, Host>,
+    /// Gossiped supernodes to dial; none is also in `hosts` (see `hosts.rs`).
+    candidates: HashMap<NodeId, Candidate>,
     dialing: HashSet<NodeId>,
     penalties: HashMap<NodeId, Instant>,
     relays: HashMap<u64, Relay>,
@@ -199,6 +211,7 @@ impl Overlay {
             config,
             peers: HashMap::new(),
             hosts: HashMap::new(),
+            candidates: HashMap::new(),
             dialing: HashSet::new(),
             penalties: HashMap::new(),
             relays: HashMap::new(),
@@ -246,6 +259,8 @@ impl Overlay {
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         self.dialing.remove(&node);
+        // The handshake succeeded: a candidate becomes a host.
+        self.candidates.remove(&node);
         self.add_host(Provider::new(node, addr), Duration::ZERO, now);
         if self.peers.contains_key(&node) {
             return actions;

@@ -236,7 +236,7 @@ impl Supernode {
                 to.truncate(max);
                 to
             }
-            None => self.peer_providers(max),
+            None => self.providers_with_room(max, None),
         }
     }
 
@@ -290,11 +290,20 @@ impl Supernode {
         Admission::Admitted(key)
     }
 
-    /// Up to `max` of this supernode's peers with room, most room first, as places for
-    /// leaves to go.
-    pub fn peer_providers(&self, max: usize) -> Vec<Provider> {
+    /// Up to `max` of this supernode's peers with room, most room first, whose peering has
+    /// lasted [`crate::timing::PEER_TENURE`] at `now`: the supernodes a succession notice
+    /// names.
+    pub fn peer_providers(&self, max: usize, now: Instant) -> Vec<Provider> {
+        match now.checked_sub(crate::timing::PEER_TENURE) {
+            Some(up_by) => self.providers_with_room(max, Some(up_by)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Up to `max` peers with room (see [`Overlay::peers_with_room`]).
+    fn providers_with_room(&self, max: usize, up_by: Option<Instant>) -> Vec<Provider> {
         self.overlay
-            .peers_with_room(max)
+            .peers_with_room(max, up_by)
             .into_iter()
             .map(|(p, _)| p)
             .collect()
@@ -527,28 +536,30 @@ pub fn check_query(words: &[String]) -> Result<(), String> {
 }
 
 /// Merges results from several supernodes: one hit per content id, providers united (by
-/// node, at most `MAX_PROVIDERS`), source counts added up; ranked by sources, then name.
+/// node, at most `MAX_PROVIDERS`), names sanitised; ranked by sources, then name. A hit's
+/// `sources` is a claim and is not believed: it becomes the number of distinct providers
+/// merged (so a forged count cannot rank a hit first).
 pub fn merge_hits(hits: Vec<Hit>) -> Vec<Hit> {
     let mut merged: Vec<Hit> = Vec::new();
     let mut at: HashMap<ContentId, usize> = HashMap::new();
-    for hit in hits {
-        match at.get(&hit.id) {
-            Some(&i) => {
-                let into = &mut merged[i];
-                into.sources += hit.sources;
-                for p in hit.providers {
-                    if into.providers.len() < MAX_PROVIDERS
-                        && !into.providers.iter().any(|q| q.node == p.node)
-                    {
-                        into.providers.push(p);
-                    }
-                }
-            }
-            None => {
-                at.insert(hit.id, merged.len());
-                merged.push(hit);
+    for mut hit in hits {
+        let providers = std::mem::take(&mut hit.providers);
+        let i = *at.entry(hit.id).or_insert_with(|| {
+            merged.push(hit);
+            merged.len() - 1
+        });
+        let into = &mut merged[i];
+        for p in providers {
+            if into.providers.len() < MAX_PROVIDERS
+                && !into.providers.iter().any(|q| q.node == p.node)
+            {
+                into.providers.push(p);
             }
         }
+    }
+    for hit in &mut merged {
+        hit.sources = hit.providers.len() as u32;
+        hit.name = crate::hits::sanitize_name(&hit.name);
     }
     merged.sort_by(|a, b| b.sources.cmp(&a.sources).then_with(|| a.name.cmp(&b.name)));
     merged
@@ -649,5 +660,54 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_forged_source_count_does_not_outrank_real_providers() {
+        let id = |n: u8| ContentId([n; 32]);
+        let provider = |n: u8| Provider::new(NodeId([n; 32]), addr());
+        let hit = |content: u8, name: &str, sources: u32, providers: Vec<Provider>| Hit {
+            id: id(content),
+            size: 1,
+            name: name.into(),
+            sources,
+            providers,
+        };
+        let forged = hit(
+            1,
+            "\u{1b}[31mfree\u{1b}[0m",
+            4_000_000_000,
+            vec![provider(9)],
+        );
+        // Two supernodes each know one provider of the honest file.
+        let honest_a = hit(2, "honest", 1, vec![provider(1)]);
+        let honest_b = hit(2, "honest", 1, vec![provider(2), provider(1)]);
+        let merged = merge_hits(vec![forged, honest_a, honest_b]);
+        assert_eq!(merged[0].id, id(2));
+        assert_eq!(
+            merged[0].sources, 2,
+            "distinct providers, not claims added up"
+        );
+        assert_eq!(merged[1].sources, 1);
+        assert_eq!(merged[1].name, "\u{fffd}[31mfree\u{fffd}[0m");
+    }
+
+    #[test]
+    fn succession_notices_name_only_peers_of_some_tenure() {
+        let mut sn = sn(10);
+        let t0 = Instant::now();
+        let peer = NodeId([7; 32]);
+        sn.peer_up(peer, addr(), t0);
+        let tenure = crate::timing::PEER_TENURE;
+        assert!(sn.peer_providers(8, t0).is_empty());
+        assert!(sn.peer_providers(8, t0 + tenure / 2).is_empty());
+        let named: Vec<NodeId> = sn
+            .peer_providers(8, t0 + tenure)
+            .iter()
+            .map(|p| p.node)
+            .collect();
+        assert_eq!(named, vec![peer]);
+        // A full supernode still redirects refused leaves to any peer with room.
+        assert_eq!(sn.redirect_list(8).len(), 1);
     }
 }

@@ -28,7 +28,9 @@ use kazoo_common::{ContentId, NodeId};
 
 use crate::election::{LeafElection, Redirect, Step, Target};
 use crate::timing::{DEMOTE_CHECK_EVERY, JOIN_TIMEOUT, NOTICE_EVERY, OVERLAY_TICK};
-use crate::{Action, Admission, DemotePolicy, Demotion, LeafKey, OverlayConfig, Supernode};
+use crate::{
+    Action, Admission, DemotePolicy, Demotion, LeafKey, OverlayConfig, QueryKey, Supernode,
+};
 use clock::Clock;
 
 /// Deterministic pseudo-random numbers (xorshift; a zero seed is replaced).
@@ -383,16 +385,22 @@ impl Sim {
         let now = self.clock.instant();
         if let Some(sn) = self.sns.get_mut(&id) {
             for p in hosts.iter().filter(|p| p.node != id) {
-                sn.core.overlay_mut().add_host(*p, Duration::ZERO, now);
+                sn.core.overlay_mut().add_candidate(*p, id, now);
             }
         }
     }
 
     fn start_sn(&mut self, id: NodeId, auto: bool, own: &[ShareEntry]) {
         let config = &self.config.supernode;
+        // Drawn from the run's seed (not from `rng`, whose stream the scenarios' other
+        // choices use): the same seed, the same query ids.
+        let mut key = blake3::Hasher::new();
+        key.update(&self.config.seed.to_le_bytes());
+        key.update(id.as_bytes());
         let overlay = OverlayConfig {
             max_peers: config.max_peers,
             hop_limit: config.hop_limit,
+            query_key: QueryKey(*key.finalize().as_bytes()),
             ..OverlayConfig::default()
         };
         let mut core = Supernode::new(id, config.clone(), 4710, overlay);
@@ -641,7 +649,7 @@ impl Sim {
                 };
                 let notice = (
                     sn.core.succession(MAX_SUCCESSION, now),
-                    sn.core.peer_providers(MAX_SUCCESSION),
+                    sn.core.peer_providers(MAX_SUCCESSION, now),
                 );
                 if notice != sn.notice {
                     sn.notice = notice;

@@ -20,3 +20,10 @@ pub const HANDOVER_WINDOW: Duration = Duration::from_secs(60);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a leaf checks that its supernode still has its session (and how many entries).
 pub const SESSION_CHECK: Duration = Duration::from_secs(5);
+/// How long a peering must have lasted before this supernode names the peer in its
+/// succession notices (the supernodes its leaves re-home to if it dies): a supernode that
+/// just peered — perhaps only to be named — cannot capture leaves. Not longer: an heir
+/// learns the other supernodes from these notices, and a network must survive its first
+/// supernode dying soon after it formed (the simulator's failover runs kill one after 20 s;
+/// with 30 s their heirs knew no other supernode and stayed apart).
+pub const PEER_TENURE: Duration = Duration::from_secs(10);

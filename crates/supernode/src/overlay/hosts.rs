@@ -1,13 +1,35 @@
 //! The host cache: which supernodes we know, gossip about them, whom to dial next, and the
 //! penalties that keep misbehaving peers away.
+//!
+//! Only a supernode we have completed a peering handshake with (or one from bootstrap or the
+//! saved host cache, which holds only those) is a *host*. What peers gossip is a claim: it
+//! becomes a dial *candidate*, at most [`MAX_CANDIDATES_PER_PEER`] per gossiping peer and
+//! [`MAX_CANDIDATES`] in all, dialled like a host, dropped after [`CANDIDATE_ATTEMPTS`]
+//! failed dials, and promoted to a host when a peering with it comes up.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kazoo_common::wire::{Provider, MAX_GOSSIP};
+use kazoo_common::wire::{Provider, MAX_CANDIDATES, MAX_CANDIDATES_PER_PEER, MAX_GOSSIP};
 use kazoo_common::NodeId;
 
 use super::{Action, Overlay};
+
+/// Failed dials after which a candidate is forgotten (until gossiped again).
+pub const CANDIDATE_ATTEMPTS: u32 = 3;
+
+/// A gossiped supernode not yet handshaken with.
+pub(super) struct Candidate {
+    pub(super) addr: SocketAddr,
+    /// The peer (or, for supernodes a leaf heard of before promoting, this node) that named it.
+    pub(super) source: NodeId,
+    /// When it was named.
+    pub(super) added: Instant,
+    /// Not dialled before this.
+    pub(super) next_dial: Instant,
+    /// Dials to it that failed.
+    pub(super) failures: u32,
+}
 
 /// A known supernode.
 pub(super) struct Host {
@@ -35,7 +57,61 @@ impl Overlay {
             .collect()
     }
 
-    /// Learns of a supernode last seen `age` ago (bootstrap, host cache, gossip).
+    /// Number of gossiped supernodes waiting to be dialled (not in [`Self::hosts`]).
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Learns of a supernode `source` named (a peer's gossip, a former supernode's notice):
+    /// a dial candidate, a host only once a peering with it comes up. Ignored when it is
+    /// already known, or `source` already named [`MAX_CANDIDATES_PER_PEER`]; with
+    /// [`MAX_CANDIDATES`] taken, the oldest of the source naming most is evicted.
+    pub fn add_candidate(&mut self, provider: Provider, source: NodeId, now: Instant) {
+        let node = provider.node;
+        if node == self.me
+            || provider.addr.ip().is_unspecified()
+            || provider.addr.port() == 0
+            || self.hosts.contains_key(&node)
+            || self.candidates.contains_key(&node)
+        {
+            return;
+        }
+        let mut named: std::collections::HashMap<NodeId, usize> = Default::default();
+        for c in self.candidates.values() {
+            *named.entry(c.source).or_default() += 1;
+        }
+        if named.get(&source).copied().unwrap_or(0) >= MAX_CANDIDATES_PER_PEER {
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            let busiest = named
+                .iter()
+                .max_by_key(|(s, n)| (**n, **s))
+                .map(|(s, _)| *s);
+            let oldest = self
+                .candidates
+                .iter()
+                .filter(|(_, c)| Some(c.source) == busiest)
+                .min_by_key(|(n, c)| (c.added, **n))
+                .map(|(n, _)| *n);
+            if let Some(oldest) = oldest {
+                self.candidates.remove(&oldest);
+            }
+        }
+        self.candidates.insert(
+            node,
+            Candidate {
+                addr: provider.addr,
+                source,
+                added: now,
+                next_dial: now,
+                failures: 0,
+            },
+        );
+    }
+
+    /// Learns of a supernode last seen `age` ago that was handshaken with: a peering (now,
+    /// or before a restart, from the saved host cache) or a bootstrap entry.
     pub fn add_host(&mut self, provider: Provider, age: Duration, now: Instant) {
         if provider.node == self.me || provider.addr.ip().is_unspecified() {
             return;
@@ -98,6 +174,13 @@ impl Overlay {
         if let Some(host) = self.hosts.get_mut(node) {
             host.next_dial = now + self.config.dial_backoff;
         }
+        if let Some(c) = self.candidates.get_mut(node) {
+            c.failures += 1;
+            c.next_dial = now + self.config.dial_backoff;
+            if c.failures >= CANDIDATE_ATTEMPTS {
+                self.candidates.remove(node);
+            }
+        }
     }
 
     /// Drops a misbehaving peer and keeps it away for `penalty`.
@@ -138,7 +221,7 @@ impl Overlay {
             return self.penalize(from, "oversized supernode list", now);
         }
         for provider in list {
-            self.add_host(provider, Duration::ZERO, now);
+            self.add_candidate(provider, from, now);
         }
         Vec::new()
     }
@@ -158,22 +241,32 @@ impl Overlay {
         if self.peers.len() + self.dialing.len() < self.config.max_peers {
             let room = (self.config.max_peers - self.peers.len() - self.dialing.len())
                 .min(self.config.max_dials.saturating_sub(self.dialing.len()));
-            let mut candidates: Vec<(NodeId, SocketAddr, Instant)> = self
+            let due = |n: &NodeId, next_dial: Instant| {
+                !self.peers.contains_key(n)
+                    && !self.dialing.contains(n)
+                    && next_dial <= now
+                    && self.penalties.get(n).is_none_or(|u| *u <= now)
+            };
+            let hosts = self
                 .hosts
                 .iter()
-                .filter(|(n, h)| {
-                    !self.peers.contains_key(*n)
-                        && !self.dialing.contains(*n)
-                        && h.next_dial <= now
-                        && self.penalties.get(*n).is_none_or(|u| *u <= now)
-                })
-                .map(|(n, h)| (*n, h.addr, h.last_seen))
-                .collect();
-            candidates.sort_by_key(|(n, _, seen)| (std::cmp::Reverse(*seen), *n));
-            for (node, addr, _) in candidates.into_iter().take(room) {
+                .filter(|(n, h)| due(n, h.next_dial))
+                .map(|(n, h)| (*n, h.addr, h.last_seen));
+            let candidates = self
+                .candidates
+                .iter()
+                .filter(|(n, c)| due(n, c.next_dial))
+                .map(|(n, c)| (*n, c.addr, c.added));
+            let mut due: Vec<(NodeId, SocketAddr, Instant)> = hosts.chain(candidates).collect();
+            due.sort_by_key(|(n, _, seen)| (std::cmp::Reverse(*seen), *n));
+            let next_dial = now + self.config.dial_backoff;
+            for (node, addr, _) in due.into_iter().take(room) {
                 self.dialing.insert(node);
                 if let Some(host) = self.hosts.get_mut(&node) {
-                    host.next_dial = now + self.config.dial_backoff;
+                    host.next_dial = next_dial;
+                }
+                if let Some(c) = self.candidates.get_mut(&node) {
+                    c.next_dial = next_dial;
                 }
                 actions.push(Action::Dial(Provider::new(node, addr)));
             }

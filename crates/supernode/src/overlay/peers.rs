@@ -48,10 +48,18 @@ impl Overlay {
     }
 
     /// Up to `max` peers that may take a leaf: those with room, most room first, then
-    /// those whose load is not known yet. Full peers are left out.
-    pub fn peers_with_room(&self, max: usize) -> Vec<(Provider, Option<Load>)> {
+    /// those whose load is not known yet. Full peers are left out, and so are peers whose
+    /// peering came up after `up_by` (when given).
+    pub fn peers_with_room(
+        &self,
+        max: usize,
+        up_by: Option<Instant>,
+    ) -> Vec<(Provider, Option<Load>)> {
         let mut list = self.peers_with_load();
-        list.retain(|(_, load)| load.is_none_or(|l| l.room() > 0));
+        list.retain(|(p, load)| {
+            let up = |t: Instant| self.peers.get(&p.node).is_some_and(|peer| peer.since <= t);
+            load.is_none_or(|l| l.room() > 0) && up_by.is_none_or(up)
+        });
         list.sort_by_key(|(p, load)| {
             let room = load.map_or(0, |l| l.room());
             (load.is_none(), std::cmp::Reverse(room), p.node)

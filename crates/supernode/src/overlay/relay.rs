@@ -2,15 +2,17 @@
 //! passing hits back along the path, `Done` accounting and deadlines, and the per-peer query
 //! rate limit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kazoo_common::wire::{
-    Hit, PeerMessage, HITS_PER_FRAME, MAX_HOPS, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_VIA,
+    Hit, PeerMessage, HITS_PER_FRAME, MAX_HOPS, MAX_PEER_HITS, MAX_QUERY_LEN, MAX_QUERY_WORDS,
+    MAX_RESULTS, MAX_VIA,
 };
 use kazoo_common::NodeId;
 
 use super::{Action, Overlay, Routing};
+use crate::hits::validate_hit;
 use crate::index::Index;
 
 /// How long a query id is remembered.
@@ -22,6 +24,28 @@ pub(super) struct TokenBucket {
     pub(super) last: Instant,
 }
 
+/// The secret key of a supernode's query ids: ids are the keyed BLAKE3 hash of the
+/// supernode's id and a counter, unpredictable to anyone without the key. The runtime draws
+/// it from the OS CSPRNG, the simulator from its seed; the all-zero default (for tests)
+/// makes ids predictable. Its `Debug` does not show it.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryKey(pub [u8; 32]);
+
+impl std::fmt::Debug for QueryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryKey(..)")
+    }
+}
+
+/// Hits one peer sent back for one query.
+#[derive(Default)]
+struct PeerHits {
+    /// Every hit it sent (for [`MAX_PEER_HITS`]).
+    received: usize,
+    /// Hits passed on (at most `Relay::keep`).
+    kept: usize,
+}
+
 /// A query in flight here.
 pub(super) struct Relay {
     /// Upstream peer; `None` for a query started here.
@@ -30,6 +54,22 @@ pub(super) struct Relay {
     waiting: HashSet<NodeId>,
     /// `Done` goes upstream at this time even if some peers have not answered.
     deadline: Instant,
+    /// Hits kept per peer: twice the results wanted.
+    keep: usize,
+    /// Per peer it was forwarded to, the hits it sent back.
+    hits: HashMap<NodeId, PeerHits>,
+}
+
+impl Relay {
+    fn new(from: Option<NodeId>, waiting: Vec<NodeId>, deadline: Instant, max: u32) -> Self {
+        Relay {
+            from,
+            waiting: waiting.into_iter().collect(),
+            deadline,
+            keep: 2 * (max as usize).min(MAX_RESULTS),
+            hits: HashMap::new(),
+        }
+    }
 }
 
 impl Overlay {
@@ -46,9 +86,10 @@ impl Overlay {
         now: Instant,
     ) -> (u64, Vec<Action>) {
         let mut actions = Vec::new();
-        // Query ids must not collide across supernodes: hash our id with a counter.
+        // Unpredictable (keyed; see `QueryKey`), and distinct across supernodes even under
+        // the same key (our id is hashed in).
         self.next_id += 1;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = blake3::Hasher::new_keyed(&self.config.query_key.0);
         hasher.update(self.me.as_bytes());
         hasher.update(&self.next_id.to_le_bytes());
         let digest = hasher.finalize();
@@ -80,14 +121,8 @@ impl Overlay {
         } else {
             let deadline =
                 now + self.config.hop_timeout * u32::from(hops) + self.config.hop_timeout / 2;
-            self.relays.insert(
-                id,
-                Relay {
-                    from: None,
-                    waiting: targets.into_iter().collect(),
-                    deadline,
-                },
-            );
+            self.relays
+                .insert(id, Relay::new(None, targets, deadline, max));
         }
         (id, actions)
     }
@@ -175,19 +210,14 @@ impl Overlay {
             self.send(from, PeerMessage::Done { id }, &mut actions);
         } else {
             let deadline = now + self.config.hop_timeout * u32::from(hops_left);
-            self.relays.insert(
-                id,
-                Relay {
-                    from: Some(from),
-                    waiting: targets.into_iter().collect(),
-                    deadline,
-                },
-            );
+            self.relays
+                .insert(id, Relay::new(Some(from), targets, deadline, max_results));
         }
         actions
     }
 
-    /// A peer's `Hits`: passed upstream (or to the local caller) if we forwarded it the query.
+    /// A peer's `Hits`: validated (see [`crate::hits`]) and passed upstream (or to the local
+    /// caller) if we forwarded it the query, at most `Relay::keep` per peer.
     pub(super) fn on_hits(
         &mut self,
         from: NodeId,
@@ -199,18 +229,34 @@ impl Overlay {
         if hits.len() > HITS_PER_FRAME {
             return self.penalize(from, "oversized hits message", now);
         }
-        // The peer's own shares carry no IP: it is the peer's.
-        if let Some(peer) = self.peers.get(&from) {
-            for p in hits.iter_mut().flat_map(|h| h.providers.iter_mut()) {
-                if p.addr.ip().is_unspecified() {
-                    p.addr.set_ip(peer.addr.ip());
-                }
-            }
-        }
-        let Some(relay) = self.relays.get(&id) else {
+        let Some(peer_addr) = self.peers.get(&from).map(|p| p.addr) else {
+            return actions;
+        };
+        let Some(relay) = self.relays.get_mut(&id) else {
             return actions;
         };
         if !relay.waiting.contains(&from) {
+            return actions;
+        }
+        let got = relay.hits.entry(from).or_default();
+        got.received += hits.len();
+        if got.received > MAX_PEER_HITS {
+            return self.penalize(from, "hit flood", now);
+        }
+        // The peer's own shares carry no IP: it is the peer's.
+        for p in hits.iter_mut().flat_map(|h| h.providers.iter_mut()) {
+            if p.addr.ip().is_unspecified() {
+                p.addr.set_ip(peer_addr.ip());
+            }
+        }
+        let room = relay.keep.saturating_sub(got.kept);
+        let hits: Vec<Hit> = hits
+            .into_iter()
+            .filter_map(|h| validate_hit(h, peer_addr))
+            .take(room)
+            .collect();
+        got.kept += hits.len();
+        if hits.is_empty() {
             return actions;
         }
         match relay.from {

@@ -9,7 +9,7 @@ use kazoo_common::wire::{PeerMessage, MAX_FILTER_PATCH};
 use kazoo_common::{ContentId, NodeId};
 
 use super::{Action, Overlay, Peer, Routing};
-use crate::filter::{fold, position, FILTER_BITS};
+use crate::filter::{fold, position, FILTER_BITS, MAX_FILTER_SET, MAX_REACH_SET};
 use crate::index::Index;
 use crate::tokenize::tokens;
 
@@ -78,16 +78,25 @@ impl Overlay {
         }
         if reach {
             self.apply_reach(from, reset, add, remove);
-        } else {
-            self.apply_filter(from, reset, add, remove);
+        } else if self.apply_filter(from, reset, add, remove) > MAX_FILTER_SET {
+            // Not believed: it would match (almost) every query. Its positions leave our
+            // reach with it.
+            return self.penalize(from, "filter over the density bound", now);
         }
         Vec::new()
     }
 
-    /// Applies a peer's filter patch and counts its changes into our reach.
-    fn apply_filter(&mut self, from: NodeId, reset: bool, add: Vec<u32>, remove: Vec<u32>) {
+    /// Applies a peer's filter patch and counts its changes into our reach; returns how many
+    /// positions its filter has now.
+    fn apply_filter(
+        &mut self,
+        from: NodeId,
+        reset: bool,
+        add: Vec<u32>,
+        remove: Vec<u32>,
+    ) -> usize {
         let Some(peer) = self.peers.get_mut(&from) else {
-            return;
+            return 0;
         };
         let mut gone: Vec<u32> = Vec::new();
         if reset {
@@ -102,12 +111,14 @@ impl Overlay {
             .into_iter()
             .filter(|p| *p < (1 << FILTER_BITS) && peer.filter.insert(*p))
             .collect();
+        let set = peer.filter.len();
         for pos in gone {
             self.reach_dec(pos);
         }
         for pos in fresh {
             self.reach_inc(pos);
         }
+        set
     }
 
     /// Applies a peer's reach patch.
@@ -243,8 +254,7 @@ impl Overlay {
                 }
                 candidates
                     .filter(|(_, p)| {
-                        positions.iter().all(|x| p.filter.contains(x))
-                            || (hops >= 2 && positions.iter().all(|x| p.reach.contains(*x)))
+                        p.filter_matches(&positions) || (hops >= 2 && p.reach_matches(&positions))
                     })
                     .map(|(n, _)| *n)
                     .collect()
@@ -267,11 +277,10 @@ impl Overlay {
         targets: Vec<NodeId>,
     ) -> Vec<NodeId> {
         let positions = Self::query_positions(words);
-        let filter_match = |p: &Peer| positions.iter().all(|x| p.filter.contains(x));
         let reach_match: HashSet<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| positions.iter().all(|x| p.reach.contains(*x)))
+            .filter(|(_, p)| p.reach_matches(&positions))
             .map(|(n, _)| *n)
             .collect();
         let mut adjacent: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
@@ -288,7 +297,7 @@ impl Overlay {
                 let Some(peer) = self.peers.get(t) else {
                     return false;
                 };
-                if filter_match(peer) || peer.peers.is_empty() {
+                if peer.filter_matches(&positions) || peer.peers.is_empty() {
                     return true;
                 }
                 peer.peers.iter().any(|q| {
@@ -298,6 +307,20 @@ impl Overlay {
                 })
             })
             .collect()
+    }
+}
+
+impl Peer {
+    /// Whether its filter has every position (a filter over [`MAX_FILTER_SET`] never lasts:
+    /// its peer is disconnected).
+    fn filter_matches(&self, positions: &[u32]) -> bool {
+        positions.iter().all(|x| self.filter.contains(x))
+    }
+
+    /// Whether its reach is believed (at most [`MAX_REACH_SET`] positions) and has every
+    /// position.
+    fn reach_matches(&self, positions: &[u32]) -> bool {
+        self.reach.len() <= MAX_REACH_SET && positions.iter().all(|x| self.reach.contains(*x))
     }
 }
 

@@ -1,6 +1,6 @@
 use std::collections::VecDeque;
 
-use kazoo_common::wire::{ShareEntry, MAX_GOSSIP};
+use kazoo_common::wire::{ShareEntry, HITS_PER_FRAME, MAX_GOSSIP};
 use kazoo_common::ContentId;
 use proptest::prelude::*;
 
@@ -332,4 +332,272 @@ fn incoming_peerings_may_exceed_max_peers_and_the_excess_is_shed() {
     // No other peer can spare a peering: nobody else is shed, though still over max_peers.
     assert!(sheds(&overlay.tick(&mut Index::new(), later)).is_empty());
     assert_eq!(overlay.peer_count(), 3);
+}
+
+/// Delivers `msg` from `from` to `to` directly (a hostile peer's message, made by hand).
+fn inject(mesh: &mut Mesh, from: usize, to: usize, msg: PeerMessage) -> Vec<Action> {
+    let now = mesh.now;
+    let (_, o, i) = &mut mesh.nodes[to];
+    o.on_message(id(from), msg, i, now)
+}
+
+/// Starts a query at node `n` and returns its id and the peers it was sent to (the
+/// messages are then delivered).
+fn query_targets(mesh: &mut Mesh, n: usize, words: &[&str]) -> (u64, Vec<NodeId>) {
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    let now = mesh.now;
+    let (q, actions) = {
+        let (_, o, i) = &mut mesh.nodes[n];
+        o.start_query(&words, 50, i, now)
+    };
+    let sent = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(to, PeerMessage::Query { .. }) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    mesh.apply(id(n), actions);
+    (q, sent)
+}
+
+/// Every position of a `bits`-bit space, as patches.
+fn all_ones(bits: u32, reach: bool) -> Vec<PeerMessage> {
+    let all: Vec<u32> = (0..1u32 << bits).collect();
+    all.chunks(kazoo_common::wire::MAX_FILTER_PATCH)
+        .map(|add| {
+            let (add, remove) = (add.to_vec(), Vec::new());
+            if reach {
+                PeerMessage::Reach {
+                    reset: false,
+                    add,
+                    remove,
+                }
+            } else {
+                PeerMessage::Filter {
+                    reset: false,
+                    add,
+                    remove,
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn an_all_ones_filter_gets_its_sender_dropped_and_no_queries() {
+    // Node 0 peers with honest node 1 and hostile node 2.
+    let mut mesh = Mesh::new(3, Routing::Filters, 2);
+    let song = mesh.share(1, "honest song.ogg");
+    mesh.tick();
+    mesh.connect(0, 1);
+    mesh.connect(0, 2);
+    let mut dropped = false;
+    for msg in all_ones(crate::filter::FILTER_BITS, false) {
+        let actions = inject(&mut mesh, 2, 0, msg);
+        dropped = actions
+            .iter()
+            .any(|a| matches!(a, Action::Disconnect(n, _) if *n == id(2)));
+        mesh.apply(id(0), actions);
+        if dropped {
+            break;
+        }
+    }
+    assert!(dropped, "a filter over MAX_FILTER_SET is a flood");
+    assert!(!mesh.nodes[0].1.is_peer(&id(2)));
+    // The honest peer still gets queries (exact-id lookups too); the hostile one none.
+    for words in [
+        vec!["honest"],
+        vec!["nowhere"],
+        vec![song.to_hex().leak() as &str],
+    ] {
+        let (_, sent) = query_targets(&mut mesh, 0, &words);
+        assert!(!sent.contains(&id(2)), "{words:?} went to the flooder");
+        assert_eq!(sent.contains(&id(1)), words[0] != "nowhere", "{words:?}");
+        mesh.run();
+    }
+    let (hits, _) = mesh.search(0, &["honest"]);
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![song]);
+}
+
+#[test]
+fn an_all_ones_reach_is_never_matched() {
+    let mut mesh = Mesh::new(3, Routing::Filters, 2);
+    let song = mesh.share(1, "honest song.ogg");
+    mesh.tick();
+    mesh.connect(0, 1);
+    mesh.connect(0, 2);
+    // Under the bound, a reach routes two-hop queries to its peer.
+    let nowhere = crate::filter::position(b"nowhere");
+    let sparse = PeerMessage::Reach {
+        reset: true,
+        add: vec![nowhere],
+        remove: Vec::new(),
+    };
+    assert!(inject(&mut mesh, 2, 0, sparse).is_empty());
+    assert_eq!(query_targets(&mut mesh, 0, &["nowhere"]).1, vec![id(2)]);
+    mesh.run();
+    for msg in all_ones(crate::filter::REACH_BITS, true) {
+        assert!(inject(&mut mesh, 2, 0, msg).is_empty());
+    }
+    for words in [vec!["nowhere"], vec![song.to_hex().leak() as &str]] {
+        let (_, sent) = query_targets(&mut mesh, 0, &words);
+        assert!(!sent.contains(&id(2)), "{words:?} routed by a dense reach");
+        mesh.run();
+    }
+}
+
+#[test]
+fn gossiped_hosts_are_only_candidates_until_a_peering_comes_up() {
+    let mut overlay = Overlay::new(id(0), OverlayConfig::default());
+    let index = Index::new();
+    let t0 = Instant::now();
+    overlay.on_peer_up(id(1), addr(1), &index, t0);
+    let fake = |n: u16| {
+        let mut node = [0xee; 32];
+        node[..2].copy_from_slice(&n.to_le_bytes());
+        let ip = [10, 9, (n >> 8) as u8, n as u8];
+        Provider::new(NodeId(node), SocketAddr::from((ip, 4000)))
+    };
+    let fakes: Vec<Provider> = (0..1000).map(fake).collect();
+    for chunk in fakes.chunks(MAX_GOSSIP) {
+        let msg = PeerMessage::Supernodes(chunk.to_vec());
+        assert!(overlay.on_message(id(1), msg, &index, t0).is_empty());
+    }
+    assert_eq!(
+        overlay.candidate_count(),
+        kazoo_common::wire::MAX_CANDIDATES_PER_PEER
+    );
+    let hosts = |o: &Overlay| -> Vec<NodeId> { o.hosts(t0).iter().map(|(p, _)| p.node).collect() };
+    assert_eq!(hosts(&overlay), vec![id(1)], "no gossiped host is cached");
+    let dialled: Vec<Provider> = overlay
+        .tick(&mut Index::new(), t0)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Dial(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(dialled.len() >= 2 && dialled.iter().all(|p| fakes.contains(p)));
+    // A failed dial leaves it out; a peering makes it a host.
+    overlay.on_dial_failed(&dialled[0].node, t0);
+    overlay.on_peer_up(dialled[1].node, dialled[1].addr, &index, t0);
+    assert!(!hosts(&overlay).contains(&dialled[0].node));
+    assert!(hosts(&overlay).contains(&dialled[1].node));
+    assert_eq!(
+        overlay.candidate_count(),
+        kazoo_common::wire::MAX_CANDIDATES_PER_PEER - 1
+    );
+    // Many gossiping peers fill the candidates only up to the total bound.
+    for p in 2..40 {
+        overlay.on_peer_up(id(p), addr(p), &index, t0);
+        let named: Vec<Provider> = (0..16).map(|k| fake(1000 + 16 * p as u16 + k)).collect();
+        overlay.on_message(id(p), PeerMessage::Supernodes(named), &index, t0);
+    }
+    assert_eq!(
+        overlay.candidate_count(),
+        kazoo_common::wire::MAX_CANDIDATES
+    );
+}
+
+#[test]
+fn query_ids_come_from_a_keyed_stream() {
+    let index = Index::new();
+    let now = Instant::now();
+    let ids = |key: [u8; 32]| -> Vec<u64> {
+        let config = OverlayConfig {
+            query_key: QueryKey(key),
+            ..OverlayConfig::default()
+        };
+        let mut overlay = Overlay::new(id(0), config);
+        (0..16)
+            .map(|_| overlay.start_query(&["x".into()], 5, &index, now).0)
+            .collect()
+    };
+    let (a, b) = (ids([1; 32]), ids([2; 32]));
+    assert_eq!(
+        a,
+        ids([1; 32]),
+        "the same key replays (the simulator relies on it)"
+    );
+    assert!(a.iter().all(|q| !b.contains(q)), "another key, other ids");
+    assert!(a.windows(2).all(|w| w[1] != w[0].wrapping_add(1)));
+    // Not the old formula, which anyone knowing the origin's id could compute ahead.
+    for (n, q) in a.iter().enumerate() {
+        let mut old = blake3::Hasher::new();
+        old.update(id(0).as_bytes());
+        old.update(&(n as u64 + 1).to_le_bytes());
+        let old = u64::from_le_bytes(old.finalize().as_bytes()[..8].try_into().unwrap());
+        assert_ne!(*q, old);
+    }
+}
+
+#[test]
+fn hits_from_a_peer_are_validated_and_bounded() {
+    let mut mesh = Mesh::new(2, Routing::Filters, 2);
+    mesh.share(1, "honest song.ogg");
+    mesh.tick();
+    mesh.connect(0, 1);
+    let (q, sent) = query_targets(&mut mesh, 0, &["honest"]);
+    assert_eq!(sent, vec![id(1)]);
+    // Node 1 answers (lying) before its real answer is delivered.
+    let forged = |n: u8| Hit {
+        id: ContentId::from(blake3::hash(&[n])),
+        size: 1,
+        name: "\u{1b}[2J\u{202e}evil.exe".into(),
+        sources: 4_000_000_000,
+        providers: vec![
+            Provider::new(NodeId([n; 32]), "224.0.0.1:4000".parse().unwrap()),
+            Provider::new(
+                NodeId([n.wrapping_add(1); 32]),
+                "0.0.0.0:4001".parse().unwrap(),
+            ),
+        ],
+    };
+    let msg = PeerMessage::Hits {
+        id: q,
+        hits: vec![forged(1)],
+    };
+    let actions = inject(&mut mesh, 1, 0, msg);
+    let [Action::Hits(got_q, hits)] = &actions[..] else {
+        panic!("{actions:?}");
+    };
+    assert_eq!(*got_q, q);
+    let hit = &hits[0];
+    assert_eq!(hit.sources, 1, "the claimed count is not believed");
+    assert_eq!(hit.providers.len(), 1, "the multicast provider is dropped");
+    assert_eq!(
+        hit.providers[0].addr.ip(),
+        addr(1).ip(),
+        "0.0.0.0: the peer"
+    );
+    assert!(!hit.name.chars().any(|c| c.is_control() || c == '\u{202e}'));
+    // At most 2 × max_results (100) hits from one peer are kept.
+    let mut kept = hits.len();
+    for frame in 0..3u8 {
+        let hits = (0..HITS_PER_FRAME as u8)
+            .map(|n| forged(frame * 64 + n))
+            .collect();
+        for a in inject(&mut mesh, 1, 0, PeerMessage::Hits { id: q, hits }) {
+            if let Action::Hits(_, hits) = a {
+                kept += hits.len();
+            }
+        }
+    }
+    assert_eq!(kept, 100);
+    // Far more than an honest relay could send is a flood.
+    let frame: Vec<Hit> = (0..HITS_PER_FRAME as u8).map(forged).collect();
+    let mut dropped = false;
+    for _ in 0..kazoo_common::wire::MAX_PEER_HITS / HITS_PER_FRAME + 1 {
+        let msg = PeerMessage::Hits {
+            id: q,
+            hits: frame.clone(),
+        };
+        let actions = inject(&mut mesh, 1, 0, msg);
+        if actions.iter().any(|a| matches!(a, Action::Disconnect(..))) {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped);
 }

@@ -151,9 +151,10 @@ async fn send_notices(
         }
         let notice = {
             let core = sn.core();
+            let now = std::time::Instant::now();
             Notice::Succession {
-                heirs: core.succession(MAX_SUCCESSION, std::time::Instant::now()),
-                supernodes: core.peer_providers(MAX_SUCCESSION),
+                heirs: core.succession(MAX_SUCCESSION, now),
+                supernodes: core.peer_providers(MAX_SUCCESSION, now),
             }
         };
         if last.as_ref() != Some(&notice) {

@@ -1,0 +1,170 @@
+//! What a hit from another node is worth: a peer supernode (or a leaf's own supernode) may
+//! lie in a well-formed `Hit`, so before hits are merged and shown, [`validate_hit`] keeps
+//! only providers at plausible addresses (at most [`MAX_PROVIDERS`], one per node), drops a
+//! hit left with none, sanitises its name ([`sanitize_name`]) and replaces its claimed
+//! `sources` with the providers it kept. [`crate::merge_hits`] then counts the distinct
+//! providers of every content id itself.
+
+use std::net::{IpAddr, SocketAddr};
+
+use kazoo_common::wire::{Hit, MAX_NAME_LEN, MAX_PROVIDERS};
+
+/// Stands in for a character a name may not carry.
+pub const REPLACEMENT: char = '\u{fffd}';
+
+/// `hit` as received from the node at `via`, or `None` if none of its providers is
+/// plausible (see [`plausible_provider`]).
+pub fn validate_hit(mut hit: Hit, via: SocketAddr) -> Option<Hit> {
+    let mut providers = std::mem::take(&mut hit.providers);
+    providers.retain(|p| plausible_provider(p.addr, via));
+    let mut seen = std::collections::HashSet::new();
+    providers.retain(|p| seen.insert(p.node));
+    providers.truncate(MAX_PROVIDERS);
+    if providers.is_empty() {
+        return None;
+    }
+    hit.sources = providers.len() as u32;
+    hit.providers = providers;
+    hit.name = sanitize_name(&hit.name);
+    Some(hit)
+}
+
+/// Whether a provider address received from the node at `via` may be real: port ≠ 0, not
+/// multicast or broadcast, the IP family of `via` (IPv4-mapped addresses count as IPv4),
+/// loopback only from a loopback `via`. An unspecified IP is the wire's "the node that
+/// answered" and stays (the receiver puts the answering node's IP in).
+pub fn plausible_provider(addr: SocketAddr, via: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let via_ip = via.ip().to_canonical();
+    if addr.port() == 0 {
+        return false;
+    }
+    if ip.is_unspecified() {
+        return true;
+    }
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    let same_family = ip.is_ipv4() == via_ip.is_ipv4();
+    !ip.is_multicast() && !broadcast && same_family && (!ip.is_loopback() || via_ip.is_loopback())
+}
+
+/// `name` safe to show: control characters, bidi overrides and isolates, zero-width and
+/// other format characters replaced by [`REPLACEMENT`], cut to at most [`MAX_NAME_LEN`]
+/// bytes on a character boundary.
+pub fn sanitize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(MAX_NAME_LEN));
+    for c in name.chars() {
+        let c = if c.is_control() || is_format(c) {
+            REPLACEMENT
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > MAX_NAME_LEN {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Unicode format characters (general category Cf) and the line and paragraph separators:
+/// invisible, and some (bidi overrides) reorder what a terminal shows.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}'
+        | '\u{0600}'..='\u{0605}'
+        | '\u{061c}'
+        | '\u{06dd}'
+        | '\u{070f}'
+        | '\u{0890}'..='\u{0891}'
+        | '\u{08e2}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{110bd}'
+        | '\u{110cd}'
+        | '\u{13430}'..='\u{1343f}'
+        | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0001}'
+        | '\u{e0020}'..='\u{e007f}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kazoo_common::wire::Provider;
+    use kazoo_common::{ContentId, NodeId};
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    fn hit(name: &str, sources: u32, addrs: &[&str]) -> Hit {
+        Hit {
+            id: ContentId::from(blake3::hash(b"x")),
+            size: 1,
+            name: name.into(),
+            sources,
+            providers: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Provider::new(NodeId([i as u8 + 1; 32]), a.parse().unwrap()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn implausible_providers_are_dropped_and_sources_recomputed() {
+        let h = hit(
+            "song.mp3",
+            4_000_000_000,
+            &[
+                "224.0.0.1:4000",
+                "255.255.255.255:4000",
+                "127.0.0.1:0",
+                "[::1]:4000",
+                "0.0.0.0:4001",
+                "127.0.0.2:4002",
+            ],
+        );
+        let h = validate_hit(h, peer()).unwrap();
+        let addrs: Vec<String> = h.providers.iter().map(|p| p.addr.to_string()).collect();
+        assert_eq!(addrs, ["0.0.0.0:4001", "127.0.0.2:4002"]);
+        assert_eq!(h.sources, 2);
+        // Only a multicast provider: nothing to download from, no hit.
+        assert!(validate_hit(hit("a", 1, &["239.1.2.3:80"]), peer()).is_none());
+        // Loopback providers only from a loopback peer.
+        let public: SocketAddr = "203.0.113.5:4000".parse().unwrap();
+        assert!(validate_hit(hit("a", 1, &["127.0.0.1:80"]), public).is_none());
+        assert!(validate_hit(hit("a", 1, &["198.51.100.7:80"]), public).is_some());
+        // An IPv4-mapped peer address is IPv4.
+        let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
+        assert!(validate_hit(hit("a", 1, &["198.51.100.7:80"]), mapped).is_some());
+    }
+
+    #[test]
+    fn a_provider_listed_twice_counts_once() {
+        let mut h = hit("a", 9, &["10.0.0.1:80"]);
+        h.providers.push(h.providers[0]);
+        let h = validate_hit(h, "10.0.0.9:1".parse().unwrap()).unwrap();
+        assert_eq!((h.providers.len(), h.sources), (1, 1));
+    }
+
+    #[test]
+    fn names_lose_escapes_and_are_bounded() {
+        assert_eq!(
+            sanitize_name("\u{1b}[31mred\u{1b}[0m\u{202e}gpj.exe\u{7}"),
+            "\u{fffd}[31mred\u{fffd}[0m\u{fffd}gpj.exe\u{fffd}"
+        );
+        assert_eq!(sanitize_name("plain name (1).flac"), "plain name (1).flac");
+        let long = "é".repeat(300);
+        let cut = sanitize_name(&long);
+        assert!(cut.len() <= MAX_NAME_LEN && cut.chars().all(|c| c == 'é'));
+        let h = validate_hit(hit("\u{1b}]0;pwned\u{7}", 1, &["0.0.0.0:1"]), peer()).unwrap();
+        assert!(!h.name.chars().any(|c| c.is_control()));
+    }
+}
