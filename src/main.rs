@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use kazoo_common::config::{Config, RoleSetting};
+use kazoo_common::text::escape_for_terminal;
 use kazoo_common::ContentId;
 use kazoo_leaf::control::{self, ControlEvent, ControlRequest, ControlSocket, SearchResult};
 use kazoo_leaf::download::{Progress, Report};
@@ -94,7 +95,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kazoo: {e:#}");
+            eprintln!("kazoo: {}", escape_for_terminal(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
@@ -259,9 +260,14 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
         writeln!(out, "no results")?;
         return Ok(());
     }
-    let width = results
+    // Names come from the network: escaped before a terminal sees them.
+    let names: Vec<String> = results
         .iter()
-        .map(|r| r.name.chars().count())
+        .map(|r| escape_for_terminal(&r.name).chars().take(60).collect())
+        .collect();
+    let width = names
+        .iter()
+        .map(|name| name.chars().count())
         .max()
         .unwrap_or(4)
         .clamp(4, 60);
@@ -270,8 +276,7 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
         "{:<width$}  {:>10}  {:>7}  HASH",
         "NAME", "SIZE", "SOURCES"
     )?;
-    for r in &results {
-        let name: String = r.name.chars().take(60).collect();
+    for (r, name) in results.iter().zip(&names) {
         writeln!(
             out,
             "{name:<width$}  {:>10}  {:>7}  {}",
@@ -402,7 +407,9 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
     writeln!(
         out,
         "role:          {} (since unix {}; {})",
-        status.role, status.since, status.reason
+        status.role,
+        status.since,
+        escape_for_terminal(&status.reason)
     )?;
     writeln!(out, "node_id:       {}", status.node_id)?;
     writeln!(out, "listen:        {}", status.listen)?;
@@ -411,7 +418,7 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
             (Some(sn), Some(addr)) => {
                 writeln!(out, "supernode:     {sn} at {addr}")?;
                 if let Some(reason) = &status.uplink_reason {
-                    writeln!(out, "               ({reason})")?;
+                    writeln!(out, "               ({})", escape_for_terminal(reason))?;
                 }
             }
             _ => writeln!(out, "supernode:     none (joining)")?,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod hash;
 pub mod id;
 pub mod identity;
+pub mod text;
 pub mod tls;
 pub mod transport;
 pub mod wire;

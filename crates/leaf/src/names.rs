@@ -1,12 +1,14 @@
 //! Turning a file name that came from the network into a safe name inside the download folder.
 //!
 //! A name from the network never chooses a path: separators (`/`, `\`), NUL and other control
-//! characters and `:` become `_`, leading dots and surrounding spaces are dropped (so `..` and
+//! characters and `:` become `_`, bidi controls and other invisible format characters are
+//! dropped (so a name cannot show `gpj.exe` as `exe.jpg`), leading dots and surrounding spaces are dropped (so `..` and
 //! hidden files cannot be named), and an empty result falls back to the content id. The
 //! result is at most 255 bytes and is always a single path component.
 
 use std::path::{Path, PathBuf};
 
+use kazoo_common::text::is_format;
 use kazoo_common::wire::MAX_NAME_LEN;
 use kazoo_common::ContentId;
 
@@ -14,6 +16,7 @@ use kazoo_common::ContentId;
 pub fn safe_file_name(name: &str, id: &ContentId) -> String {
     let replaced: String = name
         .chars()
+        .filter(|c| !is_format(*c))
         .map(|c| match c {
             '/' | '\\' | ':' => '_',
             c if c.is_control() => '_',

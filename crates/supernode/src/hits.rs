@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use kazoo_common::text::is_hidden_or_control;
 use kazoo_common::wire::{Hit, MAX_NAME_LEN, MAX_PROVIDERS};
 
 /// Stands in for a character a name may not carry.
@@ -53,7 +54,7 @@ pub fn plausible_provider(addr: SocketAddr, via: SocketAddr) -> bool {
 pub fn sanitize_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len().min(MAX_NAME_LEN));
     for c in name.chars() {
-        let c = if c.is_control() || is_format(c) {
+        let c = if is_hidden_or_control(c) {
             REPLACEMENT
         } else {
             c
@@ -64,33 +65,6 @@ pub fn sanitize_name(name: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Unicode format characters (general category Cf) and the line and paragraph separators:
-/// invisible, and some (bidi overrides) reorder what a terminal shows.
-fn is_format(c: char) -> bool {
-    matches!(c,
-        '\u{00ad}'
-        | '\u{0600}'..='\u{0605}'
-        | '\u{061c}'
-        | '\u{06dd}'
-        | '\u{070f}'
-        | '\u{0890}'..='\u{0891}'
-        | '\u{08e2}'
-        | '\u{180e}'
-        | '\u{200b}'..='\u{200f}'
-        | '\u{2028}'..='\u{202e}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{206f}'
-        | '\u{feff}'
-        | '\u{fff9}'..='\u{fffb}'
-        | '\u{110bd}'
-        | '\u{110cd}'
-        | '\u{13430}'..='\u{1343f}'
-        | '\u{1bca0}'..='\u{1bca3}'
-        | '\u{1d173}'..='\u{1d17a}'
-        | '\u{e0001}'
-        | '\u{e0020}'..='\u{e007f}')
 }
 
 #[cfg(test)]
