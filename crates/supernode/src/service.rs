@@ -529,26 +529,37 @@ pub fn check_query(words: &[String]) -> Result<(), String> {
 }
 
 /// Merges results from several supernodes: one hit per content id, providers united (by
-/// node, at most `MAX_PROVIDERS`), source counts added up; ranked by sources, then name.
+/// node, at most `MAX_PROVIDERS`, a single answer's own list deduplicated and capped too),
+/// source counts added up (saturating); ranked by sources, then name. The hits come from the
+/// network, so nothing about them is trusted.
 pub fn merge_hits(hits: Vec<Hit>) -> Vec<Hit> {
     let mut merged: Vec<Hit> = Vec::new();
     let mut at: HashMap<ContentId, usize> = HashMap::new();
     for hit in hits {
-        match at.get(&hit.id) {
-            Some(&i) => {
-                let into = &mut merged[i];
-                into.sources += hit.sources;
-                for p in hit.providers {
-                    if into.providers.len() < MAX_PROVIDERS
-                        && !into.providers.iter().any(|q| q.node == p.node)
-                    {
-                        into.providers.push(p);
-                    }
-                }
-            }
-            None => {
-                at.insert(hit.id, merged.len());
-                merged.push(hit);
+        let Hit {
+            id,
+            size,
+            name,
+            sources,
+            providers,
+        } = hit;
+        let i = *at.entry(id).or_insert_with(|| {
+            merged.push(Hit {
+                id,
+                size,
+                name,
+                sources: 0,
+                providers: Vec::new(),
+            });
+            merged.len() - 1
+        });
+        let into = &mut merged[i];
+        into.sources = into.sources.saturating_add(sources);
+        for p in providers {
+            if into.providers.len() < MAX_PROVIDERS
+                && !into.providers.iter().any(|q| q.node == p.node)
+            {
+                into.providers.push(p);
             }
         }
     }
@@ -650,6 +661,28 @@ mod tests {
             sn.admit(NodeId([3; 32]), b, 0, now),
             Admission::Full(_)
         ));
+    }
+
+    #[test]
+    fn merging_dedups_and_caps_each_answers_providers_and_saturates_sources() {
+        let provider = |n: u8| Provider::new(NodeId([n; 32]), addr());
+        let hit = |sources, providers: Vec<Provider>| Hit {
+            id: ContentId([9; 32]),
+            size: 1,
+            name: "x".into(),
+            sources,
+            providers,
+        };
+        // One answer alone: its duplicate and excess providers go.
+        let mut listed = vec![provider(1), provider(1)];
+        listed.extend((0..=MAX_PROVIDERS as u8).map(provider));
+        let merged = merge_hits(vec![hit(u32::MAX, listed), hit(5, vec![provider(2)])]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].sources, u32::MAX);
+        assert_eq!(merged[0].providers.len(), MAX_PROVIDERS);
+        let mut nodes: Vec<NodeId> = merged[0].providers.iter().map(|p| p.node).collect();
+        nodes.dedup();
+        assert_eq!(nodes.len(), MAX_PROVIDERS);
     }
 
     #[test]
