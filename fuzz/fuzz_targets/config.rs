@@ -55,6 +55,7 @@ fn bounds() -> Vec<(Bounded, fn(&Config) -> u64)> {
         }),
         (ELECTION_DEMOTE_AFTER_SECS, |c| c.election.demote_after_secs),
         (SHARE_RESCAN_SECS, |c| c.share.rescan_secs),
+        (SHARE_UPLOAD_RATE_KIB, |c| c.share.upload_rate_kib),
     ]
 }
 
