@@ -30,8 +30,11 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// How to read one key's value from a config.
+type Read = fn(&Config) -> u64;
+
 /// Every bounded key and how to read it from a config.
-fn bounds() -> Vec<(Bounded, fn(&Config) -> u64)> {
+fn bounds() -> Vec<(Bounded, Read)> {
     vec![
         (SUPERNODE_MAX_LEAVES, |c| c.supernode.max_leaves as u64),
         (SUPERNODE_MAX_PEERS, |c| c.supernode.max_peers as u64),
