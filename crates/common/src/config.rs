@@ -154,7 +154,8 @@ pub struct ShareConfig {
     /// Seconds between checks of the share dirs for added, removed or changed files.
     /// Default 2; range [`validate::SHARE_RESCAN_SECS`].
     pub rescan_secs: u64,
-    /// Upload rate cap for the whole node, in KiB/s; 0 (default) means unlimited.
+    /// Upload rate cap for the whole node, in KiB/s; 0 (default) means unlimited. Range
+    /// [`validate::SHARE_UPLOAD_RATE_KIB`].
     pub upload_rate_kib: u64,
 }
 

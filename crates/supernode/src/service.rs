@@ -243,7 +243,8 @@ impl Supernode {
     /// Admits a leaf connecting from `addr` at `now` with `capacity` (> 0: eligible to
     /// succeed this supernode) unless `max_leaves` are already joined, `max_leaves_per_ip`
     /// are joined from its IP, or this supernode has retired. A leaf already joined is
-    /// admitted again: the new session replaces the old one (see the module doc).
+    /// admitted again (unless it now comes from another IP that is at its limit): the new
+    /// session replaces the old one (see the module doc).
     pub fn admit(
         &mut self,
         node: NodeId,
@@ -262,15 +263,20 @@ impl Supernode {
                 self.config.max_leaves
             ));
         }
-        if old.is_none() {
-            let from_ip = self.leaves.values().filter(|j| j.ip == addr.ip()).count();
-            if from_ip >= self.config.max_leaves_per_ip {
-                return Admission::Full(format!(
-                    "supernode {} has {from_ip} leaves from {} already",
-                    self.node_id.short(),
-                    addr.ip()
-                ));
-            }
+        // A re-joining leaf counts against its new IP too (its old session is not counted):
+        // otherwise re-joining from another address would carry any number of leaves past
+        // that address's limit.
+        let from_ip = self
+            .leaves
+            .iter()
+            .filter(|(n, j)| **n != node && j.ip == addr.ip())
+            .count();
+        if from_ip >= self.config.max_leaves_per_ip {
+            return Admission::Full(format!(
+                "supernode {} has {from_ip} leaves from {} already",
+                self.node_id.short(),
+                addr.ip()
+            ));
         }
         if let Some(old) = old {
             self.index.detach_leaf(old);
@@ -624,6 +630,66 @@ mod tests {
         assert_eq!(sn.stats().leaves, 2);
         sn.depart(NodeId([1; 32]), a2);
         assert_eq!(sn.stats().leaves, 1);
+    }
+
+    #[test]
+    fn rejoining_from_another_ip_respects_that_ips_limit() {
+        let config = SupernodeConfig {
+            max_leaves: 3,
+            max_leaves_per_ip: 1,
+            ..Default::default()
+        };
+        let mut sn = Supernode::new(NodeId([0; 32]), config, 4710, OverlayConfig::default());
+        let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let now = Instant::now();
+        assert!(matches!(
+            sn.admit(NodeId([1; 32]), a, 0, now),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            sn.admit(NodeId([2; 32]), b, 0, now),
+            Admission::Admitted(_)
+        ));
+        // Leaf 1 moving to b would make two leaves from b.
+        assert!(matches!(
+            sn.admit(NodeId([1; 32]), b, 0, now),
+            Admission::Full(_)
+        ));
+        // Re-joining from its own IP is still fine, and a freed IP takes it.
+        assert!(matches!(
+            sn.admit(NodeId([1; 32]), a, 0, now),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            sn.admit(NodeId([3; 32]), b, 0, now),
+            Admission::Full(_)
+        ));
+    }
+
+    #[test]
+    fn merging_dedups_and_caps_each_answers_providers_and_recounts_sources() {
+        let provider = |n: u8| Provider::new(NodeId([n; 32]), addr());
+        let hit = |sources, providers: Vec<Provider>| Hit {
+            id: ContentId([9; 32]),
+            size: 1,
+            name: "x".into(),
+            sources,
+            providers,
+        };
+        // One answer alone: its duplicate and excess providers go.
+        let mut listed = vec![provider(1), provider(1)];
+        listed.extend((0..=MAX_PROVIDERS as u8).map(provider));
+        let merged = merge_hits(vec![hit(u32::MAX, listed), hit(5, vec![provider(2)])]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(
+            merged[0].sources, MAX_PROVIDERS as u32,
+            "claimed counts are not believed"
+        );
+        assert_eq!(merged[0].providers.len(), MAX_PROVIDERS);
+        let mut nodes: Vec<NodeId> = merged[0].providers.iter().map(|p| p.node).collect();
+        nodes.dedup();
+        assert_eq!(nodes.len(), MAX_PROVIDERS);
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub const ELECTION_DEMOTE_BELOW_PCT: Bounded = bounded("election.demote_below_pc
 pub const ELECTION_DEMOTE_AFTER_SECS: Bounded = bounded("election.demote_after_secs", 1, 3600);
 /// `share.rescan_secs`.
 pub const SHARE_RESCAN_SECS: Bounded = bounded("share.rescan_secs", 1, 3600);
+/// `share.upload_rate_kib` (0: unlimited): at most 2^32 KiB/s (4 TiB/s), so the rate in
+/// bytes per second the uploader paces by cannot overflow.
+pub const SHARE_UPLOAD_RATE_KIB: Bounded = bounded("share.upload_rate_kib", 0, 1 << 32);
 
 impl Config {
     /// Checks every bounded key, in this order; the first one out of range is the error.
@@ -106,6 +109,7 @@ impl Config {
             (ELECTION_DEMOTE_BELOW_PCT, u64::from(e.demote_below_pct)),
             (ELECTION_DEMOTE_AFTER_SECS, e.demote_after_secs),
             (SHARE_RESCAN_SECS, self.share.rescan_secs),
+            (SHARE_UPLOAD_RATE_KIB, self.share.upload_rate_kib),
         ];
         checks
             .iter()
@@ -125,6 +129,13 @@ mod tests {
         assert_eq!(err.to_string(), "x: supernode.max_leaves = 0: 1-10000");
         let err = Config::from_toml("[election]\ndemote_below_pct = 41\n", "x").unwrap_err();
         assert_eq!(err.to_string(), "x: election.demote_below_pct = 41: 0-40");
+        // KiB/s × 1024 overflowed u64 in the uploader (the config fuzz target checks it).
+        let err =
+            Config::from_toml("[share]\nupload_rate_kib = 18014398509481984\n", "x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x: share.upload_rate_kib = 18014398509481984: 0-4294967296"
+        );
     }
 
     #[test]
@@ -133,6 +144,7 @@ mod tests {
             SUPERNODE_MAX_INDEX_MIB,
             NETWORK_IDLE_TIMEOUT_MS,
             SHARE_RESCAN_SECS,
+            SHARE_UPLOAD_RATE_KIB,
         ] {
             for value in [b.min, b.max] {
                 let (section, key) = b.key.split_once('.').unwrap_or_default();
