@@ -53,9 +53,6 @@ const POSTING_BYTES: usize = 12;
 /// Accounted bytes of one distinct token, beyond twice its text.
 const TOKEN_BYTES: usize = 64;
 
-/// Providers of one address prefix listed ahead of the crowd (see `Index::providers`).
-pub const PER_PREFIX: usize = 2;
-
 /// The network an address belongs to for provider diversity: its IPv4 /24 or IPv6 /48.
 fn prefix(addr: SocketAddr) -> u64 {
     match addr.ip() {
@@ -632,8 +629,8 @@ impl Index {
         self.filter.take_patch()
     }
 
-    /// Sources of a content id (at most [`MAX_PROVIDERS`]): verified ones first, a few per
-    /// address prefix ahead of the rest.
+    /// Sources of a content id (at most [`MAX_PROVIDERS`]): verified ones first, round-robin
+    /// over address prefixes.
     pub fn providers(&self, id: &ContentId) -> Vec<Provider> {
         self.by_id
             .get(id)
@@ -643,25 +640,25 @@ impl Index {
     }
 
     /// A file's providers, at most [`MAX_PROVIDERS`], most trustworthy first: those whose
-    /// address answered a dial back before those that did not, and within each, the first
-    /// [`PER_PREFIX`] of every address prefix (IPv4 /24, IPv6 /48) before the rest, so many
-    /// sources from a few networks cannot crowd out the others. One pass to classify, one to
-    /// pick (no sort); the list is bounded by the leaves joined.
+    /// address answered a dial back before those that did not, and within each, round-robin
+    /// over address prefixes (IPv4 /24, IPv6 /48): every network's first provider, then every
+    /// network's second, … — so many sources from a few networks cannot crowd out the
+    /// others. The list is bounded by the leaves joined.
     fn provider_list(&self, file: &FileRecord) -> Vec<Provider> {
         let mut per_prefix: HashMap<(bool, u64), usize> = HashMap::new();
-        let mut classed: Vec<(u8, &LeafRecord)> = Vec::new();
+        let mut ranked: Vec<(bool, usize, &LeafRecord)> = Vec::new();
         for leaf in file.providers.iter().filter_map(|&key| self.leaf(key)) {
             let seen = per_prefix
                 .entry((leaf.verified, prefix(leaf.addr)))
                 .or_default();
+            ranked.push((!leaf.verified, *seen, leaf));
             *seen += 1;
-            let crowded = *seen > PER_PREFIX;
-            classed.push((u8::from(!leaf.verified) * 2 + u8::from(crowded), leaf));
         }
-        (0..4u8)
-            .flat_map(|class| classed.iter().filter(move |(c, _)| *c == class))
+        ranked.sort_by_key(|(unverified, round, _)| (*unverified, *round));
+        ranked
+            .into_iter()
             .take(MAX_PROVIDERS)
-            .map(|(_, leaf)| Provider::new(leaf.node, leaf.addr))
+            .map(|(_, _, leaf)| Provider::new(leaf.node, leaf.addr))
             .collect()
     }
 
