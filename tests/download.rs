@@ -208,6 +208,21 @@ async fn a_dead_source_does_not_hold_up_the_live_ones() {
         .map(|r| r.bytes)
         .sum();
     assert_eq!(from_live, content.len() as u64, "{:?}", report.sources);
+    // A second get of the same id (its lookups name the dead address again) adds no dial
+    // to it: the dial guard leaves an address that did not answer alone for 30 s.
+    let again = d.get(id, None, no_progress()).await.expect("second get");
+    assert_eq!(std::fs::read(&again.path).unwrap(), content);
+    tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+    let socket = dead.dead.as_ref().expect("dead port");
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut buf = [0u8; 2048];
+    let datagrams = std::iter::from_fn(|| socket.recv(&mut buf).ok()).count();
+    // One dial back from the supernode and one dial from the first get, a few QUIC Initial
+    // (re)transmissions each.
+    assert!(
+        datagrams <= 10,
+        "{datagrams} datagrams reached the dead address"
+    );
     drop(dead);
     for node in live.into_iter().chain([d, sn]) {
         node.shutdown().await;
