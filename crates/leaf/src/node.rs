@@ -4,13 +4,16 @@
 //! * [`supernode_role`]: the supernode core under its lock and its I/O (admission of leaves,
 //!   peering, notices, growth and demotion).
 //!
-//! Incoming connections of any kind arrive in `accept.rs`. [`Node::start`] spawns the tasks;
+//! Incoming connections of any kind arrive in `accept.rs`; their request streams are
+//! served by `streams.rs`. [`Node::start`] spawns the tasks;
 //! the returned handle answers status, search and get, and is what the control socket and
 //! the tests drive.
 
 mod accept;
 pub mod dial_guard;
 pub mod leaf_role;
+mod request_limits;
+mod streams;
 pub mod supernode_role;
 
 pub use accept::{FETCH_IDLE, HANDSHAKE_RATE, INDEX_RATE, MAX_FETCH_PER_IP};

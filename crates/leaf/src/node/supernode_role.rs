@@ -2,7 +2,8 @@
 //! everything and is held here under one lock. This module owns what the role has while it
 //! lasts — the core, the joined leaves' notice channels, the peer links, the role's tasks —
 //! and carries out the core's decisions over QUIC:
-//! * [`admission`]: leaves joining, their sessions, their index and search requests;
+//! * [`admission`]: leaves joining and their sessions;
+//! * [`requests`]: a joined leaf's index and search requests;
 //! * [`notices`]: succession, redirect and promote notices to joined leaves;
 //! * [`peering`]: peer links to other supernodes, routed searches, the host cache;
 //! * [`election`]: growth (asking a leaf to promote, handing leaves over), dial-backs to
@@ -12,16 +13,26 @@ pub(super) mod admission;
 pub(super) mod election;
 pub(super) mod notices;
 pub(super) mod peering;
+pub(super) mod requests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kazoo_common::config::RoleSetting;
 use kazoo_common::NodeId;
-use kazoo_supernode::{DemotePolicy, OverlayConfig, QueryKey, Supernode};
+use kazoo_supernode::{DemotePolicy, LeafKey, OverlayConfig, QueryKey, Supernode};
 
 use super::{Node, Tasks};
 use crate::share::ShareStore;
+
+/// A joined leaf's session: the supernode role it joined and its key there.
+#[derive(Clone)]
+pub(in crate::node) struct Session {
+    /// The supernode role the leaf joined.
+    pub sn: Arc<SupernodeRole>,
+    /// The leaf's current session key.
+    pub key: LeafKey,
+}
 
 /// What a node has while it is a supernode; dropped whole when it demotes.
 pub struct SupernodeRole {
