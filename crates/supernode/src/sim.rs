@@ -8,7 +8,7 @@
 //! * a dial is answered after two round trips (QUIC and the `Hello` exchange); a dial to a
 //!   dead node fails after [`JOIN_TIMEOUT`];
 //! * a killed node is noticed by each connected node after the QUIC idle timeout less the
-//!   time since its last keep-alive (uniform in [idle − keep-alive, idle], see [`Timeouts`]);
+//!   time since its last keep-alive (uniform in [idle − keep-alive, idle], see `kazoo_common::transport::Timeouts`);
 //! * succession notices go out every [`NOTICE_EVERY`] when they change, the overlay ticks
 //!   every [`OVERLAY_TICK`], demotion is checked every [`DEMOTE_CHECK_EVERY`];
 //! * growth: a full supernode asks its best heir to promote (paced by the core), the heir
@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kazoo_common::config::{ElectionConfig, SupernodeConfig};
+use kazoo_common::transport::Timeouts;
 use kazoo_common::wire::{Hit, PeerMessage, Provider, Request, ShareEntry, MAX_SUCCESSION};
 use kazoo_common::{ContentId, NodeId};
 
@@ -68,25 +69,6 @@ pub fn addr(n: usize) -> SocketAddr {
     SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 4710))
 }
 
-/// QUIC keep-alive and idle timeout the simulated links stand in for (the runtime's
-/// defaults, `[network] idle_timeout_ms`).
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// Keep-alive period.
-    pub keep_alive: Duration,
-    /// Idle timeout (how long a dead peer goes unnoticed at most).
-    pub idle: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            keep_alive: Duration::from_millis(500),
-            idle: Duration::from_secs(2),
-        }
-    }
-}
-
 /// How a simulated network is set up.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -98,7 +80,7 @@ pub struct SimConfig {
     pub supernode: SupernodeConfig,
     /// Every node's election config.
     pub election: ElectionConfig,
-    /// The transport timeouts.
+    /// The QUIC keep-alive and idle timeout the simulated links stand in for.
     pub timeouts: Timeouts,
 }
 
