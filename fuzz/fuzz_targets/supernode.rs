@@ -157,7 +157,7 @@ impl Model {
             }
             SupernodeOp::Succession { max } => {
                 let max = usize::from(max % 12);
-                let heirs = self.sn.succession(max);
+                let heirs = self.sn.succession(max, self.now);
                 assert!(heirs.len() <= max);
                 assert_distinct(&heirs);
                 for heir in &heirs {
