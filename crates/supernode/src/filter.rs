@@ -162,6 +162,21 @@ impl ReachMap {
         self.words.iter_mut().for_each(|w| *w = 0);
         self.ones = 0;
     }
+
+    /// The set positions, ascending (a scan of 4,096 words, skipping empty ones).
+    pub fn positions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros();
+                rest &= rest - 1;
+                Some(i as u32 * 64 + bit)
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +213,10 @@ mod tests {
         map.set(position(b"x"), true);
         map.set(position(b"x"), true);
         assert!(map.contains(position(b"x")));
+        assert_eq!(
+            map.positions().collect::<Vec<_>>(),
+            vec![fold(position(b"x"))]
+        );
         assert_eq!(map.len(), 1);
         map.set(position(b"x"), false);
         map.set(position(b"x"), false);

@@ -191,6 +191,9 @@ pub struct Overlay {
     seen: HashMap<u64, Instant>,
     /// Per reach position, the advertised peer filter positions that fold to it.
     reach_counts: Vec<u16>,
+    /// The reach positions whose count is above 0 (kept in step with `reach_counts`), so
+    /// our reach can be listed without scanning every counter.
+    reach_live: ReachMap,
     /// Reach positions that went from 0 to 1 (or back) since the last tick's patch.
     reach_add: Vec<u32>,
     reach_remove: Vec<u32>,
@@ -217,6 +220,7 @@ impl Overlay {
             relays: HashMap::new(),
             seen: HashMap::new(),
             reach_counts: vec![0; 1 << REACH_BITS],
+            reach_live: ReachMap::default(),
             reach_add: Vec::new(),
             reach_remove: Vec::new(),
             next_id: 0,

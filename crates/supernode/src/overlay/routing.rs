@@ -50,12 +50,7 @@ impl Overlay {
 
     /// Our reach: every position some peer's filter folds to.
     pub(super) fn reach_positions(&self) -> Vec<u32> {
-        self.reach_counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(i, _)| i as u32)
-            .collect()
+        self.reach_live.positions().collect()
     }
 
     /// A peer's `Filter` patch, or its `Reach` patch if `reach`.
@@ -141,6 +136,7 @@ impl Overlay {
         let slot = &mut self.reach_counts[fold(pos) as usize];
         *slot = slot.saturating_add(1);
         if *slot == 1 {
+            self.reach_live.set(pos, true);
             self.reach_add.push(fold(pos));
         }
     }
@@ -151,6 +147,7 @@ impl Overlay {
         if *slot > 0 {
             *slot -= 1;
             if *slot == 0 {
+                self.reach_live.set(pos, false);
                 self.reach_remove.push(fold(pos));
             }
         }
