@@ -1,8 +1,9 @@
 //! Sybil download: one real file with 2 honest sources and N = 0, 10, 40, 100 fake providers
 //! registered *before* them under its content id, from a few networks (127.0.3.0/24 and
-//! 127.0.4.0/24; the honest sources are on 127.0.1.1 and 127.0.2.1). Two kinds of fakes:
-//! **unreachable** (listed at a UDP port nobody answers on) and **stalling** (completes the
-//! kazoo handshake, then answers no request). For each: seconds from `get` to a verified file,
+//! 127.0.4.0/24; the honest sources are on 127.0.1.1 and 127.0.2.1). Three kinds of fakes:
+//! **unreachable** (listed at a UDP port nobody answers on), **stalling** (completes the
+//! kazoo handshake, then answers no request) and **bad pieces** (answers with the true
+//! manifest, then with garbage pieces). For each: seconds from `get` to a verified file,
 //! as a ratio to N = 0 (target ≤ 1.5 at N = 100), and datagrams that reached the unreachable
 //! fakes' ports per fake — from the supernode's one dial back at join, and from the download.
 //!
@@ -28,6 +29,17 @@ use testnet::{bytes, eventually, no_progress, write, Net};
 enum Kind {
     Unreachable,
     Stalling,
+    BadPieces,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Unreachable => "unreachable",
+            Kind::Stalling => "stalling",
+            Kind::BadPieces => "bad pieces",
+        }
+    }
 }
 
 /// A raw endpoint bound in network `net` (127.0.`net`.x).
@@ -52,6 +64,7 @@ async fn fake(sn: &Node, content: &[u8], kind: Kind, i: usize) -> FakeSource {
             FakeSource::dead(identity.node_id(), link, endpoint, dead)
         }
         Kind::Stalling => testnet::fake::stalling_from(sn, content, identity, endpoint).await,
+        Kind::BadPieces => testnet::fake::bad_pieces_from(sn, content, identity, endpoint).await,
     }
 }
 
@@ -157,7 +170,7 @@ fn main() {
     rt.block_on(async {
         let base = run(Kind::Unreachable, 0, &content).await.seconds;
         println!("| none | 0 | {base:.2} | 1.00 | — |");
-        for kind in [Kind::Unreachable, Kind::Stalling] {
+        for kind in [Kind::Unreachable, Kind::Stalling, Kind::BadPieces] {
             for n in [10, 40, 100] {
                 let o = run(kind, n, &content).await;
                 let datagrams = match kind {
@@ -166,11 +179,11 @@ fn main() {
                         o.dial_back as f64 / n as f64,
                         o.download as f64 / n as f64
                     ),
-                    Kind::Stalling => "—".into(),
+                    Kind::Stalling | Kind::BadPieces => "—".into(),
                 };
                 println!(
                     "| {} | {n} | {:.2} | {:.2} | {datagrams} |",
-                    format!("{kind:?}").to_lowercase(),
+                    kind.label(),
                     o.seconds,
                     o.seconds / base
                 );

@@ -1,9 +1,10 @@
 //! The parallel downloader over real QUIC: sources that vanish, sources that appear,
-//! resuming after the downloading node is killed, and sources that are dead, stall or crawl.
+//! resuming after the downloading node is killed, and sources that are dead, stall, crawl or
+//! serve garbage.
 
 mod common;
 
-use common::fake::{dead_source, stalling_source};
+use common::fake::{bad_pieces_source, dead_source, stalling_source};
 use common::*;
 use kazoo_common::config::RoleSetting;
 use kazoo_common::transport::HANDSHAKE_TIMEOUT;
@@ -536,6 +537,47 @@ async fn many_stalling_sources_cost_a_download_seconds_not_minutes() {
         "{took:?}"
     );
     drop(stallers);
+    for node in [live, d, sn] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_serving_bad_pieces_are_dropped_and_reported() {
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let content = bytes(4 << 20, 17);
+    let id = ContentId::from(blake3::hash(&content));
+    // Listed before the one real source: the true manifest, then garbage for every piece.
+    let mut liars = Vec::new();
+    for _ in 0..6 {
+        liars.push(bad_pieces_source(&sn, &content).await);
+    }
+    let live = throttled_source(&net, "live", &sn, &content, 0).await;
+    let d = net.leaf("d", &sn).await;
+    until_sources(&d, id, 7).await;
+    let (report, _) = timed_get(&d, id, &content).await;
+    let got = report.sources.iter().find(|r| r.node == live.node_id());
+    assert_eq!(got.map(|r| r.bytes), Some(content.len() as u64));
+    let caught: Vec<NodeId> = report
+        .sources
+        .iter()
+        .filter(|r| r.bad_pieces > 0)
+        .map(|r| r.node)
+        .collect();
+    assert!(!caught.is_empty(), "{:?}", report.sources);
+    assert!(report
+        .sources
+        .iter()
+        .all(|r| r.node == live.node_id() || r.bytes == 0));
+    // Reported to the supernode: the downloader's next lookup leaves them out.
+    eventually("the bad sources left out of d's lookup", || async {
+        let listed = providers_of(&d, id).await;
+        (listed.contains(&live.node_id()) && caught.iter().all(|n| !listed.contains(n)))
+            .then_some(())
+    })
+    .await;
+    drop(liars);
     for node in [live, d, sn] {
         node.shutdown().await;
     }

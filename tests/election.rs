@@ -1,7 +1,8 @@
 //! Election over real QUIC on loopback: the first auto node promotes; heirs take over a dead
 //! supernode (a dead heir does not stall the next; leaf-only nodes never promote; an heir
 //! must answer a dial back); a full supernode grows the network and hands leaves over; an
-//! under-used one demotes and its leaves follow; two heirs promoting at once, and a
+//! under-used one demotes and its leaves follow; a newcomer's claimed capacity does not
+//! jump the succession; two heirs promoting at once, and a
 //! partition that heals, end in one overlay with no leaf lost.
 
 mod common;
@@ -423,6 +424,30 @@ async fn an_eligible_leaf_that_cannot_be_dialled_back_is_no_heir() {
     let heirs = heirs_known(&[&a], 1).await;
     assert_eq!(heirs, vec![a.node_id()]);
     assert_eq!(sn.status().leaves, Some(2));
+    a.shutdown().await;
+    sn.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_claiming_the_most_capacity_does_not_jump_the_succession() {
+    use kazoo_common::wire::{Hello, Intent, Role};
+
+    let net = Net::new();
+    let sn = net.supernode("sn").await;
+    let a = auto_leaf(&net, "a", &sn).await;
+    assert_eq!(heirs_known(&[&a], 1).await, vec![a.node_id()]);
+    // A raw leaf claiming the largest capacity, whose listen port answers the dial back.
+    let (identity, endpoint) = raw_node();
+    let _answering = fake::admit_all(&identity, &endpoint, |_| {});
+    let mut hello = Hello::new(identity.node_id(), Role::Leaf, Intent::Join);
+    hello.capacity = u32::MAX;
+    hello.listen_port = endpoint.local_addr().expect("port").port();
+    let _liar = raw_dial_as(&endpoint, &identity, &sn, hello)
+        .await
+        .expect("the raw leaf joins");
+    // Once the liar is an heir at all, it ranks behind the leaf that was there first.
+    let heirs = heirs_known(&[&a], 2).await;
+    assert_eq!(heirs, vec![a.node_id(), identity.node_id()]);
     a.shutdown().await;
     sn.shutdown().await;
 }

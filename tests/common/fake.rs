@@ -1,10 +1,12 @@
 //! Sources that a supernode lists for a file but that do not behave: fresh keys joining as
-//! leaves and registering a file, then never answering (dead) or answering nothing
-//! (stalling). Used by the download tests and the sybil benchmark.
+//! leaves and registering a file, then never answering (dead), answering nothing (stalling),
+//! or answering with the true manifest and garbage pieces (bad pieces). Used by the download
+//! tests and the sybil benchmark.
 
+use kazoo_common::hash::{hash_reader, Manifest};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link};
-use kazoo_common::wire::{Hello, Intent, Request, Response, Role, ShareEntry};
+use kazoo_common::wire::{self, Hello, Intent, Request, Response, Role, ShareEntry};
 use kazoo_common::{ContentId, NodeId};
 use kazoo_leaf::client;
 use kazoo_leaf::Node;
@@ -100,11 +102,73 @@ pub async fn stalling_from(
     identity: Identity,
     endpoint: quinn::Endpoint,
 ) -> FakeSource {
+    serving(sn, content, identity, endpoint, None).await
+}
+
+/// [`bad_pieces_from`] with a fresh key and endpoint.
+pub async fn bad_pieces_source(sn: &Node, content: &[u8]) -> FakeSource {
+    let (identity, endpoint) = raw_node();
+    bad_pieces_from(sn, content, identity, endpoint).await
+}
+
+/// A source that answers with the file's true manifest (so it wins the manifest race) and
+/// then with pieces of the right length and the wrong bytes.
+pub async fn bad_pieces_from(
+    sn: &Node,
+    content: &[u8],
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+) -> FakeSource {
+    let (_, manifest) = hash_reader(content, content.len() as u64).expect("manifest");
+    serving(sn, content, identity, endpoint, Some(manifest)).await
+}
+
+/// Joins `sn`, registers `content` and serves connections: every request left unanswered
+/// (`manifest` is `None`), or the manifest answered and every piece filled with garbage.
+async fn serving(
+    sn: &Node,
+    content: &[u8],
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    manifest: Option<Manifest>,
+) -> FakeSource {
     let port = endpoint.local_addr().expect("address").port();
     let link = join_and_register(sn, &identity, &endpoint, port, content).await;
     let me = identity.node_id();
+    let task = admit_all(&identity, &endpoint, move |conn| {
+        let manifest = manifest.clone();
+        tokio::spawn(async move {
+            let mut stalled = Vec::new();
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                match &manifest {
+                    // Keeps every request stream open, unanswered.
+                    None => stalled.push((send, recv)),
+                    Some(manifest) => {
+                        tokio::spawn(answer_badly(manifest.clone(), send, recv));
+                    }
+                }
+            }
+        });
+    });
+    FakeSource {
+        node: me,
+        _link: link,
+        _endpoint: endpoint,
+        dead: None,
+        task: Some(task),
+    }
+}
+
+/// Accepts every connection to `endpoint` with a kazoo handshake as `identity` (so a dial
+/// back succeeds), hands each to `serve`, and holds it open until the task is aborted.
+pub fn admit_all(
+    identity: &Identity,
+    endpoint: &quinn::Endpoint,
+    serve: impl Fn(quinn::Connection) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let me = identity.node_id();
     let server = endpoint.clone();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut held = Vec::new();
         while let Some(incoming) = server.accept().await {
             let Ok(pending) = transport::accept(incoming).await else {
@@ -116,22 +180,35 @@ pub async fn stalling_from(
             else {
                 continue;
             };
-            let conn = link.conn.clone();
+            serve(link.conn.clone());
             held.push(link);
-            // Takes every request stream and keeps it open, unanswered.
-            tokio::spawn(async move {
-                let mut streams = Vec::new();
-                while let Ok(stream) = conn.accept_bi().await {
-                    streams.push(stream);
-                }
-            });
         }
-    });
-    FakeSource {
-        node: me,
-        _link: link,
-        _endpoint: endpoint,
-        dead: None,
-        task: Some(task),
+    })
+}
+
+/// Answers one request: the true manifest, or a piece of garbage of the right length.
+async fn answer_badly(
+    manifest: Manifest,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let Ok(request) = wire::read_request(&mut recv).await else {
+        return;
+    };
+    let sent = match request {
+        Request::GetManifest { .. } => wire::write_frame(&mut send, &Response::Manifest(manifest))
+            .await
+            .is_ok(),
+        Request::GetPiece { index, .. } => {
+            let (_, len) = manifest.piece_range(u64::from(index));
+            wire::write_frame(&mut send, &Response::Piece { len })
+                .await
+                .is_ok()
+                && send.write_all(&vec![0xAA; len as usize]).await.is_ok()
+        }
+        _ => false,
+    };
+    if sent {
+        let _ = send.finish();
     }
 }

@@ -5,7 +5,7 @@
 //! time. Each dial's outcome is handled as soon as it arrives, so a dead address — which
 //! costs its dial the whole QUIC handshake timeout — holds up nothing but its own dial slot.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kazoo_common::wire::Provider;
@@ -31,6 +31,8 @@ pub(super) struct Dialer<'a> {
     running: FuturesUnordered<BoxFuture<'a, Dialled>>,
     /// Queued or being dialled.
     pending: HashSet<NodeId>,
+    /// Each provider's place in the order it was first offered (0 = best ranked).
+    ranks: HashMap<NodeId, usize>,
 }
 
 impl<'a> Dialer<'a> {
@@ -40,12 +42,15 @@ impl<'a> Dialer<'a> {
             queue: VecDeque::new(),
             running: FuturesUnordered::new(),
             pending: HashSet::new(),
+            ranks: HashMap::new(),
         }
     }
 
     /// Queues the providers that are not queued or being dialled already.
     pub(super) fn offer(&mut self, providers: impl IntoIterator<Item = Provider>) {
         for provider in providers {
+            let next = self.ranks.len();
+            self.ranks.entry(provider.node).or_insert(next);
             if self.pending.insert(provider.node) {
                 self.queue.push_back(provider);
             }
@@ -65,6 +70,11 @@ impl<'a> Dialer<'a> {
                 (provider, network.dial(provider).await)
             }));
         }
+    }
+
+    /// `node`'s place in the order providers were first offered (0 = best ranked).
+    pub(super) fn rank(&self, node: &NodeId) -> usize {
+        self.ranks.get(node).copied().unwrap_or(usize::MAX)
     }
 
     /// Dials running now.

@@ -1,7 +1,10 @@
 //! Racing sources for the manifest.
 //!
-//! [`MANIFEST_RACE`] connected sources are asked at once (the next one whenever one fails).
-//! If no manifest has verified [`MANIFEST_FIRST_BYTE_TIMEOUT`] after the first request went
+//! [`MANIFEST_RACE`] connected sources are asked at once (the next one whenever one fails),
+//! best ranked first, and each of the [`MANIFEST_RACE`] best-ranked sources as soon as it
+//! connects even if the race is full: sources all connect at about the same time, so without
+//! this the first to connect — as likely a crowd of stalling fakes as the honest sources the
+//! supernode ranked first — would fill the race. If no manifest has verified [`MANIFEST_FIRST_BYTE_TIMEOUT`] after the first request went
 //! out, every connected source is asked, and each that connects later: sources that stall the
 //! manifest, however many, cost the download at most that short timeout, not the answer
 //! timeout each. Requests already sent keep running (up to the usual answer timeout), so a
@@ -10,7 +13,6 @@
 //! manifest is 32 bytes per piece, at most 128 KiB, so even [`super::MAX_SOURCES`] copies
 //! are under 0.5 % of the file.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -46,7 +48,8 @@ pub(super) async fn get_manifest(
 ) -> Result<(Manifest, Vec<(Provider, Connection)>), DownloadError> {
     type Asked = (Provider, Connection, Result<Manifest, RequestError>);
     let mut connected: Vec<(Provider, Connection)> = Vec::new();
-    let mut to_ask: VecDeque<(Provider, Connection)> = Default::default();
+    // Connected and not yet asked, best ranked first.
+    let mut to_ask: Vec<(usize, Provider, Connection)> = Vec::new();
     let mut asking: FuturesUnordered<BoxFuture<'static, Asked>> = FuturesUnordered::new();
     // When the first request went out; once the first-byte timeout has passed since without
     // a manifest, every connected source is asked.
@@ -68,10 +71,11 @@ pub(super) async fn get_manifest(
             );
         }
         let width = if everyone { MAX_SOURCES } else { MANIFEST_RACE };
-        while asking.len() < width {
-            let Some((provider, conn)) = to_ask.pop_front() else {
+        while let Some(&(rank, _, _)) = to_ask.first() {
+            if asking.len() >= width && rank >= MANIFEST_RACE {
                 break;
-            };
+            }
+            let (_, provider, conn) = to_ask.remove(0);
             let id = job.id;
             race_started.get_or_insert(now);
             asking.push(Box::pin(async move {
@@ -91,7 +95,9 @@ pub(super) async fn get_manifest(
                 match dialled {
                     Ok(conn) => {
                         ever_connected = true;
-                        to_ask.push_back((provider, conn.clone()));
+                        let rank = contacts.dialer.rank(&provider.node);
+                        let at = to_ask.partition_point(|(r, _, _)| *r <= rank);
+                        to_ask.insert(at, (rank, provider, conn.clone()));
                         connected.push((provider, conn));
                     }
                     Err(e) => contacts.dial_failed(provider, e),

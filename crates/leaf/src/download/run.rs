@@ -104,6 +104,9 @@ pub(super) async fn download(
     // Stop the slots first: closing a connection under a request still in flight (an endgame
     // duplicate) would otherwise look like a source failure.
     slots.shutdown().await;
+    // Sources banned since the last refresh (bad pieces) are reported too (`download::run`
+    // flushes the reports).
+    contacts.update_bans(&ctx);
     let missing = ctx.sched().remaining();
     let mut reports = std::mem::take(&mut contacts.reports);
     for source in ctx.sources() {

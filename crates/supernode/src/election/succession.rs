@@ -38,7 +38,8 @@ pub struct Candidate {
 
 /// The succession list at `now` of at most `max` heirs: eligible candidates whose listen
 /// address answered, longest attached (in whole [`TENURE_STEP`]s) first, then by claimed
-/// capacity up to [`CLAIM_CAP`], then the longest attached, then by node id.
+/// capacity up to [`CLAIM_CAP`] (from the second step on), then the longest attached, then by
+/// node id.
 pub fn rank_heirs(
     candidates: impl IntoIterator<Item = Candidate>,
     max: usize,
@@ -50,7 +51,12 @@ pub fn rank_heirs(
         .filter(|c| c.capacity > 0)
         .filter_map(|c| {
             let tenure = now.saturating_duration_since(c.since).as_secs() / step;
-            let claim = c.capacity.min(CLAIM_CAP);
+            // Observation first: a claim counts once the leaf has stayed a whole step.
+            let claim = if tenure == 0 {
+                0
+            } else {
+                c.capacity.min(CLAIM_CAP)
+            };
             c.reachable_at
                 .map(|addr| (tenure, claim, c.since, c.node, addr))
         })
@@ -96,7 +102,7 @@ mod tests {
     #[test]
     fn claims_break_ties_within_a_tenure_step_and_are_capped() {
         let t0 = Instant::now();
-        let now = t0 + Duration::from_secs(30);
+        let now = t0 + TENURE_STEP + Duration::from_secs(30);
         let modest = candidate(1, 1000, t0);
         let capped = candidate(2, CLAIM_CAP, t0 + Duration::from_secs(1));
         let huge = candidate(3, u32::MAX, t0 + Duration::from_secs(2));
@@ -109,6 +115,19 @@ mod tests {
             [2, 3, 1],
             "a claim above the cap counts as the cap; then seniority"
         );
+    }
+
+    #[test]
+    fn within_the_first_step_claims_do_not_count() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(30);
+        let first = candidate(1, 1000, t0);
+        let liar = candidate(2, u32::MAX, t0 + Duration::from_secs(1));
+        let order: Vec<u8> = rank_heirs([liar, first], 2, now)
+            .iter()
+            .map(|p| p.node.0[0])
+            .collect();
+        assert_eq!(order, [1, 2], "seniority alone among newcomers");
     }
 
     #[test]
