@@ -430,6 +430,15 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
             .map(|n| n.short())
             .collect();
         writeln!(out, "succession:    {}", heirs.join(", "))?;
+        match &status.reachability {
+            Some(r) => writeln!(
+                out,
+                "reachability:  {} (seen at {})",
+                r.class.describe(),
+                r.observed
+            )?,
+            None => writeln!(out, "reachability:  not known yet")?,
+        }
     }
     if let Some(leaves) = status.leaves {
         writeln!(out, "leaves:        {leaves}")?;

@@ -9,7 +9,7 @@
 //! are refused `UnknownLeaf` and its departure changes nothing; `Registered.total` is the
 //! leaf's model count and at most `max_entries_per_leaf`; a failed request changes nothing;
 //! a lookup lists only joined leaves that registered the id (all of them, up to
-//! `MAX_PROVIDERS`, for a leaf that reported no one) or the node itself; search answers are
+//! `MAX_PROVIDERS`, for a leaf that never reported anyone) or the node itself; search answers are
 //! `Hits` frames then `End` within `max_results` and the per-frame limits, naming only joined
 //! providers; every answer encodes within `MAX_FRAME`; heirs are distinct reachable leaves;
 //! and once every leaf has left and been drained and the own shares are removed, the index
@@ -37,8 +37,6 @@ struct Leaf {
     key: LeafKey,
     ip: u8,
     ids: HashSet<ContentId>,
-    /// It has reported sources unreachable (its lookups may leave them out).
-    reported: bool,
     reachable: bool,
 }
 
@@ -49,6 +47,9 @@ struct Model {
     leaves: HashMap<u8, Leaf>,
     /// Each leaf's last replaced or ended session.
     stale: HashMap<u8, LeafKey>,
+    /// Leaves that have reported sources unreachable (their lookups may leave them out, in
+    /// any later session too: reports are kept by node).
+    reporters: HashSet<u8>,
     own: HashSet<ContentId>,
 }
 
@@ -71,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
         now: Instant::now(),
         leaves: HashMap::new(),
         stale: HashMap::new(),
+        reporters: HashSet::new(),
         own: HashSet::new(),
     };
     for op in ops {
@@ -213,7 +215,6 @@ impl Model {
                         key,
                         ip,
                         ids: HashSet::new(),
-                        reported: false,
                         reachable: false,
                     },
                 );
@@ -319,7 +320,7 @@ impl Model {
                 for p in list {
                     self.check_provider(p, id);
                 }
-                let reported = self.leaves.get(&leaf).is_some_and(|l| l.reported) || stale;
+                let reported = self.reporters.contains(&leaf) || stale;
                 let having = self.leaves.values().filter(|l| l.ids.contains(id)).count();
                 if !reported && having <= MAX_PROVIDERS {
                     let leaves_listed = list.iter().filter(|p| p.node != self.sn.node_id()).count();
@@ -334,9 +335,7 @@ impl Model {
                 } else {
                     assert_eq!(frames, vec![Response::Registered { total: 0 }]);
                     if !nodes.is_empty() {
-                        if let Some(joined) = self.leaves.get_mut(&leaf) {
-                            joined.reported = true;
-                        }
+                        self.reporters.insert(leaf);
                     }
                 }
             }

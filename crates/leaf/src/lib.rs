@@ -18,6 +18,7 @@ pub mod demo;
 pub mod download;
 pub mod names;
 pub mod node;
+pub mod reachability;
 pub mod serve;
 pub mod share;
 

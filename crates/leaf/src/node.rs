@@ -118,6 +118,9 @@ pub struct Status {
     pub known_supernodes: Option<usize>,
     /// Leaf: its supernode's succession list (heirs, best first).
     pub succession: Option<Vec<NodeId>>,
+    /// Leaf: its address as its supernode sees it, and whether others can dial it (from the
+    /// supernode's dial back; null until told).
+    pub reachability: Option<crate::reachability::Reachability>,
     /// Leaf: why it is with its current supernode (joined, re-homed after a death,
     /// redirected by a full or demoting supernode).
     pub uplink_reason: Option<String>,
@@ -453,9 +456,12 @@ impl Node {
             }
             Role::Leaf(_) => (None, None),
         };
-        let succession = match &role {
-            Role::Leaf(leaf) => Some(leaf.succession().0.into_iter().map(|p| p.node).collect()),
-            Role::Supernode(_) => None,
+        let (succession, reachability) = match &role {
+            Role::Leaf(leaf) => (
+                Some(leaf.succession().0.into_iter().map(|p| p.node).collect()),
+                leaf.reachability(),
+            ),
+            Role::Supernode(_) => (None, None),
         };
         Status {
             role: role.wire().as_str().to_owned(),
@@ -471,6 +477,7 @@ impl Node {
             known_supernodes: sn.map(|s| s.known),
             uplink_reason: uplink.as_ref().map(|u| u.reason.clone()),
             succession,
+            reachability,
             shared_files: self.inner.shares.len(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),

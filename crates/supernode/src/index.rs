@@ -662,10 +662,19 @@ impl Index {
             .collect()
     }
 
-    /// Marks leaf `key`'s listen address as answering a dial back (see [`Self::providers`]).
-    pub fn set_verified(&mut self, key: LeafKey) {
+    /// Marks leaf `key` as answering a dial back at `addr`, the address it is listed at from
+    /// now on (see [`Self::providers`]).
+    pub fn set_verified(&mut self, key: LeafKey, addr: SocketAddr) {
         if let Some(leaf) = self.leaf_mut(key) {
             leaf.verified = true;
+            leaf.addr = addr;
+        }
+    }
+
+    /// Lists leaf `key` at `addr` from now on, unless a dial back has verified its address.
+    pub fn set_address(&mut self, key: LeafKey, addr: SocketAddr) {
+        if let Some(leaf) = self.leaf_mut(key).filter(|leaf| !leaf.verified) {
+            leaf.addr = addr;
         }
     }
 

@@ -112,8 +112,9 @@ impl Supernode {
             max_entries: config.max_index_entries,
             max_bytes: config.max_index_mib << 20,
         });
-        let own = index.add_leaf(node_id, SocketAddr::from(([0, 0, 0, 0], own_port)));
-        index.set_verified(own);
+        let own_addr = SocketAddr::from(([0, 0, 0, 0], own_port));
+        let own = index.add_leaf(node_id, own_addr);
+        index.set_verified(own, own_addr);
         let mut sn = Supernode {
             node_id,
             config,
@@ -322,8 +323,21 @@ impl Supernode {
         if let Some(joined) = self.leaves.get_mut(&node) {
             if joined.key == key {
                 joined.reachable_at = Some(addr);
-                self.index.set_verified(key);
+                self.index.set_verified(key, addr);
             }
+        }
+    }
+
+    /// Leaf `node`'s session `key` did not answer a dial back: its entries are listed at
+    /// `observed`, the address its connection comes from (behind a NAT, the mapping of its
+    /// listening socket — the address a reverse connection or a hole punch aims at).
+    pub fn set_unreachable(&mut self, node: NodeId, key: LeafKey, observed: SocketAddr) {
+        if self
+            .leaves
+            .get(&node)
+            .is_some_and(|joined| joined.key == key)
+        {
+            self.index.set_address(key, observed);
         }
     }
 

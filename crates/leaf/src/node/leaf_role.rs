@@ -12,6 +12,7 @@ use kazoo_common::wire::Provider;
 use kazoo_supernode::election::Redirect;
 
 use super::{Node, Tasks};
+use crate::reachability::Reachability;
 
 /// What a node has while it is a leaf; dropped whole when it promotes.
 pub struct LeafRole {
@@ -21,6 +22,8 @@ pub struct LeafRole {
     redirect: Mutex<Option<(Vec<Provider>, String)>>,
     /// Its supernode asked it to promote.
     promote_asked: AtomicBool,
+    /// What its supernode observed of its reachability.
+    reachability: Mutex<Option<Reachability>>,
     /// The uplink task, aborted when the role ends.
     tasks: Tasks,
 }
@@ -32,6 +35,7 @@ impl LeafRole {
             succession: Mutex::new((Vec::new(), supernodes)),
             redirect: Mutex::new(None),
             promote_asked: AtomicBool::new(false),
+            reachability: Mutex::new(None),
             tasks: Tasks::default(),
         })
     }
@@ -39,6 +43,15 @@ impl LeafRole {
     /// The last succession notice: (heirs, other supernodes).
     pub(super) fn succession(&self) -> (Vec<Provider>, Vec<Provider>) {
         crate::lock(&self.succession).clone()
+    }
+
+    /// What its supernode observed of its reachability (none yet: not told).
+    pub(super) fn reachability(&self) -> Option<Reachability> {
+        *crate::lock(&self.reachability)
+    }
+
+    fn set_reachability(&self, reachability: Reachability) {
+        *crate::lock(&self.reachability) = Some(reachability);
     }
 
     fn set_succession(&self, heirs: Vec<Provider>, supernodes: Vec<Provider>) {

@@ -136,6 +136,17 @@ impl LeafElection {
 
     /// What to do next, given the last succession notice (`heirs`, other `supernodes`).
     pub fn step(&mut self, now: Instant, heirs: &[Provider], supernodes: &[Provider]) -> Step {
+        let mut step = self.plan(now, heirs, supernodes);
+        if let Step::Promote { hosts, .. } = &mut step {
+            // The lists are the supernode's claims: one naming this leaf among the
+            // supernodes must not make it peer with itself (found by the notice fuzz target).
+            hosts.retain(|h| h.node != self.me);
+        }
+        step
+    }
+
+    /// [`Self::step`] before its hosts are checked.
+    fn plan(&mut self, now: Instant, heirs: &[Provider], supernodes: &[Provider]) -> Step {
         if let (Some((dead, since)), true) = (self.lost, self.eligible) {
             if let Some(rank) = heirs.iter().position(|h| h.node == self.me) {
                 if now.saturating_duration_since(since) >= self.heir_delay * rank as u32 {

@@ -401,3 +401,21 @@ fn a_node_refused_by_a_full_supernode_is_not_the_first_of_a_network() {
         other => panic!("expected a promotion, got {other:?}"),
     }
 }
+
+#[test]
+fn an_heir_never_peers_with_itself_whatever_the_notice_says() {
+    let me = provider(1);
+    let sn = provider(9);
+    let t0 = Instant::now();
+    let mut election =
+        LeafElection::new(me.node, true, Duration::from_secs(1), vec![(sn.addr, None)]);
+    election.on_joined(sn.addr, sn.node);
+    election.on_lost(sn, t0);
+    // A supernode's notice named this leaf among the other supernodes too.
+    let step = election.step(t0, &[me], &[me, provider(2)]);
+    let Step::Promote { hosts, .. } = step else {
+        panic!("heir 0 promotes at once: {step:?}");
+    };
+    assert!(!hosts.iter().any(|h| h.node == me.node), "{hosts:?}");
+    assert!(hosts.iter().any(|h| h.node == provider(2).node));
+}

@@ -376,9 +376,11 @@ fn verified_providers_are_listed_first_even_behind_many_sybils() {
         !listed.iter().any(|p| p.node == NodeId([200; 32])),
         "unverified, the late honest source is cut off"
     );
-    index.set_verified(honest);
+    let answered = SocketAddr::from(([192, 0, 2, 200], 4711));
+    index.set_verified(honest, answered);
     let listed = index.providers(&real.id);
     assert_eq!(listed[0].node, NodeId([200; 32]), "verified first");
+    assert_eq!(listed[0].addr, answered, "at the address that answered");
     let hits = index.search(&words("popular"), 5).unwrap();
     assert_eq!(hits[0].providers[0].node, NodeId([200; 32]));
 }
@@ -390,14 +392,16 @@ fn many_providers_from_one_network_do_not_crowd_out_others() {
     for n in 0..200u16 {
         let mut id = [9u8; 32];
         id[..2].copy_from_slice(&n.to_le_bytes());
-        let key = index.add_leaf(NodeId(id), SocketAddr::from(([10, 0, 0, n as u8], 4710)));
-        index.set_verified(key);
+        let addr = SocketAddr::from(([10, 0, 0, n as u8], 4710));
+        let key = index.add_leaf(NodeId(id), addr);
+        index.set_verified(key, addr);
         index
             .register(key, std::slice::from_ref(&real), 10)
             .unwrap();
     }
-    let other = index.add_leaf(NodeId([1; 32]), SocketAddr::from(([192, 0, 2, 7], 4710)));
-    index.set_verified(other);
+    let other_addr = SocketAddr::from(([192, 0, 2, 7], 4710));
+    let other = index.add_leaf(NodeId([1; 32]), other_addr);
+    index.set_verified(other, other_addr);
     index
         .register(other, std::slice::from_ref(&real), 10)
         .unwrap();

@@ -25,6 +25,7 @@ use kazoo_supernode::timing::{JOIN_TIMEOUT, SESSION_CHECK};
 use super::LeafRole;
 use crate::client;
 use crate::node::{Node, Uplink};
+use crate::reachability::{Class, Reachability};
 
 /// What changed between what a supernode has and what is shared now: (to add, to remove).
 pub(in crate::node) fn diff(
@@ -246,6 +247,15 @@ async fn stay_joined(
                         role.set_redirect(to, reason);
                         transport::close(&conn, CloseCode::NORMAL, "redirected");
                         return;
+                    }
+                    Ok(Notice::Reachability { observed, answered }) => {
+                        let class = Class::classify(node.inner.listen.port(), observed, answered);
+                        tracing::info!(%observed, reachability = class.describe(), "supernode observed this node");
+                        role.set_reachability(Reachability {
+                            observed,
+                            answered,
+                            class,
+                        });
                     }
                     Ok(Notice::Promote { reason }) => {
                         if node.inner.score() > 0 {

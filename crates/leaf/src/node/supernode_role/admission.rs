@@ -72,10 +72,15 @@ pub(in crate::node) async fn join(node: &Node, pending: Pending) {
     };
     tracing::info!(peer = %peer.short(), %remote, "leaf joined");
     // Every leaf is dialled back once: an eligible one must answer to be an heir, and any
-    // leaf's entries are listed before those of leaves that never answered.
+    // leaf's entries are listed before those of leaves that never answered. The leaf's
+    // notice channel opens in `serve_link` before its first await, so it exists before the
+    // dial back (a QUIC handshake away) can report.
     {
         let (node, sn) = (node.clone(), Arc::clone(&sn));
-        tokio::spawn(async move { node.check_reachable(&sn, peer, key, advertised).await });
+        tokio::spawn(async move {
+            node.check_reachable(&sn, peer, key, advertised, remote)
+                .await
+        });
     }
     let session = Session {
         sn: Arc::clone(&sn),

@@ -51,27 +51,49 @@ impl SupernodeRole {
 }
 
 impl Node {
-    /// Dials a joined leaf back at the address it advertises (the IP it is seen at); only a
-    /// leaf that answers (with the right key) is an heir (if eligible) and a verified source.
+    /// Dials a joined leaf back at the address it advertises (the IP it is seen at), then, if
+    /// that fails and it differs, at the address its connection comes from (a NAT's mapping
+    /// of its listening socket). Only a leaf that answers (with the right key) is an heir (if
+    /// eligible) and a verified source, listed at the address that answered; one that does
+    /// not is listed at the observed address. The leaf is told what was found.
     pub(super) async fn check_reachable(
         &self,
         sn: &SupernodeRole,
         leaf: NodeId,
         key: LeafKey,
-        addr: SocketAddr,
+        advertised: SocketAddr,
+        observed: SocketAddr,
     ) {
-        let dial = self.dial_back(addr, leaf);
-        match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
-            Ok(Ok(link)) => {
-                sn.core().set_reachable(leaf, key, addr);
-                transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
+        let mut answered = None;
+        let tries = if observed == advertised {
+            vec![advertised]
+        } else {
+            vec![advertised, observed]
+        };
+        for addr in tries {
+            match tokio::time::timeout(DIAL_BACK_TIMEOUT, self.dial_back(addr, leaf)).await {
+                Ok(Ok(link)) => {
+                    transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
+                    answered = Some(addr);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "dial back failed")
+                }
+                Err(_) => tracing::info!(leaf = %leaf.short(), %addr, "dial back not answered"),
             }
-            Ok(Err(e)) => {
-                tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "eligible leaf is not reachable; not an heir")
+        }
+        match answered {
+            Some(addr) => sn.core().set_reachable(leaf, key, addr),
+            None => {
+                tracing::info!(leaf = %leaf.short(), %observed, "leaf not reachable; not an heir, listed at its observed address");
+                sn.core().set_unreachable(leaf, key, observed);
             }
-            Err(_) => {
-                tracing::info!(leaf = %leaf.short(), %addr, "eligible leaf did not answer a dial back; not an heir")
-            }
+        }
+        if let Some(notices) = crate::lock(&sn.notices).get(&leaf) {
+            let _ = notices
+                .tx
+                .try_send(Notice::Reachability { observed, answered });
         }
     }
 

@@ -1,0 +1,76 @@
+//! How reachable this node is, from what its supernode observed (the
+//! `Notice::Reachability` after a join): the address its connection comes from, and which
+//! address, if any, answered the supernode's dial back.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A leaf's reachability class, as its supernode's dial back found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// Its listen port answered at the IP it is seen at: anyone can dial it.
+    Reachable,
+    /// Behind a NAT whose mapping of the listen socket answers anyone (endpoint-independent
+    /// mapping and filtering): reachable at the observed address, not at its listen port.
+    MappedNat,
+    /// Behind a NAT that remaps ports and filters: not reachable by a plain dial.
+    Nat,
+    /// Seen at its own listen port but not answering: a firewall (or a port-preserving NAT)
+    /// drops unsolicited traffic.
+    Firewalled,
+}
+
+impl Class {
+    /// What the supernode observed, for a node listening on `listen_port`.
+    pub fn classify(listen_port: u16, observed: SocketAddr, answered: Option<SocketAddr>) -> Self {
+        match answered {
+            Some(at) if at.port() == listen_port => Class::Reachable,
+            Some(_) => Class::MappedNat,
+            None if observed.port() != listen_port => Class::Nat,
+            None => Class::Firewalled,
+        }
+    }
+
+    /// How `kazoo status` shows it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Class::Reachable => "reachable",
+            Class::MappedNat => "behind NAT, reachable at its mapped address",
+            Class::Nat => "behind NAT, not reachable by a direct dial",
+            Class::Firewalled => "firewalled, not reachable by a direct dial",
+        }
+    }
+}
+
+/// What this node knows of its own reachability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reachability {
+    /// Its address as its supernode sees it.
+    pub observed: SocketAddr,
+    /// The address that answered the supernode's dial back, if any.
+    pub answered: Option<SocketAddr>,
+    /// The class that follows.
+    pub class: Class,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_from_the_dial_back() {
+        let at = |port| SocketAddr::from(([198, 51, 100, 7], port));
+        assert_eq!(
+            Class::classify(4710, at(4710), Some(at(4710))),
+            Class::Reachable
+        );
+        assert_eq!(
+            Class::classify(4710, at(40001), Some(at(40001))),
+            Class::MappedNat
+        );
+        assert_eq!(Class::classify(4710, at(40001), None), Class::Nat);
+        assert_eq!(Class::classify(4710, at(4710), None), Class::Firewalled);
+    }
+}
