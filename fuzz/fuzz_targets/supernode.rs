@@ -38,6 +38,9 @@ struct Leaf {
     ip: u8,
     ids: HashSet<ContentId>,
     reachable: bool,
+    /// Where it is listed: its advertised address, then where it answered a dial back, or
+    /// (never having answered) where its connection came from.
+    addr: SocketAddr,
 }
 
 struct Model {
@@ -150,11 +153,28 @@ impl Model {
                     let addr = ops::addr(joined.ip, port);
                     self.sn.set_reachable(leaf_node(leaf), joined.key, addr);
                     joined.reachable = true;
+                    joined.addr = addr;
                 }
                 if let Some(key) = self.stale.get(&leaf) {
                     // A stale session's dial-back result must not mark the current one.
                     self.sn
                         .set_reachable(leaf_node(leaf), *key, ops::addr(0, port));
+                }
+            }
+            SupernodeOp::Unreachable { leaf, port } => {
+                let leaf = leaf % 8;
+                if let Some(joined) = self.leaves.get_mut(&leaf) {
+                    let observed = ops::addr(joined.ip, port);
+                    self.sn
+                        .set_unreachable(leaf_node(leaf), joined.key, observed);
+                    if !joined.reachable {
+                        joined.addr = observed;
+                    }
+                }
+                if let Some(key) = self.stale.get(&leaf) {
+                    // A stale session's result must not move the current one.
+                    self.sn
+                        .set_unreachable(leaf_node(leaf), *key, ops::addr(0, port));
                 }
             }
             SupernodeOp::Succession { max } => {
@@ -216,6 +236,7 @@ impl Model {
                         ip,
                         ids: HashSet::new(),
                         reachable: false,
+                        addr: leaf_addr(leaf, ip),
                     },
                 );
             }
@@ -353,10 +374,10 @@ impl Model {
             assert!(self.own.contains(id), "own provider of an id never shared");
             return;
         }
-        let Some((n, joined)) = self.leaves.iter().find(|(n, _)| leaf_node(**n) == p.node) else {
+        let Some((_, joined)) = self.leaves.iter().find(|(n, _)| leaf_node(**n) == p.node) else {
             panic!("provider {:?} is not a joined leaf", p.node);
         };
-        assert_eq!(p.addr, leaf_addr(*n, joined.ip));
+        assert_eq!(p.addr, joined.addr);
         assert!(
             joined.ids.contains(id),
             "provider of an id it did not register"

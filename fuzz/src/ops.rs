@@ -118,6 +118,13 @@ pub enum SupernodeOp {
         /// Its listen port.
         port: u16,
     },
+    /// A leaf answered no dial back; its connection came from `port` (it is listed there).
+    Unreachable {
+        /// Which leaf.
+        leaf: u8,
+        /// The port its connection comes from.
+        port: u16,
+    },
     /// The succession list is computed.
     Succession {
         /// Most heirs.
