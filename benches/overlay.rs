@@ -222,7 +222,8 @@ impl Mem {
                         .remove(&(me.min(peer), me.max(peer)));
                     self.deliver(me, peer, Event::PeerDown(me));
                 }
-                Action::Disconnect(..) => {}
+                // No downloads here: nothing dials back.
+                Action::Disconnect(..) | Action::Connect { .. } => {}
                 Action::Hits(q, hits) => local.entry(q).or_default().0.extend(hits),
                 Action::Done(q) => {
                     if let Some((hits, Some(reply))) = local.remove(&q) {

@@ -324,10 +324,11 @@ async fn an_unreachable_source_is_left_out_of_the_reporters_next_lookup() {
     let content = bytes(12 << 20, 14);
     let id = ContentId::from(blake3::hash(&content));
     let dead = dead_source(&sn, &content).await;
-    // Capped so the download outlasts the dead dial (the QUIC idle timeout, 2 s).
+    // Capped so the download (about 12 s) outlasts the dead source's dial and the reverse
+    // connection asked for it (`DIRECT_HEAD_START` + `REVERSE_WAIT`, 6.5 s).
     let live = [
-        throttled_source(&net, "s1", &sn, &content, 1024).await,
-        throttled_source(&net, "s2", &sn, &content, 1024).await,
+        throttled_source(&net, "s1", &sn, &content, 512).await,
+        throttled_source(&net, "s2", &sn, &content, 512).await,
     ];
     let d = net.leaf("d", &sn).await;
     let e = net.leaf("e", &sn).await;
@@ -405,7 +406,10 @@ struct BehindDeadProviders {
 }
 
 impl download::Network for BehindDeadProviders {
-    fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<quinn::Connection, String>> {
+    fn dial(
+        &self,
+        provider: Provider,
+    ) -> BoxFuture<'_, Result<(quinn::Connection, download::Path), String>> {
         Box::pin(async move {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_in_flight.fetch_max(now, Ordering::SeqCst);

@@ -187,8 +187,15 @@ pub fn admit_all(
 }
 
 /// Answers one request: the true manifest, or a piece of garbage of the right length.
-async fn answer_badly(
-    manifest: Manifest,
+async fn answer_badly(manifest: Manifest, send: quinn::SendStream, recv: quinn::RecvStream) {
+    answer(&manifest, None, send, recv).await
+}
+
+/// Answers one request with `manifest`, and a piece from `content` (garbage of the right
+/// length without it).
+pub async fn answer(
+    manifest: &Manifest,
+    content: Option<&[u8]>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -196,15 +203,21 @@ async fn answer_badly(
         return;
     };
     let sent = match request {
-        Request::GetManifest { .. } => wire::write_frame(&mut send, &Response::Manifest(manifest))
-            .await
-            .is_ok(),
+        Request::GetManifest { .. } => {
+            wire::write_frame(&mut send, &Response::Manifest(manifest.clone()))
+                .await
+                .is_ok()
+        }
         Request::GetPiece { index, .. } => {
-            let (_, len) = manifest.piece_range(u64::from(index));
+            let (offset, len) = manifest.piece_range(u64::from(index));
+            let piece = match content {
+                Some(content) => content[offset as usize..(offset + len) as usize].to_vec(),
+                None => vec![0xAA; len as usize],
+            };
             wire::write_frame(&mut send, &Response::Piece { len })
                 .await
                 .is_ok()
-                && send.write_all(&vec![0xAA; len as usize]).await.is_ok()
+                && send.write_all(&piece).await.is_ok()
         }
         _ => false,
     };

@@ -85,6 +85,7 @@
 //! | `Search` (leaf → its SN) | zero or more `Hits` frames, then `End` |
 //! | `Lookup` (leaf → its SN) | `Providers` |
 //! | `ReportUnreachable` (leaf → its SN) | `Registered { total: 0 }` |
+//! | `Connect` (leaf → its SN) | `Connecting`, or `Error(NotFound)` |
 //! | `GetManifest` (any → a provider) | `Manifest` |
 //! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
 //!
@@ -101,6 +102,20 @@
 //! Provider lists (in `Providers` and in hits) list first the leaves whose listen address
 //! answered the supernode's dial back (every joining leaf is dialled back once), so sources
 //! at addresses that never answer cannot crowd out real ones.
+//!
+//! # Reaching a source that cannot be dialled
+//! A downloader first dials a source at its listed address (where it answered its
+//! supernode's dial back, else where its connection comes from: behind a NAT, the NAT's
+//! mapping of its listening socket). If that fails, it sends `Connect { target }` to its own
+//! supernode, which asks the target — its own leaf directly, or through the peer the target's
+//! hits came from ([`PeerMessage::Connect`], at most [`MAX_HOPS`] hops back along the hits'
+//! path) — with [`Notice::Connect`] to dial the downloader at the address the downloader's
+//! supernode sees it at, from its listening socket, with [`Intent::Reverse`]. Meanwhile the
+//! downloader dials the target's listed address again: between two NATs with
+//! endpoint-independent mappings the two sides' packets open each other's NAT (a hole
+//! punch). Whichever connection comes up first is used. A node dials for a reverse
+//! connection only when its own supernode asks, at most [`REVERSE_RATE`] per second, and
+//! an acceptor takes an `Intent::Reverse` connection only from a node it asked for one.
 //!
 //! `ReportUnreachable` tells the supernode which sources of a download could not be dialled
 //! or served a bad manifest or piece. It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
@@ -145,6 +160,8 @@
 //! | `Register`/`Unregister` entries per second from a leaf | [`INDEX_RATE`] | read more slowly |
 //! | `Fetch` connections from one IP | [`MAX_FETCH_PER_IP`] | handshake refused, [`ErrorCode::Busy`] |
 //! | `Fetch` connection without a request stream | [`FETCH_IDLE`] | connection closed |
+//! | reverse connections a leaf makes per second (burst: twice) | [`REVERSE_RATE`] | excess `Notice::Connect` ignored |
+//! | `PeerMessage::Connect` from a peer | one query token each ([`PEER_QUERY_RATE`]); `hops_left` ≤ [`MAX_HOPS`] | peer disconnected |
 //! | handshakes per second | [`HANDSHAKE_RATE`] | QUIC Retry first |
 //! | handshake (TLS + both `Hello`s) | [`HANDSHAKE_TIMEOUT`] | connection given up |
 //! | request after its stream opens | [`REQUEST_TIMEOUT`] | stream dropped |
@@ -313,6 +330,11 @@ pub enum Intent {
     Join,
     /// Peer as supernodes: the control stream carries [`PeerMessage`]s both ways.
     Peer,
+    /// A reverse connection: the dialler was asked by its supernode ([`Notice::Connect`])
+    /// to connect to the acceptor, which wants to download from it. Requests then flow from
+    /// acceptor to dialler (the one exception to "requests flow from the dialler"). An
+    /// acceptor that asked for no reverse connection from this node refuses it.
+    Reverse,
 }
 
 /// A supernode's notice to its leaf, on their control stream (supernode → leaf only).
@@ -354,7 +376,24 @@ pub enum Notice {
         /// The address that answered the supernode's dial back; `None`: neither did.
         answered: Option<SocketAddr>,
     },
+    /// A downloader asks (through the supernodes, [`Request::Connect`]) for a reverse
+    /// connection: dial `to` from the listening socket with [`Intent::Reverse`] and serve
+    /// its requests. A leaf dials at most [`REVERSE_RATE`] such addresses per second and
+    /// retries each [`REVERSE_TRIES`] times (a hole punch needs both sides to send).
+    Connect {
+        /// The downloader, at the address its supernode sees it at.
+        to: Provider,
+    },
 }
+
+/// Reverse connections (`Notice::Connect`) a leaf makes per second (burst: twice that);
+/// more are ignored.
+pub const REVERSE_RATE: u64 = 8;
+/// Dials a leaf makes for one `Notice::Connect` (one per [`REVERSE_RETRY`]) until one
+/// connects.
+pub const REVERSE_TRIES: u32 = 3;
+/// Time between the dials of one reverse connection.
+pub const REVERSE_RETRY: Duration = Duration::from_millis(700);
 
 /// Most entries in each list of a [`Notice::Succession`].
 pub const MAX_SUCCESSION: usize = 8;
@@ -474,6 +513,19 @@ pub enum PeerMessage {
         /// It is an `auto` supernode that may demote (a configured supernode never does).
         demotable: bool,
     },
+    /// Ask leaf `target` to dial `requester` (a reverse connection, see
+    /// [`Request::Connect`]): the receiver asks its own leaf, or passes it on to the peer
+    /// the target's hits came from while `hops_left` > 0. Each costs the sender a query
+    /// token ([`PEER_QUERY_RATE`]); `requester` is the address the requester's supernode
+    /// sees it at, and must be plausible (as a hit's provider).
+    Connect {
+        /// The source to connect back.
+        target: NodeId,
+        /// Whom it should dial.
+        requester: Provider,
+        /// How many more hops it may be passed on (≤ [`MAX_HOPS`]).
+        hops_left: u8,
+    },
 }
 
 /// A handshake frame.
@@ -579,6 +631,14 @@ pub enum Request {
         /// Their node ids, at most [`MAX_REPORTED`].
         nodes: Vec<NodeId>,
     },
+    /// Ask source `target` to dial the sender (leaf → its SN; answered `Connecting`, or
+    /// `Error(NotFound)` when the SN knows no way to the target): a reverse connection for a
+    /// source that cannot be dialled. The sender's SN asks the target itself if it is its
+    /// leaf, else sends [`PeerMessage::Connect`] towards the peer its hits came from.
+    Connect {
+        /// The source to connect back.
+        target: NodeId,
+    },
 }
 
 /// Machine-readable error codes.
@@ -635,6 +695,15 @@ pub enum Response {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+    },
+    /// `Connect` was passed on: the target is asked to dial the sender at the address the
+    /// sender's SN sees it at (`requester`); `target` is where the target is listed, so the
+    /// sender can dial it at the same time (a hole punch, when both are behind NATs).
+    Connecting {
+        /// The target, at the address its supernode lists it.
+        target: Provider,
+        /// The sender as the target will dial it.
+        requester: Provider,
     },
 }
 

@@ -154,6 +154,24 @@ pub struct SourceReport {
     pub slow_pieces: u32,
     /// Why it was dropped, if it was (an unreachable source: `unreachable: ...`).
     pub dropped: Option<String>,
+    /// How it was reached (none: never connected).
+    #[serde(default)]
+    pub reached: Option<Path>,
+}
+
+/// How a downloader reached a source (see the wire spec, "Reaching a source that cannot be
+/// dialled").
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Path {
+    /// A dial to its listed address.
+    Direct,
+    /// It dialled the downloader, asked through the supernodes.
+    Reverse,
+    /// The downloader's dial got through once the source had dialled it too (hole punch).
+    Punched,
+    /// Through a supernode's relay.
+    Relayed,
 }
 
 /// The outcome of a finished download (also the `kazoo get --json` object).
@@ -177,8 +195,8 @@ pub struct Report {
 
 /// What the downloader needs from the network; implemented by the node runtime.
 pub trait Network: Send + Sync {
-    /// Connects to `provider`, pinning its node id.
-    fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<Connection, String>>;
+    /// Connects to `provider`, pinning its node id; says how it got through.
+    fn dial(&self, provider: Provider) -> BoxFuture<'_, Result<(Connection, Path), String>>;
     /// The current sources of `id` (asked again during the download).
     fn sources(&self, id: ContentId) -> BoxFuture<'_, Vec<Provider>>;
     /// Tells the supernode that `nodes` (at most [`kazoo_common::wire::MAX_REPORTED`]) could

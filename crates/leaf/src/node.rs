@@ -13,6 +13,7 @@ mod accept;
 pub mod dial_guard;
 pub mod leaf_role;
 mod request_limits;
+pub mod reverse;
 mod streams;
 pub mod supernode_role;
 
@@ -219,6 +220,8 @@ struct Inner {
     tasks: Tasks,
     /// Which addresses may be dialled now (see [`dial_guard`]).
     dials: dial_guard::DialGuard,
+    /// Reverse connections awaited, and the rate of dialling back (see [`reverse`]).
+    reverse: reverse::Reverse,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
 }
@@ -336,6 +339,7 @@ impl Node {
             setting,
             downloads: Mutex::new(HashSet::new()),
             tasks: Tasks::default(),
+            reverse: reverse::Reverse::default(),
             dials: dial_guard::DialGuard::new(
                 config.network.bootstrap.iter().map(|b| b.addr),
                 std::time::Instant::now(),
@@ -724,13 +728,11 @@ fn hello(inner: &Inner, intent: Intent) -> Hello {
 }
 
 impl download::Network for Node {
-    fn dial(&self, provider: Provider) -> download::BoxFuture<'_, Result<Connection, String>> {
-        Box::pin(async move {
-            Node::dial(self, provider.addr, Some(provider.node), Intent::Fetch)
-                .await
-                .map(|link| link.conn)
-                .map_err(|e| e.to_string())
-        })
+    fn dial(
+        &self,
+        provider: Provider,
+    ) -> download::BoxFuture<'_, Result<(Connection, download::Path), String>> {
+        Box::pin(self.dial_source(provider))
     }
 
     fn sources(&self, id: ContentId) -> download::BoxFuture<'_, Vec<Provider>> {

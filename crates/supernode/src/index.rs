@@ -671,6 +671,11 @@ impl Index {
         }
     }
 
+    /// Where leaf `key` is listed (none: not a live leaf).
+    pub fn leaf_addr(&self, key: LeafKey) -> Option<SocketAddr> {
+        self.leaf(key).filter(|l| !l.detached).map(|l| l.addr)
+    }
+
     /// Lists leaf `key` at `addr` from now on, unless a dial back has verified its address.
     pub fn set_address(&mut self, key: LeafKey, addr: SocketAddr) {
         if let Some(leaf) = self.leaf_mut(key).filter(|leaf| !leaf.verified) {

@@ -6,7 +6,8 @@
 //! This file holds the public types and dispatches peer up / down, messages and ticks; the
 //! work is done by one module per job: `hosts` (the host cache, dialling, penalties),
 //! `peers` (peer lists and load), `routing` (filters and reach: who may match a query) and
-//! `relay` (starting, answering and forwarding queries, their rate limit and `Done`).
+//! `relay` (starting, answering and forwarding queries, their rate limit and `Done`) and
+//! `rendezvous` (where sources' hits came from, for reverse connections).
 //!
 //! Invariants:
 //! * `peers` holds exactly the supernodes with a live peering; each peer's `filter` is the
@@ -39,12 +40,14 @@ pub use kazoo_common::config::Routing;
 mod hosts;
 mod peers;
 mod relay;
+mod rendezvous;
 mod routing;
 
 use hosts::{Candidate, Host};
 use relay::{Relay, TokenBucket};
 
 pub use relay::QueryKey;
+pub use rendezvous::{MAX_ROUTES, ROUTE_TTL};
 
 /// Overlay limits and timings.
 #[derive(Clone, Debug)]
@@ -111,6 +114,13 @@ pub enum Action {
     Hits(u64, Vec<Hit>),
     /// A local query is complete.
     Done(u64),
+    /// Ask joined leaf `leaf` to dial `to` (a reverse connection, `Notice::Connect`).
+    Connect {
+        /// The leaf.
+        leaf: NodeId,
+        /// The downloader to dial.
+        to: Provider,
+    },
 }
 
 /// Counters for status and the harness.
@@ -204,6 +214,8 @@ pub struct Overlay {
     load_sent: bool,
     /// Our peer list changed since it was last sent.
     peers_dirty: bool,
+    /// Which peer each source's hits came from.
+    routes: rendezvous::Routes,
 }
 
 impl Overlay {
@@ -221,6 +233,7 @@ impl Overlay {
             seen: HashMap::new(),
             reach_counts: vec![0; 1 << REACH_BITS],
             reach_live: ReachMap::default(),
+            routes: rendezvous::Routes::default(),
             reach_add: Vec::new(),
             reach_remove: Vec::new(),
             next_id: 0,
@@ -379,6 +392,8 @@ impl Overlay {
                 now,
             ),
             PeerMessage::Done { id } => self.on_done(from, id),
+            // The supernode handles it (it knows its leaves), after `check_connect`.
+            PeerMessage::Connect { .. } => Vec::new(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::index::Budget;
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
     ErrorCode, Hit, PeerMessage, Provider, Request, Response, ShareEntry, HITS_PER_FRAME,
-    MAX_BATCH, MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_REPORTED,
+    MAX_BATCH, MAX_HOPS, MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_REPORTED,
 };
 use kazoo_common::{ContentId, NodeId};
 
@@ -190,7 +190,92 @@ impl Supernode {
 
     /// A message from a peer.
     pub fn peer_message(&mut self, from: NodeId, msg: PeerMessage, now: Instant) -> Vec<Action> {
-        self.overlay.on_message(from, msg, &self.index, now)
+        match msg {
+            PeerMessage::Connect {
+                target,
+                requester,
+                hops_left,
+            } => self.on_connect(from, target, requester, hops_left, now),
+            msg => self.overlay.on_message(from, msg, &self.index, now),
+        }
+    }
+
+    /// Joined leaf `requester`, whose connection comes from `seen_at`, asks for a reverse
+    /// connection from `target` (`Request::Connect`): its own leaf is asked directly; else
+    /// the peer `target`'s hits came from is. The answer, and the actions to carry out.
+    pub fn connect(
+        &mut self,
+        requester: NodeId,
+        seen_at: SocketAddr,
+        target: NodeId,
+        now: Instant,
+    ) -> (Response, Vec<Action>) {
+        let to = Provider::new(requester, seen_at);
+        if let Some(listed) = self.listed_leaf(&target) {
+            let answer = Response::Connecting {
+                target: listed,
+                requester: to,
+            };
+            return (answer, vec![Action::Connect { leaf: target, to }]);
+        }
+        match self.overlay.route_to(&target, now) {
+            Some((peer, addr)) if target != requester => {
+                let msg = PeerMessage::Connect {
+                    target,
+                    requester: to,
+                    hops_left: MAX_HOPS,
+                };
+                let answer = Response::Connecting {
+                    target: Provider::new(target, addr),
+                    requester: to,
+                };
+                (answer, vec![Action::Send(peer, msg)])
+            }
+            _ => (
+                Response::error(ErrorCode::NotFound, "no way to that source is known here"),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// A peer's `Connect`: checked (see [`Overlay::check_connect`]), then passed to our
+    /// leaf, or on towards where the target's hits came from while hops are left.
+    fn on_connect(
+        &mut self,
+        from: NodeId,
+        target: NodeId,
+        requester: Provider,
+        hops_left: u8,
+        now: Instant,
+    ) -> Vec<Action> {
+        if let Err(actions) = self.overlay.check_connect(from, &requester, hops_left, now) {
+            return actions;
+        }
+        if self.listed_leaf(&target).is_some() {
+            return vec![Action::Connect {
+                leaf: target,
+                to: requester,
+            }];
+        }
+        match self.overlay.route_to(&target, now) {
+            Some((peer, _)) if hops_left > 0 && peer != from => {
+                let msg = PeerMessage::Connect {
+                    target,
+                    requester,
+                    hops_left: hops_left - 1,
+                };
+                vec![Action::Send(peer, msg)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A joined leaf (not this node), at the address its entries are listed at.
+    fn listed_leaf(&self, node: &NodeId) -> Option<Provider> {
+        let joined = self.leaves.get(node)?;
+        self.index
+            .leaf_addr(joined.key)
+            .map(|addr| Provider::new(*node, addr))
     }
 
     /// Starts a routed search for a local leaf (or this node).
@@ -489,6 +574,10 @@ impl Supernode {
             Request::ReportUnreachable { .. } => vec![Response::error(
                 ErrorCode::Internal,
                 "reports need the reporter's node id (Supernode::answer_from)",
+            )],
+            Request::Connect { .. } => vec![Response::error(
+                ErrorCode::Internal,
+                "reverse connections need the requester's address (Supernode::connect)",
             )],
             Request::GetManifest { .. } | Request::GetPiece { .. } => vec![Response::error(
                 ErrorCode::BadRequest,

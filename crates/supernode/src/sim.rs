@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use kazoo_common::config::{ElectionConfig, SupernodeConfig};
 use kazoo_common::transport::Timeouts;
-use kazoo_common::wire::{Hit, PeerMessage, Provider, Request, ShareEntry, MAX_SUCCESSION};
+use kazoo_common::wire::{
+    Hit, PeerMessage, Provider, Request, Response, ShareEntry, MAX_SUCCESSION,
+};
 use kazoo_common::{ContentId, NodeId};
 
 use crate::election::{LeafElection, Redirect, Step, Target};
@@ -161,6 +163,8 @@ pub struct Sim {
     by_addr: HashMap<SocketAddr, NodeId>,
     /// Local queries: hits so far, done.
     queries: HashMap<u64, (Vec<Hit>, bool)>,
+    /// Reverse connections asked of leaves: (supernode, leaf, whom to dial).
+    connects: Vec<(NodeId, NodeId, Provider)>,
     generation: u64,
     stats: SimStats,
 }
@@ -178,6 +182,7 @@ impl Sim {
             addrs: HashMap::new(),
             by_addr: HashMap::new(),
             queries: HashMap::new(),
+            connects: Vec::new(),
             generation: 0,
             stats: SimStats::default(),
         }
@@ -356,6 +361,27 @@ impl Sim {
         ids.len()
     }
 
+    /// Leaf `requester` of supernode `from`, seen at `seen_at`, asks for a reverse connection
+    /// from `target` (`Request::Connect`); runs one second of virtual time for the request
+    /// to travel. The answer, and the reverse connections asked of leaves so far: (their
+    /// supernode, the leaf, whom to dial).
+    pub fn connect(
+        &mut self,
+        from: NodeId,
+        requester: NodeId,
+        seen_at: SocketAddr,
+        target: NodeId,
+    ) -> (Response, Vec<(NodeId, NodeId, Provider)>) {
+        let now = self.clock.instant();
+        let Some(sn) = self.sns.get_mut(&from) else {
+            return (Response::End, Vec::new());
+        };
+        let (answer, actions) = sn.core.connect(requester, seen_at, target, now);
+        self.execute(from, actions);
+        self.run_for(Duration::from_secs(1));
+        (answer, self.connects.clone())
+    }
+
     /// How long after a kill a connected node notices it.
     fn detect(&mut self) -> Duration {
         let t = self.config.timeouts;
@@ -433,6 +459,7 @@ impl Sim {
                         entry.1 = true;
                     }
                 }
+                Action::Connect { leaf, to } => self.connects.push((me, leaf, to)),
             }
         }
     }

@@ -11,7 +11,7 @@ use quinn::Connection;
 
 use super::dial::Dialer;
 use super::worker::Ctx;
-use super::{Network, SourceReport, MAX_FAILURES};
+use super::{Network, Path, SourceReport, MAX_FAILURES};
 
 /// Who this download may still dial, and what became of those that never delivered pieces.
 pub(super) struct Contacts<'a> {
@@ -27,6 +27,8 @@ pub(super) struct Contacts<'a> {
     failures: HashMap<NodeId, usize>,
     /// Sources that never delivered pieces (unreachable, bad or no manifest).
     pub(super) reports: Vec<SourceReport>,
+    /// How each connected source was reached.
+    pub(super) paths: HashMap<NodeId, Path>,
 }
 
 impl<'a> Contacts<'a> {
@@ -39,6 +41,7 @@ impl<'a> Contacts<'a> {
             banned: HashSet::new(),
             failures: HashMap::new(),
             reports: Vec::new(),
+            paths: HashMap::new(),
         }
     }
 
@@ -65,6 +68,7 @@ impl<'a> Contacts<'a> {
                 bad_pieces: 0,
                 slow_pieces: 0,
                 dropped: Some(format!("unreachable: {error}")),
+                reached: None,
             });
         }
         // One report per round of dials.
@@ -104,6 +108,7 @@ impl<'a> Contacts<'a> {
                 bad_pieces: 0,
                 slow_pieces: 0,
                 dropped: Some(reason),
+                reached: None,
             }),
         }
     }

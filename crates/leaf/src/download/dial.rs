@@ -12,7 +12,7 @@ use kazoo_common::wire::Provider;
 use kazoo_common::NodeId;
 use quinn::Connection;
 
-use super::{BoxFuture, Network};
+use super::{BoxFuture, Network, Path};
 
 /// Most dials in flight at once for one download. A dial to a silent address lasts the
 /// handshake timeout (`kazoo_common::transport::HANDSHAKE_TIMEOUT`, or the QUIC idle timeout
@@ -22,7 +22,7 @@ use super::{BoxFuture, Network};
 pub const MAX_DIALS_IN_FLIGHT: usize = 16;
 
 /// A dial's outcome.
-pub(super) type Dialled = (Provider, Result<Connection, String>);
+pub(super) type Dialled = (Provider, Result<(Connection, Path), String>);
 
 /// Queued and running dials of one download.
 pub(super) struct Dialer<'a> {

@@ -93,7 +93,8 @@ pub(super) async fn get_manifest(
         tokio::select! {
             Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
                 match dialled {
-                    Ok(conn) => {
+                    Ok((conn, path)) => {
+                        contacts.paths.insert(provider.node, path);
                         ever_connected = true;
                         let rank = contacts.dialer.rank(&provider.node);
                         let at = to_ask.partition_point(|(r, _, _)| *r <= rank);

@@ -77,7 +77,8 @@ pub(super) async fn download(
             Some(_) = slots.join_next(), if !slots.is_empty() => {}
             Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
                 match dialled {
-                    Ok(conn) => {
+                    Ok((conn, path)) => {
+                        contacts.paths.insert(provider.node, path);
                         starving = false;
                         ctx.add_sources(vec![(provider, conn)], &mut slots);
                     }
@@ -134,6 +135,9 @@ pub(super) async fn download(
         .sync_all()
         .map_err(io("syncing the partial file"))?;
     let path = partial::finish(&part_path, &have_path, &job.destination, &job.name, &job.id)?;
+    for report in &mut reports {
+        report.reached = contacts.paths.get(&report.node).copied();
+    }
     let bad_pieces = reports.iter().map(|r| r.bad_pieces).sum();
     let report = Report {
         hash: job.id,

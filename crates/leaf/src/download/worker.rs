@@ -55,6 +55,7 @@ impl Source {
             bad_pieces: self.bad.load(Ordering::SeqCst),
             slow_pieces: self.slow.load(Ordering::SeqCst),
             dropped: crate::lock(&self.dropped).clone(),
+            reached: None,
         }
     }
 }

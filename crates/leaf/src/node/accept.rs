@@ -68,6 +68,28 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
     };
     let peer = pending.hello().node_id;
     match pending.hello().intent {
+        Intent::Reverse => {
+            if !inner.reverse.awaits(&peer) {
+                tracing::info!(peer = %peer.short(), %remote, "reverse connection refused: none was asked of it");
+                pending
+                    .refuse(
+                        ErrorCode::BadRequest,
+                        "no reverse connection was asked of you",
+                    )
+                    .await;
+                return;
+            }
+            match pending.admit(hello(inner, Intent::Fetch)).await {
+                Ok(link) => {
+                    if !inner.reverse.deliver(peer, link.conn.clone()) {
+                        tracing::debug!(peer = %peer.short(), "reverse connection arrived after its wait ended");
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer.short(), %remote, reason = %e, "handshake failed")
+                }
+            }
+        }
         Intent::Peer => node.accept_peer(pending).await,
         Intent::Join => admission::join(&node, pending).await,
         Intent::Fetch => {

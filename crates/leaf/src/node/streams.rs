@@ -142,7 +142,8 @@ async fn serve_stream(
         | Request::Unregister { .. }
         | Request::Search { .. }
         | Request::Lookup { .. }
-        | Request::ReportUnreachable { .. } => {
+        | Request::ReportUnreachable { .. }
+        | Request::Connect { .. } => {
             requests::answer(inner, peer, limits, leaf, &request, &mut send).await?
         }
     }

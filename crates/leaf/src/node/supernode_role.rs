@@ -32,6 +32,8 @@ pub(in crate::node) struct Session {
     pub sn: Arc<SupernodeRole>,
     /// The leaf's current session key.
     pub key: LeafKey,
+    /// Where the leaf's connection comes from (its listening socket as seen here).
+    pub remote: std::net::SocketAddr,
 }
 
 /// What a node has while it is a supernode; dropped whole when it demotes.

@@ -161,19 +161,12 @@ impl Overlay {
         // Only the origin's own list counts.
         let via = (from == origin).then_some(via);
         let mut actions = Vec::new();
-        let rate = self.config.peer_query_rate;
-        let Some(peer) = self.peers.get_mut(&from) else {
+        if !self.peers.contains_key(&from) {
             return actions;
-        };
-        let elapsed = now
-            .saturating_duration_since(peer.bucket.last)
-            .as_secs_f64();
-        peer.bucket.tokens = (peer.bucket.tokens + elapsed * rate).min(2.0 * rate);
-        peer.bucket.last = now;
-        if peer.bucket.tokens < 1.0 {
+        }
+        if !self.take_query_token(from, now) {
             return self.penalize(from, "query flood", now);
         }
-        peer.bucket.tokens -= 1.0;
         let bytes: usize = words.iter().map(String::len).sum();
         if hops_left > MAX_HOPS || words.len() > MAX_QUERY_WORDS || bytes > MAX_QUERY_LEN {
             return self.penalize(from, "query out of bounds", now);
@@ -214,6 +207,25 @@ impl Overlay {
                 .insert(id, Relay::new(Some(from), targets, deadline, max_results));
         }
         actions
+    }
+
+    /// Takes one of peer `from`'s query tokens ([`super::OverlayConfig::peer_query_rate`] per
+    /// second, burst twice that); false when it has none left (or is not a peer).
+    pub(super) fn take_query_token(&mut self, from: NodeId, now: Instant) -> bool {
+        let rate = self.config.peer_query_rate;
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return false;
+        };
+        let elapsed = now
+            .saturating_duration_since(peer.bucket.last)
+            .as_secs_f64();
+        peer.bucket.tokens = (peer.bucket.tokens + elapsed * rate).min(2.0 * rate);
+        peer.bucket.last = now;
+        if peer.bucket.tokens < 1.0 {
+            return false;
+        }
+        peer.bucket.tokens -= 1.0;
+        true
     }
 
     /// A peer's `Hits`: validated (see [`crate::hits`]) and passed upstream (or to the local
@@ -259,6 +271,7 @@ impl Overlay {
         if hits.is_empty() {
             return actions;
         }
+        self.routes.learn(from, &hits, now);
         match relay.from {
             None => actions.push(Action::Hits(id, hits)),
             Some(up) => self.send(up, PeerMessage::Hits { id, hits }, &mut actions),

@@ -57,8 +57,7 @@ impl Mesh {
                     self.done.insert(q);
                 }
                 Action::Disconnect(peer, _) => self.disconnects.push((from, peer)),
-                Action::Shed(_) => {}
-                Action::Dial(_) => {}
+                Action::Shed(_) | Action::Dial(_) | Action::Connect { .. } => {}
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kazoo_common::wire::{Provider, ShareEntry};
+use kazoo_common::wire::{Provider, Response, ShareEntry};
 use kazoo_common::{ContentId, NodeId};
 
 use super::*;
@@ -192,4 +192,43 @@ fn a_full_supernode_grows_the_network_and_hands_leaves_over() {
         );
         assert_eq!(sim.search(node(0), "crowd"), 14, "seed {seed}: all found");
     }
+}
+
+#[test]
+fn a_reverse_connection_request_reaches_a_remote_source_along_its_hits_path() {
+    let mut sim = network(7, 4, 2);
+    // Leaf 1's home is supernode 1; a leaf of supernode 3 searches, then asks for it.
+    let target = node(leaf(1));
+    let requester = node(leaf(3));
+    let seen_at = addr(leaf(3));
+    let (answer, asked) = sim.connect(node(3), requester, seen_at, target);
+    assert!(
+        matches!(answer, Response::Error { .. }),
+        "no route before any hit: {answer:?}"
+    );
+    assert!(asked.is_empty());
+    assert_eq!(sim.search(node(3), "group1"), 2, "found by routing");
+    let (answer, asked) = sim.connect(node(3), requester, seen_at, target);
+    let Response::Connecting {
+        target: listed,
+        requester: to,
+    } = answer
+    else {
+        panic!("not passed on: {answer:?}");
+    };
+    assert_eq!(listed.node, target);
+    assert_eq!(to, Provider::new(requester, seen_at));
+    assert_eq!(
+        asked,
+        vec![(node(1), target, Provider::new(requester, seen_at))],
+        "the target's own supernode asked it, once"
+    );
+    // A leaf of the same supernode is asked directly.
+    let local = node(leaf(7));
+    let (answer, asked) = sim.connect(node(3), requester, seen_at, local);
+    assert!(matches!(answer, Response::Connecting { .. }), "{answer:?}");
+    assert_eq!(
+        asked.last(),
+        Some(&(node(3), local, Provider::new(requester, seen_at)))
+    );
 }

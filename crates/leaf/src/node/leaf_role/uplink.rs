@@ -257,6 +257,7 @@ async fn stay_joined(
                             class,
                         });
                     }
+                    Ok(Notice::Connect { to }) => node.connect_back(to),
                     Ok(Notice::Promote { reason }) => {
                         if node.inner.score() > 0 {
                             tracing::info!(%reason, "supernode asks this leaf to promote");

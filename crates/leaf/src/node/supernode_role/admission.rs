@@ -85,6 +85,7 @@ pub(in crate::node) async fn join(node: &Node, pending: Pending) {
     let session = Session {
         sn: Arc::clone(&sn),
         key,
+        remote,
     };
     serve_link(&node.inner, link, Some(&session)).await;
     let dropped = sn.core().depart(peer, key);

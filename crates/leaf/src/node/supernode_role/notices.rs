@@ -50,6 +50,19 @@ impl SupernodeRole {
         });
     }
 
+    /// Asks joined leaf `leaf` to dial `to` (a reverse connection); dropped if its notice
+    /// queue is full.
+    pub(in crate::node) fn ask_reverse(&self, leaf: NodeId, to: Provider) {
+        let notices = crate::lock(&self.notices);
+        let Some(channel) = notices.get(&leaf) else {
+            return;
+        };
+        tracing::debug!(leaf = %leaf.short(), to = %to.addr, "asking a leaf for a reverse connection");
+        if channel.tx.try_send(Notice::Connect { to }).is_err() {
+            tracing::debug!(leaf = %leaf.short(), "notice queue full; reverse connection request dropped");
+        }
+    }
+
     /// Closes the connection of leaf `peer`'s older session, now that `key` has replaced it.
     pub(super) fn close_superseded(&self, peer: NodeId, key: LeafKey) {
         let mut channels = crate::lock(&self.notices);

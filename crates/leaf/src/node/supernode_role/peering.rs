@@ -154,6 +154,7 @@ impl Node {
                         let _ = tx.try_send(QueryEvent::Done);
                     }
                 }
+                Action::Connect { leaf, to } => sn.ask_reverse(leaf, to),
             }
         }
     }

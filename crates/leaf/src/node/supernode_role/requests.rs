@@ -39,6 +39,25 @@ pub(in crate::node) async fn answer(
         };
         return search(&node, peer, limits, &session.sn, words, *max_results, send).await;
     }
+    if let Request::Connect { target } = request {
+        // A reverse connection costs the leaf what a search does.
+        let answer = if limits.queries.try_take(1) {
+            let (answer, actions) =
+                session
+                    .sn
+                    .core()
+                    .connect(peer, session.remote, *target, Instant::now());
+            let node = Node {
+                inner: Arc::clone(inner),
+            };
+            node.execute(&session.sn, actions);
+            answer
+        } else {
+            Response::error(ErrorCode::Busy, "request rate exceeded; slow down")
+        };
+        tracing::debug!(peer = %peer.short(), target = %target.short(), ?answer, "reverse connection asked");
+        return Ok(wire::write_frame(send, &answer).await?);
+    }
     let entries = match request {
         Request::Register { entries } => entries.len().min(wire::MAX_BATCH),
         Request::Unregister { ids } => ids.len().min(wire::MAX_BATCH),

@@ -1,0 +1,196 @@
+//! Reaching sources that cannot be dialled (see the wire spec, "Reaching a source that
+//! cannot be dialled"): the downloader's side — dial, then ask for a reverse connection
+//! while the dial keeps trying (a hole punch) — and the source's side — dialling back a
+//! downloader when its supernode asks, rate-limited.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kazoo_common::transport::HANDSHAKE_TIMEOUT;
+use kazoo_common::wire::{
+    Intent, Provider, Request, Response, REVERSE_RATE, REVERSE_RETRY, REVERSE_TRIES,
+};
+use kazoo_common::NodeId;
+use quinn::Connection;
+use tokio::sync::oneshot;
+
+use super::streams::serve_link;
+use super::Node;
+use crate::client;
+use crate::download::Path;
+use crate::serve::RateLimit;
+
+/// How long a direct dial has before a reverse connection is asked for too (it keeps
+/// trying meanwhile).
+pub const DIRECT_HEAD_START: Duration = Duration::from_millis(1500);
+/// How long a downloader waits for a source it asked to connect back (after asking): one
+/// handshake timeout, in which the source makes its [`REVERSE_TRIES`] dials.
+pub const REVERSE_WAIT: Duration = HANDSHAKE_TIMEOUT;
+/// Reverse connections a node waits for at once; more sources are only dialled.
+pub const MAX_REVERSE_WAITS: usize = 64;
+
+/// Reverse connections this node waits for, and its rate of dialling back.
+pub(super) struct Reverse {
+    waits: Mutex<HashMap<NodeId, oneshot::Sender<Connection>>>,
+    dials: RateLimit,
+}
+
+impl Default for Reverse {
+    fn default() -> Self {
+        Reverse {
+            waits: Mutex::new(HashMap::new()),
+            dials: RateLimit::new(REVERSE_RATE, 2 * REVERSE_RATE),
+        }
+    }
+}
+
+impl Reverse {
+    /// Waits for a reverse connection from `node` (none if [`MAX_REVERSE_WAITS`] are taken);
+    /// the wait ends when the returned receiver is dropped.
+    fn expect(&self, node: NodeId) -> Option<Wait<'_>> {
+        let mut waits = crate::lock(&self.waits);
+        if waits.len() >= MAX_REVERSE_WAITS && !waits.contains_key(&node) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        waits.insert(node, tx);
+        Some(Wait {
+            reverse: self,
+            node,
+            rx,
+        })
+    }
+
+    /// Hands an incoming reverse connection from `node` to its waiter; false if none waits.
+    pub(super) fn deliver(&self, node: NodeId, conn: Connection) -> bool {
+        let waiting = crate::lock(&self.waits).remove(&node);
+        waiting.is_some_and(|tx| tx.send(conn).is_ok())
+    }
+
+    /// Whether a reverse connection from `node` is awaited.
+    pub(super) fn awaits(&self, node: &NodeId) -> bool {
+        crate::lock(&self.waits).contains_key(node)
+    }
+}
+
+/// A wait for one reverse connection; deregisters when dropped.
+struct Wait<'a> {
+    reverse: &'a Reverse,
+    node: NodeId,
+    rx: oneshot::Receiver<Connection>,
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        crate::lock(&self.reverse.waits).remove(&self.node);
+    }
+}
+
+impl Node {
+    /// Connects to a download source: a direct dial; if it has not connected after
+    /// [`DIRECT_HEAD_START`], a reverse connection is asked for through the supernode while
+    /// the dial goes on (re-dialled until [`REVERSE_WAIT`] if it fails), and whichever comes
+    /// up first is used.
+    pub(super) async fn dial_source(
+        &self,
+        provider: Provider,
+    ) -> Result<(Connection, Path), String> {
+        let node = Some(provider.node);
+        let mut direct = Box::pin(self.dial(provider.addr, node, Intent::Fetch));
+        let first = tokio::time::timeout(DIRECT_HEAD_START, &mut direct).await;
+        let failed = match first {
+            Ok(Ok(link)) => return Ok((link.conn, Path::Direct)),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => None,
+        };
+        let Some(mut wait) = self.inner.reverse.expect(provider.node) else {
+            return match failed {
+                Some(e) => Err(e),
+                None => direct
+                    .await
+                    .map(|l| (l.conn, Path::Direct))
+                    .map_err(|e| e.to_string()),
+            };
+        };
+        let punch_at = match self.ask_connect(provider.node).await {
+            Ok(target) => target.addr,
+            Err(e) => {
+                tracing::debug!(source = %provider.node.short(), reason = %e, "no reverse connection");
+                return match failed {
+                    Some(e) => Err(e),
+                    None => direct
+                        .await
+                        .map(|l| (l.conn, Path::Direct))
+                        .map_err(|e| e.to_string()),
+                };
+            }
+        };
+        tracing::debug!(source = %provider.node.short(), %punch_at, "asked for a reverse connection");
+        let deadline = tokio::time::Instant::now() + REVERSE_WAIT;
+        let mut dialling = failed.is_none();
+        let mut last_error = failed.unwrap_or_default();
+        loop {
+            tokio::select! {
+                conn = &mut wait.rx => {
+                    return conn.map(|c| (c, Path::Reverse)).map_err(|_| "reverse wait ended".into());
+                }
+                dialled = &mut direct, if dialling => match dialled {
+                    Ok(link) => return Ok((link.conn, Path::Punched)),
+                    Err(e) => {
+                        last_error = e.to_string();
+                        dialling = false;
+                    }
+                },
+                _ = tokio::time::sleep(REVERSE_RETRY), if !dialling => {
+                    direct = Box::pin(self.dial(punch_at, node, Intent::Fetch));
+                    dialling = true;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(format!("not reachable directly, by reverse connection or punch: {last_error}"));
+                }
+            }
+        }
+    }
+
+    /// Asks this leaf's supernode for a reverse connection from `target`; the target as its
+    /// supernode lists it.
+    async fn ask_connect(&self, target: NodeId) -> Result<Provider, String> {
+        let uplink = self.inner.uplink.borrow().clone();
+        let Some(uplink) = uplink else {
+            return Err("no supernode to ask".into());
+        };
+        match client::call(&uplink.conn, &Request::Connect { target }).await {
+            Ok(Response::Connecting { target, .. }) => Ok(target),
+            Ok(Response::Error { message, .. }) => Err(message),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Our supernode asks us to dial `to` (a downloader that cannot dial us): dials it from
+    /// the listening socket, up to [`REVERSE_TRIES`] times, and serves its requests. At most
+    /// [`REVERSE_RATE`] per second; the dial guard limits dials to silent addresses.
+    pub(super) fn connect_back(&self, to: Provider) {
+        if !self.inner.reverse.dials.try_take(1) {
+            tracing::info!(to = %to.addr, "reverse connection request over the rate; ignored");
+            return;
+        }
+        let node = self.clone();
+        self.inner.tasks.spawn(async move {
+            for attempt in 1..=REVERSE_TRIES {
+                let dial = node.dial(to.addr, Some(to.node), Intent::Reverse);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
+                    Ok(Ok(link)) => {
+                        tracing::info!(to = %to.node.short(), addr = %to.addr, attempt, "reverse connection up");
+                        serve_link(&node.inner, link, None).await;
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::debug!(to = %to.addr, attempt, reason = %e, "reverse dial failed"),
+                    Err(_) => tracing::debug!(to = %to.addr, attempt, "reverse dial timed out"),
+                }
+                tokio::time::sleep(REVERSE_RETRY).await;
+            }
+        });
+    }
+}
