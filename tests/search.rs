@@ -65,13 +65,41 @@ async fn prefix_folder_and_filtered_searches_route_across_supernodes() {
     }
     let kashmir = bytes(200_000, 1);
     let kashmir_id = ContentId::from(blake3::hash(&kashmir));
-    put(&net.share_dir("b"), "Music/Rock/Led Zeppelin/Kashmir.flac", &kashmir);
-    put(&net.share_dir("b"), "Photos/東京/渋谷の夜.png", &bytes(1000, 2));
-    put(&net.share_dir("c"), "Documents/Résumé 2024.pdf", &bytes(1000, 3));
-    put(&net.share_dir("c"), "Music/Live/Stairway to Heaven (Live).mp3", &bytes(5000, 4));
-    put(&net.share_dir("d"), "Downloads/kashmir (remaster).flac", &kashmir);
-    put(&net.share_dir("d"), "Software/zeppelin-setup.exe", &bytes(3000, 5));
-    put(&net.share_dir("d"), "Music/Stairway to Heaven.flac", &bytes(6000, 6));
+    put(
+        &net.share_dir("b"),
+        "Music/Rock/Led Zeppelin/Kashmir.flac",
+        &kashmir,
+    );
+    put(
+        &net.share_dir("b"),
+        "Photos/東京/渋谷の夜.png",
+        &bytes(1000, 2),
+    );
+    put(
+        &net.share_dir("c"),
+        "Documents/Résumé 2024.pdf",
+        &bytes(1000, 3),
+    );
+    put(
+        &net.share_dir("c"),
+        "Music/Live/Stairway to Heaven (Live).mp3",
+        &bytes(5000, 4),
+    );
+    put(
+        &net.share_dir("d"),
+        "Downloads/kashmir (remaster).flac",
+        &kashmir,
+    );
+    put(
+        &net.share_dir("d"),
+        "Software/zeppelin-setup.exe",
+        &bytes(3000, 5),
+    );
+    put(
+        &net.share_dir("d"),
+        "Music/Stairway to Heaven.flac",
+        &bytes(6000, 6),
+    );
     let a = net.leaf("a", &s1).await;
     let b = net.leaf("b", &s2).await;
     let c = net.leaf("c", &s3).await;
@@ -80,22 +108,40 @@ async fn prefix_folder_and_filtered_searches_route_across_supernodes() {
     // A folder word: the installer (under s4) matches by name and ranks above Kashmir
     // (under s2), which matches by folder only.
     let found = find_until(&a, "zeppelin", |f| f.results.len() == 2).await;
-    assert_eq!(names(&found), ["Software/zeppelin-setup.exe", "Music/Rock/Led Zeppelin/Kashmir.flac"]);
+    assert_eq!(
+        names(&found),
+        [
+            "Software/zeppelin-setup.exe",
+            "Music/Rock/Led Zeppelin/Kashmir.flac"
+        ]
+    );
     // A prefix: one result per content, its other name listed.
     let found = find_until(&a, "kash", |f| {
         f.results.len() == 1 && f.results[0].hit.sources == 2 && f.results[0].names.len() == 1
     })
     .await;
     assert_eq!(found.results[0].hit.id, kashmir_id);
-    let mut all = vec![found.results[0].hit.name.clone(), found.results[0].names[0].clone()];
+    let mut all = vec![
+        found.results[0].hit.name.clone(),
+        found.results[0].names[0].clone(),
+    ];
     all.sort();
-    assert_eq!(all, ["Downloads/kashmir (remaster).flac", "Music/Rock/Led Zeppelin/Kashmir.flac"]);
+    assert_eq!(
+        all,
+        [
+            "Downloads/kashmir (remaster).flac",
+            "Music/Rock/Led Zeppelin/Kashmir.flac"
+        ]
+    );
     // Prefixes under two supernodes, an exclusion, a type filter, a folder filter.
     let found = find_until(&a, "stair heav", |f| f.results.len() == 2).await;
     assert_eq!(found.results.len(), 2);
     let found = find_until(&a, "stairway -live", |f| f.results.len() == 1).await;
     assert_eq!(names(&found), ["Music/Stairway to Heaven.flac"]);
-    let found = find_until(&a, "stairway type:audio size:<5500", |f| !f.results.is_empty()).await;
+    let found = find_until(&a, "stairway type:audio size:<5500", |f| {
+        !f.results.is_empty()
+    })
+    .await;
     assert_eq!(names(&found), ["Music/Live/Stairway to Heaven (Live).mp3"]);
     let found = find_until(&a, "in:rock", |f| !f.results.is_empty()).await;
     assert_eq!(found.results[0].hit.id, kashmir_id);
@@ -107,8 +153,16 @@ async fn prefix_folder_and_filtered_searches_route_across_supernodes() {
     let found = find_until(&a, &kashmir_id.to_hex()[..10], |f| !f.results.is_empty()).await;
     assert_eq!(found.results[0].hit.id, kashmir_id);
     // Nothing matches: no result, and a filter that excludes everything finds nothing.
-    assert!(a.find(&["zzzqqq".into()], 50).await.unwrap().results.is_empty());
-    let none = a.find(&["kashmir".into(), "type:video".into()], 50).await.unwrap();
+    assert!(a
+        .find(&["zzzqqq".into()], 50)
+        .await
+        .unwrap()
+        .results
+        .is_empty());
+    let none = a
+        .find(&["kashmir".into(), "type:video".into()], 50)
+        .await
+        .unwrap();
     assert!(none.results.is_empty());
     // Truncation is announced.
     let found = find_until(&a, "music", |f| f.results.len() == 3).await;
@@ -190,12 +244,18 @@ fn cli_shows_folders_escapes_names_and_announces_truncation() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let mut folders: Vec<&str> = lines.iter().map(|l| l["folder"].as_str().unwrap()).collect();
+    let mut folders: Vec<&str> = lines
+        .iter()
+        .map(|l| l["folder"].as_str().unwrap())
+        .collect();
     folders.sort();
     assert_eq!(folders, ["Evil", "Games", "Work"]);
     // `--json` is exact (not escaped for a terminal): the name as the node keeps it, its
     // control character replaced when it was received (`hits::sanitize_name`).
-    assert!(lines.iter().any(|l| l["name"] == "readme \u{fffd}[2J.txt"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l["name"] == "readme \u{fffd}[2J.txt"),
+        "{lines:?}"
+    );
     // The table shows folders and escapes the name; with `--max 2` it says more matched.
     let table = kazoo(&config, &["search", "--max", "2", "readme"]);
     let text = String::from_utf8(table.stdout).unwrap();
@@ -209,7 +269,10 @@ fn cli_shows_folders_escapes_names_and_announces_truncation() {
     // Exclusions pass through the command line; without truncation there is no notice.
     let table = kazoo(&config, &["search", "readme", "-work", "-evil"]);
     let text = String::from_utf8(table.stdout).unwrap();
-    assert!(text.contains("Games") && !text.contains("Work") && !text.contains("showing"), "{text}");
+    assert!(
+        text.contains("Games") && !text.contains("Work") && !text.contains("showing"),
+        "{text}"
+    );
     // Bad filters are a clear error.
     let bad = kazoo(&config, &["search", "readme", "type:film"]);
     assert!(!bad.status.success());

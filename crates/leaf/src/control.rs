@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kazoo_common::wire::{Hit, Provider, MAX_RESULTS};
+use kazoo_common::ContentId;
 use kazoo_supernode::hits::Found;
 use kazoo_supernode::tokenize::split_path;
-use kazoo_common::ContentId;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};

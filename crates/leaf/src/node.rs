@@ -35,8 +35,8 @@ use kazoo_common::wire::{
 };
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::score::capacity_score;
-use kazoo_supernode::overlay::PeerView;
 use kazoo_supernode::hits::{merge_results, Found};
+use kazoo_supernode::overlay::PeerView;
 use kazoo_supernode::query::Query;
 use kazoo_supernode::{check_query, validate_hit};
 use quinn::{Connection, Endpoint};
@@ -541,9 +541,15 @@ impl Node {
                 .await;
             let mut results = merge_results(Some(&query), hits);
             for found in &mut results {
-                sn.core()
-                    .rank_hits(self.node_id(), std::slice::from_mut(&mut found.hit), std::time::Instant::now());
-                resolve(&mut found.hit.providers, std::net::Ipv4Addr::LOCALHOST.into());
+                sn.core().rank_hits(
+                    self.node_id(),
+                    std::slice::from_mut(&mut found.hit),
+                    std::time::Instant::now(),
+                );
+                resolve(
+                    &mut found.hit.providers,
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                );
             }
             results
         } else {

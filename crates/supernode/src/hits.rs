@@ -54,7 +54,8 @@ pub fn merge_results(query: Option<&Query>, hits: Vec<Hit>) -> Vec<Found> {
         {
             if rank > *best {
                 *best = rank;
-                into.names.insert(0, std::mem::replace(&mut into.hit.name, name));
+                into.names
+                    .insert(0, std::mem::replace(&mut into.hit.name, name));
             } else {
                 into.names.push(name);
             }

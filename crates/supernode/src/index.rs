@@ -31,9 +31,9 @@
 //! * `entries` counts shares of attached and draining leaves alike.
 
 use std::collections::hash_map;
-use std::ops::Bound;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Bound;
 
 use kazoo_common::wire::{Hit, Provider, ShareEntry, MAX_NAME_LEN, MAX_PROVIDERS, MAX_RESULTS};
 use kazoo_common::{ContentId, NodeId};
@@ -430,7 +430,8 @@ impl Index {
             }
         };
         self.by_id.insert(id, slot);
-        self.by_prefix.insert((u32::from_be_bytes(id_key(&id)), slot));
+        self.by_prefix
+            .insert((u32::from_be_bytes(id_key(&id)), slot));
         self.filter.bump(position(&id_key(&id)));
         self.bytes += FILE_BYTES;
         slot
@@ -847,9 +848,9 @@ impl Index {
                     let sources = self.sources[slot as usize];
                     let beaten = |best: &std::collections::BinaryHeap<Key>, tier: u8| {
                         best.len() == max
-                            && best.peek().is_some_and(|w| {
-                                (tier, sources, std::cmp::Reverse(slot)) <= w.0
-                            })
+                            && best
+                                .peek()
+                                .is_some_and(|w| (tier, sources, std::cmp::Reverse(slot)) <= w.0)
                     };
                     if beaten(&best, TIER_NAME) || (dedupe && !seen.insert(slot)) {
                         continue;
@@ -874,7 +875,9 @@ impl Index {
         }
         let mut ranked: Vec<(u8, u32, u32)> = best
             .into_iter()
-            .map(|std::cmp::Reverse((tier, sources, std::cmp::Reverse(slot)))| (tier, sources, slot))
+            .map(
+                |std::cmp::Reverse((tier, sources, std::cmp::Reverse(slot)))| (tier, sources, slot),
+            )
             .collect();
         ranked.sort_by_key(|&(tier, sources, slot)| {
             (std::cmp::Reverse(tier), std::cmp::Reverse(sources), slot)
@@ -931,7 +934,8 @@ impl Index {
             if term.prefix {
                 for (text, &id) in self
                     .token_ids
-                    .range::<str, _>((Bound::Included(term.text.as_str()), Bound::Unbounded)) {
+                    .range::<str, _>((Bound::Included(term.text.as_str()), Bound::Unbounded))
+                {
                     if !text.starts_with(term.text.as_str()) || postings > MAX_SEARCH_SCAN {
                         break;
                     }

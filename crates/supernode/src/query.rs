@@ -84,8 +84,8 @@ const KINDS: &[(Kind, &str, &[&str])] = &[
         Kind::Document,
         "document",
         &[
-            "pdf", "doc", "docx", "odt", "rtf", "txt", "md", "epub", "mobi", "xls", "xlsx",
-            "ods", "ppt", "pptx", "odp", "csv", "tex", "djvu", "html", "htm",
+            "pdf", "doc", "docx", "odt", "rtf", "txt", "md", "epub", "mobi", "xls", "xlsx", "ods",
+            "ppt", "pptx", "odp", "csv", "tex", "djvu", "html", "htm",
         ],
     ),
     (
@@ -109,7 +109,10 @@ impl Kind {
     /// The kind called `name` (`audio`, `video`, `image`, `document`, `archive`,
     /// `software`).
     pub fn from_name(name: &str) -> Option<Kind> {
-        KINDS.iter().find(|(_, n, _)| *n == name).map(|(k, _, _)| *k)
+        KINDS
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(k, _, _)| *k)
     }
 
     /// The kind of a file name, by its extension.
@@ -203,7 +206,10 @@ impl Query {
                 && hex.bytes().all(|b| b.is_ascii_hexdigit())
             {
                 if hex.len() < 64 {
-                    q.terms = tokens(&hex).into_iter().map(|t| Term::new(t, false)).collect();
+                    q.terms = tokens(&hex)
+                        .into_iter()
+                        .map(|t| Term::new(t, false))
+                        .collect();
                 }
                 q.hash = Some(hex);
                 return Ok(q);
@@ -213,12 +219,14 @@ impl Query {
             if let Some(rest) = word.strip_prefix('-') {
                 q.exclude.extend(tokens(rest));
             } else if let Some(rest) = word.strip_prefix("in:") {
-                q.terms.extend(tokens(rest).into_iter().map(|t| Term::new(t, true)));
+                q.terms
+                    .extend(tokens(rest).into_iter().map(|t| Term::new(t, true)));
             } else if let Some(rest) = word.strip_prefix("type:") {
                 let name = rest.to_ascii_lowercase();
                 q.kind = Some(Kind::from_name(&name).ok_or(QueryError::UnknownType(name))?);
             } else if let Some(rest) = word.strip_prefix("size:") {
-                q.size = Some(parse_size_range(rest).ok_or_else(|| QueryError::BadSize(rest.into()))?);
+                q.size =
+                    Some(parse_size_range(rest).ok_or_else(|| QueryError::BadSize(rest.into()))?);
             } else {
                 q.terms
                     .extend(tokens(word).into_iter().map(|t| Term::new(t, false)));
@@ -342,7 +350,11 @@ fn parse_size_range(text: &str) -> Option<(u64, u64)> {
     match text.split_once('-') {
         Some((lo, hi)) => {
             let lo = if lo.is_empty() { 0 } else { parse_size(lo)? };
-            let hi = if hi.is_empty() { u64::MAX } else { parse_size(hi)? };
+            let hi = if hi.is_empty() {
+                u64::MAX
+            } else {
+                parse_size(hi)?
+            };
             (lo <= hi).then_some((lo, hi))
         }
         None => {
@@ -398,9 +410,18 @@ mod tests {
             Query::parse(&words("x size:lots")),
             Err(QueryError::BadSize(_))
         ));
-        assert_eq!(Query::parse(&words("x size:>700m")).unwrap().size, Some((700 * (1 << 20) + 1, u64::MAX)));
-        assert_eq!(Query::parse(&words("x size:<4k")).unwrap().size, Some((0, 4095)));
-        assert_eq!(Query::parse(&words("x size:1.5g-")).unwrap().size, Some((3 << 29, u64::MAX)));
+        assert_eq!(
+            Query::parse(&words("x size:>700m")).unwrap().size,
+            Some((700 * (1 << 20) + 1, u64::MAX))
+        );
+        assert_eq!(
+            Query::parse(&words("x size:<4k")).unwrap().size,
+            Some((0, 4095))
+        );
+        assert_eq!(
+            Query::parse(&words("x size:1.5g-")).unwrap().size,
+            Some((3 << 29, u64::MAX))
+        );
         assert!(Query::parse(&words("🎵")).is_ok());
     }
 
@@ -429,8 +450,13 @@ mod tests {
 
     #[test]
     fn every_token_a_term_matches_carries_the_terms_key() {
-        let indexed = ["stairway", "of", "渋谷", "夜", "kashmir", "a", "🎵🎶", "zeppelin"];
-        let queries = ["stair", "stairway", "of", "渋", "渋谷", "夜", "kas", "kashmir", "a", "🎵", "zeppeli", "zeppelin"];
+        let indexed = [
+            "stairway", "of", "渋谷", "夜", "kashmir", "a", "🎵🎶", "zeppelin",
+        ];
+        let queries = [
+            "stair", "stairway", "of", "渋", "渋谷", "夜", "kas", "kashmir", "a", "🎵", "zeppeli",
+            "zeppelin",
+        ];
         for token in indexed {
             let keys: Vec<&str> = token_keys(token).collect();
             assert!(keys.len() <= MAX_KEY_CHARS);

@@ -73,7 +73,10 @@ pub fn is_symbol(c: char) -> bool {
 /// Whether a token is matched as a prefix from its first character on (CJK and symbols),
 /// rather than from [`crate::query::MIN_PREFIX_CHARS`].
 pub fn is_short_script(token: &str) -> bool {
-    token.chars().next().is_some_and(|c| is_cjk(c) || is_symbol(c))
+    token
+        .chars()
+        .next()
+        .is_some_and(|c| is_cjk(c) || is_symbol(c))
 }
 
 fn is_word_char(c: char) -> bool {
@@ -174,7 +177,10 @@ mod tests {
         assert_eq!(tokens("Résumé"), tokens("resume"));
         // NFD input (e + combining acute) folds the same as NFC.
         assert_eq!(tokens("Re\u{301}sume\u{301}"), vec!["resume"]);
-        assert_eq!(tokens("Straße Øresund Łódź"), vec!["strasse", "oresund", "lodz"]);
+        assert_eq!(
+            tokens("Straße Øresund Łódź"),
+            vec!["strasse", "oresund", "lodz"]
+        );
         assert_eq!(tokens("Ёлка"), vec!["елка"]);
         assert_eq!(tokens("Ｍｕｓｉｃ２０２４"), vec!["music2024"]);
         // Kana voicing marks are not diacritics: が stays が.
@@ -186,7 +192,10 @@ mod tests {
 
     #[test]
     fn cjk_runs_become_bigrams() {
-        assert_eq!(tokens("渋谷の夜.png"), vec!["渋谷", "谷の", "の夜", "夜", "png"]);
+        assert_eq!(
+            tokens("渋谷の夜.png"),
+            vec!["渋谷", "谷の", "の夜", "夜", "png"]
+        );
         assert_eq!(tokens("東京"), vec!["東京", "京"]);
         assert_eq!(tokens("夜"), vec!["夜"]);
         assert_eq!(tokens("abc東京def"), vec!["abc", "東京", "京", "def"]);
@@ -204,7 +213,10 @@ mod tests {
         assert_eq!(name, vec!["kashmir", "flac"]);
         assert_eq!(folder, vec!["led", "zeppelin", "rock", "music"]);
         assert_eq!(split_path("a.txt"), ("a.txt", ""));
-        let deep = (0..100).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
+        let deep = (0..100)
+            .map(|i| format!("d{i}"))
+            .collect::<Vec<_>>()
+            .join("/");
         let (_, folder) = path_tokens(&format!("{deep}/x.txt"));
         assert_eq!(folder.len(), MAX_FOLDER_TOKENS);
         assert_eq!(folder[0], "d99");

@@ -142,7 +142,10 @@ fn shared_paths_keep_the_nearest_folders_that_fit() {
     let root = PathBuf::from("/share");
     let roots = vec![root.clone(), PathBuf::from("/share/inner")];
     let name = |p: &str| scan::share_name(Path::new(p), &roots);
-    assert_eq!(name("/share/Music/Rock/a.flac").as_deref(), Some("Music/Rock/a.flac"));
+    assert_eq!(
+        name("/share/Music/Rock/a.flac").as_deref(),
+        Some("Music/Rock/a.flac")
+    );
     // Under nested roots, the path below the nearest.
     assert_eq!(name("/share/inner/x/a.flac").as_deref(), Some("x/a.flac"));
     assert_eq!(name("/elsewhere/a.flac").as_deref(), Some("a.flac"));

@@ -256,11 +256,12 @@ fn check(index: &Index) {
         // A token is marked in-name exactly when a live name has it in its file name.
         for ft in &file.tokens {
             let text = &*index.tokens[ft.token as usize].text;
-            let named = file
-                .names
-                .iter()
-                .filter(|n| n.count > 0)
-                .any(|n| crate::tokenize::path_tokens(&n.name).0.iter().any(|t| t == text));
+            let named = file.names.iter().filter(|n| n.count > 0).any(|n| {
+                crate::tokenize::path_tokens(&n.name)
+                    .0
+                    .iter()
+                    .any(|t| t == text)
+            });
             assert_eq!(ft.in_name, named, "{text}");
         }
     }
@@ -454,8 +455,16 @@ fn library() -> Index {
     };
     let shared = [
         sized("Music/Rock/Led Zeppelin/Kashmir.flac", "kashmir", 30 << 20),
-        sized("Music/Rock/Led Zeppelin/Stairway to Heaven.flac", "stairway", 40 << 20),
-        sized("Music/Rock/Led Zeppelin/Stairway to Heaven (Live).mp3", "stairway live", 9 << 20),
+        sized(
+            "Music/Rock/Led Zeppelin/Stairway to Heaven.flac",
+            "stairway",
+            40 << 20,
+        ),
+        sized(
+            "Music/Rock/Led Zeppelin/Stairway to Heaven (Live).mp3",
+            "stairway live",
+            9 << 20,
+        ),
         sized("Music/Rock/Other/Zeppelin Tribute.mp3", "tribute", 5 << 20),
         sized("Documents/Résumé 2024.pdf", "resume", 80 << 10),
         sized("Photos/東京/渋谷の夜.png", "shibuya", 3 << 20),
@@ -468,10 +477,26 @@ fn library() -> Index {
     index.register(a, &shared, 100).unwrap();
     // The same Kashmir under other names, from two more leaves.
     index
-        .register(b, &[sized("Downloads/kashmir (remaster).flac", "kashmir", 30 << 20)], 100)
+        .register(
+            b,
+            &[sized(
+                "Downloads/kashmir (remaster).flac",
+                "kashmir",
+                30 << 20,
+            )],
+            100,
+        )
         .unwrap();
     index
-        .register(c, &[sized("Downloads/kashmir (remaster).flac", "kashmir", 30 << 20)], 100)
+        .register(
+            c,
+            &[sized(
+                "Downloads/kashmir (remaster).flac",
+                "kashmir",
+                30 << 20,
+            )],
+            100,
+        )
         .unwrap();
     check(&index);
     index
@@ -493,7 +518,9 @@ fn folder_words_prefixes_accents_cjk_and_emoji_match() {
     let index = library();
     // Folder words.
     assert_eq!(names(&index, "rock").len(), 4);
-    assert!(names(&index, "zeppelin kashmir").iter().any(|n| n.ends_with("Kashmir.flac")));
+    assert!(names(&index, "zeppelin kashmir")
+        .iter()
+        .any(|n| n.ends_with("Kashmir.flac")));
     // Prefixes (3 characters or more); a short word is a whole word.
     assert_eq!(names(&index, "stair").len(), 2);
     assert_eq!(names(&index, "stai heav").len(), 2);
@@ -502,7 +529,10 @@ fn folder_words_prefixes_accents_cjk_and_emoji_match() {
     // Accents and width, both ways.
     assert_eq!(names(&index, "resume"), vec!["Documents/Résumé 2024.pdf"]);
     assert_eq!(names(&index, "RÉSUMÉ"), vec!["Documents/Résumé 2024.pdf"]);
-    assert_eq!(names(&index, "ｒｅｓｕｍｅ"), vec!["Documents/Résumé 2024.pdf"]);
+    assert_eq!(
+        names(&index, "ｒｅｓｕｍｅ"),
+        vec!["Documents/Résumé 2024.pdf"]
+    );
     // CJK bigrams and single characters; Cyrillic.
     assert_eq!(names(&index, "渋谷"), vec!["Photos/東京/渋谷の夜.png"]);
     assert_eq!(names(&index, "夜"), vec!["Photos/東京/渋谷の夜.png"]);
@@ -515,18 +545,33 @@ fn folder_words_prefixes_accents_cjk_and_emoji_match() {
 #[test]
 fn exclusions_filters_and_hash_prefixes() {
     let index = library();
-    assert_eq!(names(&index, "stairway -live"), vec!["Music/Rock/Led Zeppelin/Stairway to Heaven.flac"]);
+    assert_eq!(
+        names(&index, "stairway -live"),
+        vec!["Music/Rock/Led Zeppelin/Stairway to Heaven.flac"]
+    );
     // An exclusion is a whole word: `-liv` keeps "Live".
     assert_eq!(names(&index, "stairway -liv").len(), 2);
-    assert_eq!(names(&index, "zeppelin type:software"), vec!["Software/zeppelin-installer.exe"]);
+    assert_eq!(
+        names(&index, "zeppelin type:software"),
+        vec!["Software/zeppelin-installer.exe"]
+    );
     assert_eq!(names(&index, "zeppelin type:audio").len(), 4);
-    assert_eq!(names(&index, "zeppelin type:audio size:>35m"), vec!["Music/Rock/Led Zeppelin/Stairway to Heaven.flac"]);
+    assert_eq!(
+        names(&index, "zeppelin type:audio size:>35m"),
+        vec!["Music/Rock/Led Zeppelin/Stairway to Heaven.flac"]
+    );
     assert_eq!(names(&index, "zeppelin size:<10m").len(), 2);
     assert_eq!(names(&index, "readme in:games"), vec!["Games/readme.txt"]);
     // `in:` matches folders only.
     assert!(names(&index, "in:readme").is_empty());
-    assert!(matches!(index.search(&words("x type:film"), 5), Err(IndexError::BadQuery(_))));
-    assert_eq!(index.search(&words("-live"), 5), Err(IndexError::EmptyQuery));
+    assert!(matches!(
+        index.search(&words("x type:film"), 5),
+        Err(IndexError::BadQuery(_))
+    ));
+    assert_eq!(
+        index.search(&words("-live"), 5),
+        Err(IndexError::EmptyQuery)
+    );
     let id = entry("", "resume").id.to_hex();
     assert_eq!(names(&index, &id[..8]), vec!["Documents/Résumé 2024.pdf"]);
     assert_eq!(names(&index, &id[..20]), vec!["Documents/Résumé 2024.pdf"]);
@@ -543,9 +588,18 @@ fn name_matches_rank_above_folder_matches_then_sources_and_names_are_listed() {
     assert_eq!(ranked.len(), 5);
     let mut top = ranked[..2].to_vec();
     top.sort();
-    assert_eq!(top, ["Music/Rock/Other/Zeppelin Tribute.mp3", "Software/zeppelin-installer.exe"]);
+    assert_eq!(
+        top,
+        [
+            "Music/Rock/Other/Zeppelin Tribute.mp3",
+            "Software/zeppelin-installer.exe"
+        ]
+    );
     // Among folder matches, the file with more sources first.
-    assert!(ranked[2].contains("Kashmir") || ranked[2].contains("kashmir"), "{ranked:?}");
+    assert!(
+        ranked[2].contains("Kashmir") || ranked[2].contains("kashmir"),
+        "{ranked:?}"
+    );
     // Kashmir is one result with its names listed: its best name first (the most common),
     // the other name as a further hit with the same id after all first hits.
     let hits = index.search(&words("kashmir"), 10).unwrap();
@@ -567,9 +621,17 @@ fn paths_are_bounded_and_names_checked() {
     let mut index = Index::new();
     let a = leaf(&mut index, 1);
     // A file name without a word is refused even under a folder with words.
-    assert_eq!(index.register(a, &[entry("Music/---", "x")], 10), Err(IndexError::EmptyName));
-    let deep = (0..60).map(|i| format!("w{i}")).collect::<Vec<_>>().join("/");
-    index.register(a, &[entry(&format!("{deep}/x.txt"), "deep")], 10).unwrap();
+    assert_eq!(
+        index.register(a, &[entry("Music/---", "x")], 10),
+        Err(IndexError::EmptyName)
+    );
+    let deep = (0..60)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    index
+        .register(a, &[entry(&format!("{deep}/x.txt"), "deep")], 10)
+        .unwrap();
     assert_eq!(names(&index, "w59").len(), 1);
     assert!(names(&index, "w0").is_empty(), "beyond MAX_FOLDER_TOKENS");
     check(&index);
