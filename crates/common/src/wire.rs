@@ -378,10 +378,13 @@ pub const FILTER_BITS: u32 = 20;
 /// Bits of a reach position (filter positions folded by keeping the low bits).
 pub const REACH_BITS: u32 = 18;
 /// Most positions a peer's filter may have set: three quarters of the 2^[`FILTER_BITS`]
-/// space (786,432). `n` distinct tokens and content ids set 2^20·(1 − e^(−n/2^20)) positions
-/// on average, so reaching this bound takes 2^20·ln 4 ≈ 1.45 million distinct keys — more
-/// than an index at the default `supernode.max_index_entries` (2 million entries, most files
-/// shared by several leaves and their names sharing words) holds. A denser filter would
+/// space (786,432). `n` distinct routing keys (token prefixes of 3–8 characters, content id
+/// prefixes) set 2^20·(1 − e^(−n/2^20)) positions on average, so reaching this bound takes
+/// 2^20·ln 4 ≈ 1.45 million distinct keys — more than an index at the default
+/// `supernode.max_index_entries` (2 million entries, most files shared by several leaves and
+/// their names sharing words) holds. Prefix keys cost little: prefixes are shared across
+/// words, so the `search` benchmark's 50,000-path library sets about 4 % more positions than
+/// whole words alone did (and one key per file, as before, for its id). A denser filter would
 /// match almost every query (an all-ones filter: every query, every exact-id lookup), so it
 /// is not believed: the peer is disconnected as a flooder.
 pub const MAX_FILTER_SET: usize = 3 << (FILTER_BITS - 2);

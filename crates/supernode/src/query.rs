@@ -441,7 +441,7 @@ mod tests {
         let q = Query::parse(&[hex[..10].to_owned()]).unwrap();
         assert!(q.id_matches(&id) && q.exact_id().is_none());
         assert_eq!(q.alternatives()[0], vec![position(&id_key(&id))]);
-        let q = Query::parse(&[hex.clone()]).unwrap();
+        let q = Query::parse(std::slice::from_ref(&hex)).unwrap();
         assert_eq!(q.exact_id(), Some(id));
         assert!(q.terms.is_empty());
         // Seven digits are a word, not a hash.
