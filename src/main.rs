@@ -121,7 +121,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Run => run(config).await,
-        Command::Search { json, max, words } => search(config, json, max, words).await,
+        Command::Search { json, max, words } => {
+            let (json, max, words) = search_flags(json, max, words)?;
+            search(config, json, max, words).await
+        }
         Command::Get { json, hash, output } => get(config, json, hash, output).await,
         Command::Status { json } => status(config, json).await,
         Command::Demo => kazoo_leaf::demo::run(&mut std::io::stdout()).await,
@@ -319,6 +322,42 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
         writeln!(out, "{notice}")?;
     }
     Ok(())
+}
+
+/// `--json` and `--max N` given after the first word (the words take values starting with
+/// `-`, so clap leaves them there) apply as if given before it.
+fn search_flags(
+    mut json: bool,
+    mut max: u32,
+    words: Vec<String>,
+) -> anyhow::Result<(bool, u32, Vec<String>)> {
+    let mut rest = Vec::with_capacity(words.len());
+    let mut iter = words.into_iter();
+    while let Some(word) = iter.next() {
+        let value = match word.as_str() {
+            "--json" => {
+                json = true;
+                continue;
+            }
+            "--max" => iter.next().context("--max needs a number")?,
+            w => match w.strip_prefix("--max=") {
+                Some(v) => v.to_owned(),
+                None => {
+                    rest.push(word);
+                    continue;
+                }
+            },
+        };
+        max = value
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_RESULTS as u32).contains(n))
+            .with_context(|| format!("--max {value}: give 1 to {MAX_RESULTS}"))?;
+    }
+    if rest.is_empty() {
+        bail!("search needs at least one word");
+    }
+    Ok((json, max, rest))
 }
 
 /// What to say when a search matched more than it shows.

@@ -263,7 +263,8 @@ fn cli_shows_folders_escapes_names_and_announces_truncation() {
     assert!(!text.contains('\u{1b}'), "{text}");
     assert!(text.contains("showing the first 2"), "{text}");
     assert!(text.contains("--max"), "{text}");
-    let json = kazoo(&config, &["search", "--json", "--max", "2", "readme"]);
+    // Flags after the words work as before them.
+    let json = kazoo(&config, &["search", "readme", "--json", "--max", "2"]);
     assert_eq!(json.stdout.iter().filter(|&&b| b == b'\n').count(), 2);
     assert!(String::from_utf8_lossy(&json.stderr).contains("--max"));
     // Exclusions pass through the command line; without truncation there is no notice.
@@ -277,4 +278,7 @@ fn cli_shows_folders_escapes_names_and_announces_truncation() {
     let bad = kazoo(&config, &["search", "readme", "type:film"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown type"));
+    let bad = kazoo(&config, &["search", "readme", "--max", "500"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("1 to 200"));
 }
