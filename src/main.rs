@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::text::escape_for_terminal;
+use kazoo_common::wire::MAX_RESULTS;
 use kazoo_common::ContentId;
 use kazoo_leaf::control::{self, ControlEvent, ControlRequest, ControlSocket, SearchResult};
 use kazoo_leaf::download::{Progress, Report};
@@ -30,16 +31,21 @@ struct Cli {
 enum Command {
     /// Run a node with the config until interrupted.
     Run,
-    /// Search the network: every word must match (case-insensitive), or give a content id.
+    /// Search the network: every word must match the start of a word of a shared file's name
+    /// or folders (case, accents and width ignored); `-word` excludes, `in:word` must be a
+    /// folder word, `type:audio|video|image|document|archive|software`, `size:10m-2g`
+    /// (or `size:>700m`, `size:<4k`); a lone hash of 8 to 64 hex digits finds content ids
+    /// starting with it. Name matches come first, then folder matches, then by sources.
     Search {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
-        /// Most results.
-        #[arg(long, default_value_t = 50)]
+        /// Most results (at most 200, the most one search returns; a notice says when more
+        /// matched).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=200))]
         max: u32,
-        /// Words to match.
-        #[arg(required = true)]
+        /// Words, exclusions and filters.
+        #[arg(required = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
     /// Download a file by content id, verifying every piece.
@@ -115,7 +121,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Run => run(config).await,
-        Command::Search { json, max, words } => search(config, json, max, words).await,
+        Command::Search { json, max, words } => {
+            let (json, max, words) = search_flags(json, max, words)?;
+            search(config, json, max, words).await
+        }
         Command::Get { json, hash, output } => get(config, json, hash, output).await,
         Command::Status { json } => status(config, json).await,
         Command::Demo => kazoo_leaf::demo::run(&mut std::io::stdout()).await,
@@ -227,32 +236,41 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
         words: words.clone(),
         max_results: max,
     };
-    let results: Vec<SearchResult> = match ask(&config, &request).await? {
+    let (results, more): (Vec<SearchResult>, bool) = match ask(&config, &request).await? {
         Some(events) => {
             let mut results = Vec::new();
+            let mut more = false;
             for event in events {
                 match event {
                     ControlEvent::Hit { hit } => results.push(hit),
+                    ControlEvent::More { .. } => more = true,
                     ControlEvent::Error { message } => bail!("{message}"),
                     _ => {}
                 }
             }
-            results
+            (results, more)
         }
         None => {
             let node = short_lived_leaf(config).await?;
-            let hits = node.search(&words, max).await;
+            let found = node.find(&words, max).await;
             node.shutdown().await;
-            hits?.into_iter().map(SearchResult::from).collect()
+            let found = found?;
+            let results = found.results.into_iter().map(SearchResult::from).collect();
+            (results, found.more)
         }
     };
     let mut out = std::io::stdout().lock();
+    let notice = more.then(|| truncation_notice(results.len(), max));
     if json {
         for r in &results {
             let line = serde_json::json!({
-                "hash": r.hash, "name": r.name, "size": r.size, "sources": r.sources,
+                "hash": r.hash, "name": r.name, "folder": r.folder, "size": r.size,
+                "sources": r.sources, "other_names": r.other_names,
             });
             writeln!(out, "{line}")?;
+        }
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
         }
         return Ok(());
     }
@@ -260,32 +278,99 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
         writeln!(out, "no results")?;
         return Ok(());
     }
-    // Names come from the network: escaped before a terminal sees them.
-    let names: Vec<String> = results
-        .iter()
-        .map(|r| escape_for_terminal(&r.name).chars().take(60).collect())
-        .collect();
-    let width = names
-        .iter()
-        .map(|name| name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 60);
+    // Names and folders come from the network: escaped before a terminal sees them.
+    let cell = |text: &str, width: usize| -> String {
+        let escaped = escape_for_terminal(text);
+        if escaped.chars().count() > width {
+            let mut cut: String = escaped.chars().take(width - 1).collect();
+            cut.push('…');
+            cut
+        } else {
+            escaped.into_owned()
+        }
+    };
+    let names: Vec<String> = results.iter().map(|r| cell(&r.name, 50)).collect();
+    let folders: Vec<String> = results.iter().map(|r| cell(&r.folder, 40)).collect();
+    let width = |cells: &[String], max: usize| {
+        cells
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(6, max)
+    };
+    let (nw, fw) = (width(&names, 50), width(&folders, 40));
     writeln!(
         out,
-        "{:<width$}  {:>10}  {:>7}  HASH",
-        "NAME", "SIZE", "SOURCES"
+        "{:<nw$}  {:<fw$}  {:>10}  {:>7}  HASH",
+        "NAME", "FOLDER", "SIZE", "SOURCES"
     )?;
-    for (r, name) in results.iter().zip(&names) {
+    for ((r, name), folder) in results.iter().zip(&names).zip(&folders) {
+        let folder = if folder.is_empty() { "." } else { folder };
         writeln!(
             out,
-            "{name:<width$}  {:>10}  {:>7}  {}",
+            "{name:<nw$}  {folder:<fw$}  {:>10}  {:>7}  {}",
             human(r.size),
             r.sources,
             r.hash
         )?;
+        for other in &r.other_names {
+            writeln!(out, "  also shared as {}", escape_for_terminal(other))?;
+        }
+    }
+    if let Some(notice) = notice {
+        writeln!(out, "{notice}")?;
     }
     Ok(())
+}
+
+/// `--json` and `--max N` given after the first word (the words take values starting with
+/// `-`, so clap leaves them there) apply as if given before it.
+fn search_flags(
+    mut json: bool,
+    mut max: u32,
+    words: Vec<String>,
+) -> anyhow::Result<(bool, u32, Vec<String>)> {
+    let mut rest = Vec::with_capacity(words.len());
+    let mut iter = words.into_iter();
+    while let Some(word) = iter.next() {
+        let value = match word.as_str() {
+            "--json" => {
+                json = true;
+                continue;
+            }
+            "--max" => iter.next().context("--max needs a number")?,
+            w => match w.strip_prefix("--max=") {
+                Some(v) => v.to_owned(),
+                None => {
+                    rest.push(word);
+                    continue;
+                }
+            },
+        };
+        max = value
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_RESULTS as u32).contains(n))
+            .with_context(|| format!("--max {value}: give 1 to {MAX_RESULTS}"))?;
+    }
+    if rest.is_empty() {
+        bail!("search needs at least one word");
+    }
+    Ok((json, max, rest))
+}
+
+/// What to say when a search matched more than it shows.
+fn truncation_notice(shown: usize, max: u32) -> String {
+    if max < MAX_RESULTS as u32 {
+        format!(
+            "showing the first {shown}; more matched: use --max N (up to {MAX_RESULTS}) or add words or filters"
+        )
+    } else {
+        format!(
+            "showing the first {shown} ({MAX_RESULTS} is the most one search returns); more may match: add words or filters (-word, in:folder, type:, size:)"
+        )
+    }
 }
 
 /// Shows progress on a terminal (stderr); a no-op otherwise.

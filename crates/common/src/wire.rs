@@ -43,8 +43,11 @@
 //!
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
-//! (`Peers`), and routing filters (`Filter`: positions of the tokens and content ids of the
-//! sender's own index; `Reach`: its peers' filters folded to 2^[`REACH_BITS`] positions),
+//! (`Peers`), and routing filters (`Filter`: positions of the routing keys of the sender's
+//! own index — each token's prefixes of 3 to 8 characters (1 to 8 for CJK and symbols; a
+//! shorter token itself) and the first 4 bytes of each content id, so a prefix, folder or
+//! hash-prefix search is routed exactly like a whole word (see the supernode's `query`
+//! module); `Reach`: its peers' filters folded to 2^[`REACH_BITS`] positions),
 //! sent whole on connect (`reset`) and as patches after. A query travels with an id and a
 //! hop limit; an SN forwards it only to peers whose filter may match (or whose reach may
 //! match, while two or more hops are left), answers with `Hits` back along the path, and
@@ -127,7 +130,10 @@
 //! | limit | value | on violation |
 //! |---|---|---|
 //! | frame size | [`MAX_FRAME`] | connection closed, [`CloseCode::PROTOCOL_VIOLATION`] |
-//! | name length (UTF-8 bytes) | [`MAX_NAME_LEN`] | request refused, [`ErrorCode::NameTooLong`] |
+//! | name (or path below the share root) length, UTF-8 bytes | [`MAX_NAME_LEN`] | request refused, [`ErrorCode::NameTooLong`] |
+//! | words indexed per file name / per folder path / token bytes | 32 / 24 / 64 (the supernode's `tokenize` module) | the rest is not searchable |
+//! | routing keys per token | 8 (prefixes up to 8 characters) | — |
+//! | names of one file listed in an answer | 4 per file, at most `max_results` extra hits in all | not sent |
 //! | name with no searchable word | — | request refused, [`ErrorCode::BadRequest`] |
 //! | entries per `Register` frame | [`MAX_BATCH`] | request refused, [`ErrorCode::BadRequest`] |
 //! | entries per leaf | [`MAX_ENTRIES_PER_LEAF`] (SN config may lower it) | request refused, [`ErrorCode::TooManyEntries`] |
@@ -419,15 +425,18 @@ pub const PEER_QUERY_RATE: u32 = 200;
 /// How long a peer disconnected for misbehaving is neither dialled nor accepted.
 pub const PEER_PENALTY: Duration = Duration::from_secs(300);
 /// Bits of a filter position (the low bits of the first four bytes, little-endian, of the
-/// BLAKE3 hash of a token or content id).
+/// BLAKE3 hash of a routing key: a token prefix, or a content id's first 4 bytes).
 pub const FILTER_BITS: u32 = 20;
 /// Bits of a reach position (filter positions folded by keeping the low bits).
 pub const REACH_BITS: u32 = 18;
 /// Most positions a peer's filter may have set: three quarters of the 2^[`FILTER_BITS`]
-/// space (786,432). `n` distinct tokens and content ids set 2^20·(1 − e^(−n/2^20)) positions
-/// on average, so reaching this bound takes 2^20·ln 4 ≈ 1.45 million distinct keys — more
-/// than an index at the default `supernode.max_index_entries` (2 million entries, most files
-/// shared by several leaves and their names sharing words) holds. A denser filter would
+/// space (786,432). `n` distinct routing keys (token prefixes of 3–8 characters, content id
+/// prefixes) set 2^20·(1 − e^(−n/2^20)) positions on average, so reaching this bound takes
+/// 2^20·ln 4 ≈ 1.45 million distinct keys — more than an index at the default
+/// `supernode.max_index_entries` (2 million entries, most files shared by several leaves and
+/// their names sharing words) holds. Prefix keys cost little: prefixes are shared across
+/// words, so the `search` benchmark's 50,000-path library sets about 4 % more positions than
+/// whole words alone did (and one key per file, as before, for its id). A denser filter would
 /// match almost every query (an all-ones filter: every query, every exact-id lookup), so it
 /// is not believed: the peer is disconnected as a flooder.
 pub const MAX_FILTER_SET: usize = 3 << (FILTER_BITS - 2);
@@ -551,7 +560,13 @@ pub struct ShareEntry {
     pub id: ContentId,
     /// Size in bytes.
     pub size: u64,
-    /// File name (no directories), ≤ [`MAX_NAME_LEN`] bytes.
+    /// The file's path below its share root, `/`-separated, the file name last
+    /// (`Music/Rock/Led Zeppelin/Kashmir.flac`; a file at the root: just its name),
+    /// ≤ [`MAX_NAME_LEN`] bytes: a leaf drops the folders nearest the root until it fits.
+    /// The words of the file name and of the folders are indexed (a name match ranks
+    /// first); the file name must have a searchable word. (Revision note: this field once
+    /// held the file name only; a name without `/` still means a file at the root, so old
+    /// and new nodes understand each other's entries and hits.)
     pub name: String,
 }
 
@@ -578,7 +593,10 @@ pub struct Hit {
     pub id: ContentId,
     /// Size in bytes.
     pub size: u64,
-    /// The most common name it is shared under.
+    /// A path it is shared under (see [`ShareEntry::name`]): the best-matching, most
+    /// common one. A supernode may send up to 4 hits with the same id and different names
+    /// (each with the providers sharing it under that name, after all first hits and at
+    /// most `max_results` of them); a receiver merges them by id and lists the names.
     pub name: String,
     /// How many sources the answering SN knows (may exceed `providers.len()`). A claim:
     /// the origin recomputes it as the number of distinct providers it received.
@@ -600,8 +618,14 @@ pub enum Request {
         /// At most [`MAX_BATCH`] ids.
         ids: Vec<ContentId>,
     },
-    /// Keyword search: every word must match a name token (AND), case-insensitive.
-    /// A single 64-hex-digit word also matches that content id exactly.
+    /// Keyword search. Every word must match the start of a token (3 characters or more;
+    /// shorter words: a whole token) of a file's name or folders (AND), with case, accents
+    /// and width folded and CJK split into bigrams; `-word` excludes files with that whole
+    /// token; `in:word` must match a folder token; `type:KIND` (audio, video, image,
+    /// document, archive, software, by extension) and `size:A-B` (`size:>A`, `size:<B`;
+    /// k/m/g/t suffixes, powers of 1024) filter. A query that is one word of 8–63 hex digits
+    /// also matches content ids starting with it; of 64, that content id only. A query with
+    /// no word to search for is refused ([`ErrorCode::BadRequest`]).
     Search {
         /// Query words.
         words: Vec<String>,

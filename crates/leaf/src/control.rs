@@ -6,7 +6,7 @@
 //! → {"op":"status"}
 //! ← {"event":"status","status":{...}}
 //! → {"op":"search","words":["daft","punk"],"max_results":50}
-//! ← {"event":"hit","hit":{...}} ... {"event":"end"}
+//! ← {"event":"hit","hit":{...}} ... [{"event":"more","max":200}] {"event":"end"}
 //! → {"op":"get","hash":"<64 hex>","out":null}
 //! ← {"event":"progress","progress":{...}} ... {"event":"done","report":{...}}
 //! ```
@@ -15,8 +15,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kazoo_common::wire::{Hit, Provider};
+use kazoo_common::wire::{Hit, Provider, MAX_RESULTS};
 use kazoo_common::ContentId;
+use kazoo_supernode::hits::Found;
+use kazoo_supernode::tokenize::split_path;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -58,8 +60,14 @@ pub enum ControlRequest {
 pub struct SearchResult {
     /// Content id.
     pub hash: ContentId,
-    /// Name.
+    /// File name (of its best-matching path).
     pub name: String,
+    /// Folder of that path below the sharer's share root (`""`: the root).
+    #[serde(default)]
+    pub folder: String,
+    /// Other paths (`folder/name`) the same content is shared under.
+    #[serde(default)]
+    pub other_names: Vec<String>,
     /// Size in bytes.
     pub size: u64,
     /// Known sources.
@@ -68,11 +76,22 @@ pub struct SearchResult {
     pub providers: Vec<Provider>,
 }
 
+impl From<Found> for SearchResult {
+    fn from(found: Found) -> Self {
+        let mut result = SearchResult::from(found.hit);
+        result.other_names = found.names;
+        result
+    }
+}
+
 impl From<Hit> for SearchResult {
     fn from(hit: Hit) -> Self {
+        let (name, folder) = split_path(&hit.name);
         SearchResult {
             hash: hit.id,
-            name: hit.name,
+            name: name.to_owned(),
+            folder: folder.to_owned(),
+            other_names: Vec::new(),
             size: hit.size,
             sources: hit.sources,
             providers: hit.providers,
@@ -103,6 +122,12 @@ pub enum ControlEvent {
     Done {
         /// The report.
         report: Report,
+    },
+    /// More results matched than were sent (before `end`): ask with a larger
+    /// `max_results` (at most `max`) or more words.
+    More {
+        /// The most results one search returns.
+        max: u32,
     },
     /// End of search results.
     End,
@@ -229,11 +254,15 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
             send(&mut write, &ControlEvent::Status { status }).await
         }
         ControlRequest::Search { words, max_results } => {
-            match node.search(&words, max_results).await {
-                Ok(hits) => {
-                    for hit in hits {
-                        let hit = SearchResult::from(hit);
+            match node.find(&words, max_results).await {
+                Ok(findings) => {
+                    for found in findings.results {
+                        let hit = SearchResult::from(found);
                         send(&mut write, &ControlEvent::Hit { hit }).await?;
+                    }
+                    if findings.more {
+                        let max = MAX_RESULTS as u32;
+                        send(&mut write, &ControlEvent::More { max }).await?;
                     }
                     send(&mut write, &ControlEvent::End).await
                 }

@@ -12,8 +12,11 @@ use kazoo_common::text::is_format;
 use kazoo_common::wire::MAX_NAME_LEN;
 use kazoo_common::ContentId;
 
-/// A single safe path component for `name` (falling back to the content id's hex).
+/// A single safe path component for `name` (falling back to the content id's hex). A name
+/// from the network may be a path below its sharer's share root (`Music/Rock/a.flac`, see
+/// the wire spec): only the part after its last `/` is used.
 pub fn safe_file_name(name: &str, id: &ContentId) -> String {
+    let name = kazoo_supernode::tokenize::split_path(name).0;
     let replaced: String = name
         .chars()
         .filter(|c| !is_format(*c))
@@ -91,6 +94,7 @@ mod tests {
         }
         assert_eq!(safe_file_name("..", &id), id.to_hex());
         assert_eq!(safe_file_name("song.mp3", &id), "song.mp3");
+        assert_eq!(safe_file_name("Music/Rock/song.mp3", &id), "song.mp3");
         assert_eq!(safe_file_name(&"é".repeat(200), &id).len(), 254);
     }
 

@@ -32,12 +32,14 @@ use kazoo_common::config::{Config, RoleSetting};
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Link, Timeouts};
 use kazoo_common::wire::{
-    CloseCode, Hello, Hit, Intent, Provider, Request, Response, HITS_PER_FRAME,
+    CloseCode, Hello, Hit, Intent, Provider, Request, Response, HITS_PER_FRAME, MAX_RESULTS,
 };
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::score::capacity_score;
+use kazoo_supernode::hits::{merge_results, Found};
 use kazoo_supernode::overlay::PeerView;
-use kazoo_supernode::{check_query, merge_hits, validate_hit};
+use kazoo_supernode::query::Query;
+use kazoo_supernode::{check_query, validate_hit};
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -47,6 +49,16 @@ use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
 use crate::serve::Uploads;
 use crate::share::ShareStore;
+
+/// What a search found (see [`Node::find`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Findings {
+    /// The results, best first.
+    pub results: Vec<Found>,
+    /// More files matched than `results` holds (or it holds [`MAX_RESULTS`], and there may
+    /// be more): a larger `max`, or more words, would show others.
+    pub more: bool,
+}
 
 /// How a node is started (beyond its config).
 #[derive(Clone, Debug)]
@@ -518,58 +530,81 @@ impl Node {
         }
     }
 
-    /// Searches the network (through this node's supernode, or its own index).
+    /// Searches the network (through this node's supernode, or its own index): the best
+    /// `max` files, each under its best-matching name (see [`Self::find`]).
     pub async fn search(&self, words: &[String], max: u32) -> Result<Vec<Hit>, NodeError> {
-        if let Some(sn) = self.supernode() {
-            check_query(words).map_err(NodeError::Query)?;
+        let found = self.find(words, max).await?;
+        Ok(found.results.into_iter().map(|f| f.hit).collect())
+    }
+
+    /// Searches the network: at most `max` (≤ [`MAX_RESULTS`]) files, merged by content id
+    /// with the names they are shared under, ranked (name matches, then folder matches, then
+    /// by distinct sources), and whether more matched than are returned.
+    pub async fn find(&self, words: &[String], max: u32) -> Result<Findings, NodeError> {
+        check_query(words).map_err(NodeError::Query)?;
+        let query = Query::parse(words).map_err(|e| NodeError::Query(e.to_string()))?;
+        let max = max.min(MAX_RESULTS as u32);
+        // One more than shown, to know whether there are more.
+        let ask = (max + 1).min(MAX_RESULTS as u32);
+        let mut results = if let Some(sn) = self.supernode() {
             let mut hits = Vec::new();
-            self.routed_search(&sn, words, max, |batch| hits.extend(batch))
+            self.routed_search(&sn, words, ask, |batch| hits.extend(batch))
                 .await;
-            let mut hits = merge_hits(hits);
-            hits.truncate(max as usize);
-            sn.core()
-                .rank_hits(self.node_id(), &mut hits, std::time::Instant::now());
-            for hit in &mut hits {
-                resolve(&mut hit.providers, std::net::Ipv4Addr::LOCALHOST.into());
+            let mut results = merge_results(Some(&query), hits);
+            for found in &mut results {
+                sn.core().rank_hits(
+                    self.node_id(),
+                    std::slice::from_mut(&mut found.hit),
+                    std::time::Instant::now(),
+                );
+                resolve(
+                    &mut found.hit.providers,
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                );
             }
-            return Ok(hits);
-        }
-        let uplink = self
-            .inner
-            .uplink
-            .borrow()
-            .clone()
-            .ok_or_else(|| NodeError::NoSupernode(self.bootstrap_list()))?;
-        let request = Request::Search {
-            words: words.to_vec(),
-            max_results: max,
-        };
-        let mut recv = client::send(&uplink.conn, &request).await?;
-        let mut hits = Vec::new();
-        loop {
-            match client::read_answer(&mut recv).await {
-                Ok(Response::Hits(batch)) => hits.extend(batch),
-                Ok(Response::End) => break,
-                Ok(other) => {
-                    return Err(RequestError::Unexpected(format!("{other:?}")).into());
+            results
+        } else {
+            let uplink = self
+                .inner
+                .uplink
+                .borrow()
+                .clone()
+                .ok_or_else(|| NodeError::NoSupernode(self.bootstrap_list()))?;
+            let request = Request::Search {
+                words: words.to_vec(),
+                max_results: ask,
+            };
+            let mut recv = client::send(&uplink.conn, &request).await?;
+            let mut hits = Vec::new();
+            loop {
+                match client::read_answer(&mut recv).await {
+                    Ok(Response::Hits(batch)) => hits.extend(batch),
+                    Ok(Response::End) => break,
+                    Ok(other) => {
+                        return Err(RequestError::Unexpected(format!("{other:?}")).into());
+                    }
+                    Err(RequestError::Remote { message, .. }) => {
+                        return Err(NodeError::Query(message))
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(RequestError::Remote { message, .. }) => return Err(NodeError::Query(message)),
-                Err(e) => return Err(e.into()),
+                // Several supernodes answer; the stream is bounded all the same.
+                if hits.len() > 4 * ask as usize + HITS_PER_FRAME {
+                    break;
+                }
             }
-            // Several supernodes answer; the stream is bounded all the same.
-            if hits.len() > 4 * max as usize + HITS_PER_FRAME {
-                break;
+            // What the supernode sent is checked like a peer's hits, then merged.
+            let sn_addr = uplink.conn.remote_address();
+            let hits = hits.into_iter().filter_map(|h| validate_hit(h, sn_addr));
+            let mut results = merge_results(Some(&query), hits.collect());
+            for found in &mut results {
+                resolve(&mut found.hit.providers, sn_addr.ip());
             }
-        }
-        // What the supernode sent is checked like a peer's hits, then merged.
-        let sn_addr = uplink.conn.remote_address();
-        let hits = hits.into_iter().filter_map(|h| validate_hit(h, sn_addr));
-        let mut hits = merge_hits(hits.collect());
-        hits.truncate(max as usize);
-        for hit in &mut hits {
-            resolve(&mut hit.providers, sn_addr.ip());
-        }
-        Ok(hits)
+            results
+        };
+        let more = results.len() > max as usize || results.len() >= MAX_RESULTS;
+        results.truncate(max as usize);
+        Ok(Findings { results, more })
     }
 
     /// The name, size and sources (other than this node) of `id`, from an exact-id search.

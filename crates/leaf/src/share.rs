@@ -197,7 +197,8 @@ impl ShareStore {
         let Ok(meta) = std::fs::metadata(&path) else {
             return;
         };
-        let Some(name) = scan::share_name(&path) else {
+        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let Some(name) = scan::share_name(&canonical, &self.roots()) else {
             return;
         };
         let file = SharedFile {

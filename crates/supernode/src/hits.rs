@@ -2,13 +2,82 @@
 //! lie in a well-formed `Hit`, so before hits are merged and shown, [`validate_hit`] keeps
 //! only providers at plausible addresses (at most [`MAX_PROVIDERS`], one per node), drops a
 //! hit left with none, sanitises its name ([`sanitize_name`]) and replaces its claimed
-//! `sources` with the providers it kept. [`crate::merge_hits`] then counts the distinct
-//! providers of every content id itself.
+//! `sources` with the providers it kept. [`merge_results`] then counts the distinct
+//! providers of every content id itself, and lists the names it is shared under.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use kazoo_common::text::is_hidden_or_control;
 use kazoo_common::wire::{Hit, MAX_NAME_LEN, MAX_PROVIDERS};
+use kazoo_common::ContentId;
+
+use crate::index::MAX_NAMES_PER_FILE;
+use crate::query::Query;
+
+/// One merged search result: a file under its best-matching name, and the other names
+/// (paths) it is shared under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The file; `name` is its best-matching name, `sources` its distinct providers.
+    pub hit: Hit,
+    /// Its other names, at most [`MAX_NAMES_PER_FILE`] − 1, in the order received.
+    pub names: Vec<String>,
+}
+
+/// Merges results from several supernodes: one result per content id, providers united (by
+/// node, at most [`MAX_PROVIDERS`]), names sanitised and collected (distinct, at most
+/// [`MAX_NAMES_PER_FILE`]). A hit's `sources` is a claim and is not believed: it becomes
+/// the number of distinct providers merged (so a forged count cannot rank a hit first).
+/// Ranked by how well the best name matches `query` ([`Query::rank`]: name matches before
+/// folder matches), then by sources, then by name.
+pub fn merge_results(query: Option<&Query>, hits: Vec<Hit>) -> Vec<Found> {
+    let mut merged: Vec<(u8, Found)> = Vec::new();
+    let mut at: HashMap<ContentId, usize> = HashMap::new();
+    for mut hit in hits {
+        let providers = std::mem::take(&mut hit.providers);
+        let name = sanitize_name(&hit.name);
+        let rank = query.map_or(0, |q| q.rank(&hit.id, &name));
+        let i = *at.entry(hit.id).or_insert_with(|| {
+            hit.name = name.clone();
+            let found = Found {
+                hit: hit.clone(),
+                names: Vec::new(),
+            };
+            merged.push((rank, found));
+            merged.len() - 1
+        });
+        let (best, into) = &mut merged[i];
+        if into.hit.name != name
+            && !into.names.contains(&name)
+            && into.names.len() + 1 < MAX_NAMES_PER_FILE
+        {
+            if rank > *best {
+                *best = rank;
+                into.names
+                    .insert(0, std::mem::replace(&mut into.hit.name, name));
+            } else {
+                into.names.push(name);
+            }
+        }
+        for p in providers {
+            if into.hit.providers.len() < MAX_PROVIDERS
+                && !into.hit.providers.iter().any(|q| q.node == p.node)
+            {
+                into.hit.providers.push(p);
+            }
+        }
+    }
+    for (_, found) in &mut merged {
+        found.hit.sources = found.hit.providers.len() as u32;
+    }
+    merged.sort_by(|(ra, a), (rb, b)| {
+        rb.cmp(ra)
+            .then(b.hit.sources.cmp(&a.hit.sources))
+            .then_with(|| a.hit.name.cmp(&b.hit.name))
+    });
+    merged.into_iter().map(|(_, found)| found).collect()
+}
 
 /// Stands in for a character a name may not carry.
 pub const REPLACEMENT: char = '\u{fffd}';

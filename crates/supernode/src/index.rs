@@ -11,8 +11,14 @@
 //! ([`Index::drain`]), so the caller never holds its lock for long. Searches scan at most
 //! [`MAX_SEARCH_SCAN`] candidates and keep only the best `max`.
 //!
+//! A name is a path below the share root (see the wire spec): the tokens of its file name
+//! and of its folders are indexed alike, each posting marked [`IN_NAME`] when the token is
+//! in some name's file name, so a search ranks name matches above folder matches without
+//! visiting files. Tokens are kept in order, so a prefix word finds its tokens as a range.
+//!
 //! Memory is bounded by [`Budget`] (entries and accounted bytes, checked before each
-//! batch), by [`MAX_NAME_TOKENS`] tokens per name and [`MAX_NAMES_PER_FILE`] names per file.
+//! batch), by [`MAX_NAME_TOKENS`] tokens per file name and [`MAX_FOLDER_TOKENS`] per
+//! folder path, and by [`MAX_NAMES_PER_FILE`] names per file.
 //!
 //! Invariants:
 //! * `files[s]` is `Some` iff `by_id` maps that file's id to `s`, and then some leaf's
@@ -25,17 +31,24 @@
 //! * `entries` counts shares of attached and draining leaves alike.
 
 use std::collections::hash_map;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Bound;
 
 use kazoo_common::wire::{Hit, Provider, ShareEntry, MAX_NAME_LEN, MAX_PROVIDERS, MAX_RESULTS};
 use kazoo_common::{ContentId, NodeId};
 
 use crate::filter::{position, Patch, Tracker};
-use crate::tokenize::tokens;
+use crate::query::{id_key, token_keys, Query, QueryError};
+use crate::tokenize::{path_tokens, split_path};
+pub use crate::tokenize::{MAX_FOLDER_TOKENS, MAX_NAME_TOKENS};
 
-/// Most tokens of one name that are indexed (the first ones; the rest are not searchable).
-pub const MAX_NAME_TOKENS: usize = 32;
+/// Flag of a posting (and of a file's note of it): the token is in a name's file name, not
+/// only in its folders. File slots stay below it.
+pub const IN_NAME: u32 = 1 << 31;
+/// Most names of one file sent in answer to a search (each as its own hit after the first;
+/// at most as many such extra hits as results, so an answer holds at most 2 × `max` hits).
+pub const MAX_NAMES_PER_HIT: usize = 4;
 /// Most distinct names one file is indexed under; a provider with yet another name is
 /// listed under the file's first name.
 pub const MAX_NAMES_PER_FILE: usize = 8;
@@ -44,8 +57,9 @@ pub const MAX_SEARCH_SCAN: usize = 100_000;
 
 /// Accounted bytes of one entry (a leaf's share record and its place among the providers).
 const ENTRY_BYTES: usize = 48;
-/// Accounted bytes of one file (its record and its id-map slot), names and tokens aside.
-const FILE_BYTES: usize = 160;
+/// Accounted bytes of one file (its record, its id-map slot and its id-prefix entry), names
+/// and tokens aside.
+const FILE_BYTES: usize = 184;
 /// Accounted bytes of one distinct name, beyond its text.
 const NAME_BYTES: usize = 24;
 /// Accounted bytes of one (file, token) pair: the posting and the file's note of it.
@@ -117,6 +131,9 @@ pub enum IndexError {
     /// The query has no usable word.
     #[error("query has no words")]
     EmptyQuery,
+    /// The query does not parse (an unknown type, a bad size range).
+    #[error("{0}")]
+    BadQuery(String),
     /// The leaf key is unknown (removed, or replaced by a newer session).
     #[error("unknown leaf")]
     UnknownLeaf,
@@ -148,6 +165,10 @@ struct FileToken {
     token: u32,
     /// Position of this file in the token's posting list.
     at: u32,
+    /// The token is in a name's file name (its posting carries [`IN_NAME`]).
+    in_name: bool,
+    /// The token is in a name's folders.
+    in_folder: bool,
 }
 
 #[derive(Debug)]
@@ -162,7 +183,7 @@ struct FileRecord {
 #[derive(Debug)]
 struct TokenRecord {
     text: Box<str>,
-    /// Posting list: file slots.
+    /// Posting list: file slots, each with [`IN_NAME`] when the token is in a file name.
     files: Vec<u32>,
 }
 
@@ -178,7 +199,10 @@ pub struct Index {
     sources: Vec<u32>,
     free_files: Vec<u32>,
     by_id: HashMap<ContentId, u32>,
-    token_ids: HashMap<Box<str>, u32>,
+    /// (first 4 bytes of the id, big-endian; slot): for hash-prefix searches.
+    by_prefix: BTreeSet<(u32, u32)>,
+    /// In token order, so the tokens a prefix matches are a range.
+    token_ids: BTreeMap<Box<str>, u32>,
     tokens: Vec<TokenRecord>,
     free_tokens: Vec<u32>,
     entries: usize,
@@ -333,7 +357,7 @@ impl Index {
             if entry.name.len() > MAX_NAME_LEN {
                 return Err(IndexError::NameTooLong(entry.name.len()));
             }
-            if tokens(&entry.name).is_empty() {
+            if path_tokens(&entry.name).0.is_empty() {
                 return Err(IndexError::EmptyName);
             }
         }
@@ -406,7 +430,9 @@ impl Index {
             }
         };
         self.by_id.insert(id, slot);
-        self.filter.bump(position(id.as_bytes()));
+        self.by_prefix
+            .insert((u32::from_be_bytes(id_key(&id)), slot));
+        self.filter.bump(position(&id_key(&id)));
         self.bytes += FILE_BYTES;
         slot
     }
@@ -457,20 +483,32 @@ impl Index {
             }
         };
         self.bytes += NAME_BYTES + name.len();
-        for token in tokens(name).into_iter().take(MAX_NAME_TOKENS) {
+        let (in_name, in_folder) = path_tokens(name);
+        let tagged = in_name
+            .into_iter()
+            .map(|t| (t, true))
+            .chain(in_folder.into_iter().map(|t| (t, false)));
+        for (token, named) in tagged {
             let id = self.intern(token);
             let Some(file) = self.files[slot as usize].as_deref_mut() else {
                 break;
             };
-            if file.tokens.iter().any(|t| t.token == id) {
+            if let Some(t) = file.tokens.iter_mut().find(|t| t.token == id) {
+                if named && !t.in_name {
+                    t.in_name = true;
+                    self.tokens[id as usize].files[t.at as usize] |= IN_NAME;
+                }
+                t.in_folder |= !named;
                 continue;
             }
             let list = &mut self.tokens[id as usize].files;
             file.tokens.push(FileToken {
                 token: id,
                 at: list.len() as u32,
+                in_name: named,
+                in_folder: !named,
             });
-            list.push(slot);
+            list.push(if named { slot | IN_NAME } else { slot });
             self.bytes += POSTING_BYTES;
         }
         index as u32
@@ -481,7 +519,9 @@ impl Index {
         if let Some(&id) = self.token_ids.get(token.as_str()) {
             return id;
         }
-        self.filter.bump(position(token.as_bytes()));
+        for key in token_keys(&token) {
+            self.filter.bump(position(key.as_bytes()));
+        }
         self.bytes += TOKEN_BYTES + 2 * token.len();
         let text: Box<str> = token.into_boxed_str();
         let record = TokenRecord {
@@ -550,26 +590,45 @@ impl Index {
                     self.bytes -= NAME_BYTES + record.name.len();
                 }
                 self.by_id.remove(&file.id);
-                self.filter.unbump(position(file.id.as_bytes()));
+                self.by_prefix
+                    .remove(&(u32::from_be_bytes(id_key(&file.id)), slot));
+                self.filter.unbump(position(&id_key(&file.id)));
                 self.bytes -= FILE_BYTES;
             }
             self.free_files.push(slot);
         } else if name_died {
-            // Keep only the tokens some live name still has (≤ MAX_NAMES_PER_FILE names).
-            let live: Vec<u32> = file
-                .names
-                .iter()
-                .filter(|n| n.count > 0)
-                .flat_map(|n| tokens(&n.name).into_iter().take(MAX_NAME_TOKENS))
-                .filter_map(|t| self.token_ids.get(t.as_str()).copied())
-                .collect();
-            let mut gone = Vec::new();
-            file.tokens.retain(|t| {
-                let keep = live.contains(&t.token);
-                if !keep {
-                    gone.push(*t);
+            // Keep only the tokens some live name still has (≤ MAX_NAMES_PER_FILE names),
+            // each marked in-name only while a live name has it in its file name.
+            let mut live: HashMap<u32, (bool, bool)> = HashMap::new();
+            for n in file.names.iter().filter(|n| n.count > 0) {
+                let (in_name, in_folder) = path_tokens(&n.name);
+                let tagged = in_name
+                    .iter()
+                    .map(|t| (t, true))
+                    .chain(in_folder.iter().map(|t| (t, false)));
+                for (t, named) in tagged {
+                    if let Some(&id) = self.token_ids.get(t.as_str()) {
+                        let (in_name, in_folder) = live.entry(id).or_default();
+                        *in_name |= named;
+                        *in_folder |= !named;
+                    }
                 }
-                keep
+            }
+            let mut gone = Vec::new();
+            let tokens = &mut self.tokens;
+            file.tokens.retain_mut(|t| match live.get(&t.token) {
+                None => {
+                    gone.push(*t);
+                    false
+                }
+                Some(&(named, in_folder)) => {
+                    if t.in_name && !named {
+                        t.in_name = false;
+                        tokens[t.token as usize].files[t.at as usize] &= !IN_NAME;
+                    }
+                    t.in_folder = in_folder;
+                    true
+                }
             });
             for t in gone {
                 self.remove_posting(slot, t);
@@ -585,12 +644,12 @@ impl Index {
         let record = &mut self.tokens[t.token as usize];
         let list = &mut record.files;
         let at = t.at as usize;
-        if list.get(at) != Some(&slot) {
+        if list.get(at).map(|p| p & !IN_NAME) != Some(slot) {
             return;
         }
         list.swap_remove(at);
         if let Some(&moved) = list.get(at) {
-            if let Some(file) = self.files[moved as usize].as_deref_mut() {
+            if let Some(file) = self.files[(moved & !IN_NAME) as usize].as_deref_mut() {
                 if let Some(mt) = file.tokens.iter_mut().find(|m| m.token == t.token) {
                     mt.at = t.at;
                 }
@@ -600,7 +659,9 @@ impl Index {
             let text = std::mem::take(&mut record.text);
             record.files = Vec::new();
             self.token_ids.remove(&text);
-            self.filter.unbump(position(text.as_bytes()));
+            for key in token_keys(&text) {
+                self.filter.unbump(position(key.as_bytes()));
+            }
             self.bytes -= TOKEN_BYTES + 2 * text.len();
             self.free_tokens.push(t.token);
         } else if list.capacity() > 64 && list.len() < list.capacity() / 4 {
@@ -616,7 +677,6 @@ impl Index {
             }
         }
         shrink(&mut self.by_id);
-        shrink(&mut self.token_ids);
     }
 
     /// The routing filter of this index.
@@ -645,9 +705,23 @@ impl Index {
     /// network's second, … — so many sources from a few networks cannot crowd out the
     /// others. The list is bounded by the leaves joined.
     fn provider_list(&self, file: &FileRecord) -> Vec<Provider> {
+        self.provider_list_where(file, |_| true)
+    }
+
+    /// [`Self::provider_list`] of the providers `keep` accepts.
+    fn provider_list_where(
+        &self,
+        file: &FileRecord,
+        keep: impl Fn(&LeafRecord) -> bool,
+    ) -> Vec<Provider> {
         let mut per_prefix: HashMap<(bool, u64), usize> = HashMap::new();
         let mut ranked: Vec<(bool, usize, &LeafRecord)> = Vec::new();
-        for leaf in file.providers.iter().filter_map(|&key| self.leaf(key)) {
+        for leaf in file
+            .providers
+            .iter()
+            .filter_map(|&key| self.leaf(key))
+            .filter(|l| keep(l))
+        {
             let seen = per_prefix
                 .entry((leaf.verified, prefix(leaf.addr)))
                 .or_default();
@@ -683,107 +757,265 @@ impl Index {
         }
     }
 
-    /// A file as a search result; `None` while its only providers are detached.
-    fn hit(&self, file: &FileRecord) -> Option<Hit> {
-        let providers = self.provider_list(file);
+    /// A file as a search result under its name `name` (an index into `names`), listing the
+    /// providers sharing it under that name (`only_name`) or all of them; `None` while it
+    /// has no attached provider.
+    fn hit(&self, slot: u32, file: &FileRecord, name: usize, only_name: bool) -> Option<Hit> {
+        let record = file.names.get(name).filter(|n| n.count > 0)?;
+        let mut providers = self.provider_list_where(file, |leaf| {
+            !only_name || leaf.shares.get(&slot) == Some(&(name as u32))
+        });
+        providers.truncate(MAX_PROVIDERS);
         if providers.is_empty() {
             return None;
         }
-        let name = file
-            .names
-            .iter()
-            .filter(|n| n.count > 0)
-            .max_by(|a, b| a.count.cmp(&b.count).then_with(|| b.name.cmp(&a.name)))
-            .map(|n| n.name.to_string())
-            .unwrap_or_default();
         Some(Hit {
             id: file.id,
             size: file.size,
-            name,
-            sources: file.providers.len() as u32,
+            name: record.name.to_string(),
+            sources: if only_name {
+                record.count
+            } else {
+                file.providers.len() as u32
+            },
             providers,
         })
     }
 
-    /// Answers a query: every word's tokens must appear among a file's names' tokens (AND,
-    /// case-insensitive). A lone 64-hex-digit word also matches that content id. Results are
-    /// ranked by source count, then name, and capped at `max` (≤ [`MAX_RESULTS`]). At most
-    /// [`MAX_SEARCH_SCAN`] candidates are examined (those of the rarest word), so a search
-    /// for a word in every file costs a bounded scan and a `max`-sized heap.
+    /// Answers a query given as wire words (see [`Query::parse`] and
+    /// [`search_query`](Self::search_query)).
     pub fn search(&self, words: &[String], max: usize) -> Result<Vec<Hit>, IndexError> {
+        let query = Query::parse(words).map_err(|e| match e {
+            QueryError::NoWords => IndexError::EmptyQuery,
+            e => IndexError::BadQuery(e.to_string()),
+        })?;
+        Ok(self.search_query(&query, max))
+    }
+
+    /// Answers a query: every word must match a token of a file's names (file name or
+    /// folders; prefix rules in [`crate::query`]), no excluded token may appear, the filters
+    /// must pass; or, for a hash query, the content id starts with the hash. At most `max`
+    /// files (≤ [`MAX_RESULTS`]), best first: hash matches, then files with every word in a
+    /// file name, then the rest, each by source count. Each file comes first under its
+    /// best-matching, most common name; up to [`MAX_NAMES_PER_HIT`] − 1 other names of it
+    /// follow after all files, as further hits with the same id (at most `max` of them).
+    ///
+    /// At most [`MAX_SEARCH_SCAN`] candidates are examined (the postings of the word with
+    /// the fewest, a prefix's tokens together), so a search for a word in every file costs
+    /// a bounded scan and a `max`-sized heap.
+    pub fn search_query(&self, query: &Query, max: usize) -> Vec<Hit> {
         let max = max.min(MAX_RESULTS);
-        if let [word] = words {
-            if let Ok(id) = word.parse::<ContentId>() {
-                return Ok(self
-                    .by_id
-                    .get(&id)
-                    .and_then(|&slot| self.file(slot))
-                    .and_then(|file| self.hit(file))
-                    .into_iter()
-                    .take(max)
-                    .collect());
-            }
+        if max == 0 {
+            return Vec::new();
         }
-        let mut wanted: Vec<String> = words.iter().flat_map(|w| tokens(w)).collect();
-        wanted.sort();
-        wanted.dedup();
-        if wanted.is_empty() {
-            return Err(IndexError::EmptyQuery);
-        }
-        let mut ids = Vec::with_capacity(wanted.len());
-        for token in &wanted {
-            match self.token_ids.get(token.as_str()) {
-                Some(&id) => ids.push(id),
-                None => return Ok(Vec::new()),
-            }
-        }
-        ids.sort_by_key(|&id| self.tokens[id as usize].files.len());
-        let (rarest, others) = ids.split_at(1);
-        // The best `max` by source count (ties: the lower slot), as a min-heap. A file is
-        // visited only to check the other words, or while some leaf is being drained.
-        let mut best: std::collections::BinaryHeap<
-            std::cmp::Reverse<(u32, std::cmp::Reverse<u32>)>,
-        > = std::collections::BinaryHeap::with_capacity(max + 1);
-        for &slot in self.tokens[rarest[0] as usize]
-            .files
-            .iter()
-            .take(MAX_SEARCH_SCAN)
-        {
-            let sources = self.sources[slot as usize];
-            if best.len() == max
-                && best
-                    .peek()
-                    .is_some_and(|w| (sources, std::cmp::Reverse(slot)) <= w.0)
-            {
-                continue;
-            }
-            if !others.is_empty() || self.detached > 0 {
-                let Some(file) = self.file(slot) else {
-                    continue;
-                };
-                if !others
-                    .iter()
-                    .all(|&id| file.tokens.iter().any(|t| t.token == id))
-                    || !file.providers.iter().any(|&k| self.leaf(k).is_some())
-                {
-                    continue;
-                }
-            }
-            best.push(std::cmp::Reverse((sources, std::cmp::Reverse(slot))));
+        // Min-heap of the best `max`: (tier, sources, lower slot first).
+        type Key = std::cmp::Reverse<(u8, u32, std::cmp::Reverse<u32>)>;
+        let mut best: std::collections::BinaryHeap<Key> =
+            std::collections::BinaryHeap::with_capacity(max + 1);
+        let consider = |best: &mut std::collections::BinaryHeap<Key>, tier, sources, slot| {
+            best.push(std::cmp::Reverse((tier, sources, std::cmp::Reverse(slot))));
             if best.len() > max {
                 best.pop();
             }
+        };
+        let mut seen: HashSet<u32> = HashSet::new();
+        if let Some(id) = query.exact_id() {
+            if let Some(&slot) = self.by_id.get(&id) {
+                consider(&mut best, TIER_ID, self.sources[slot as usize], slot);
+            }
+        } else if query.hash.is_some() {
+            let prefix = query
+                .hash
+                .as_deref()
+                .and_then(|h| h.get(..8))
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            if let Some(prefix) = prefix {
+                for &(_, slot) in self
+                    .by_prefix
+                    .range((prefix, 0)..=(prefix, u32::MAX))
+                    .take(MAX_SEARCH_SCAN)
+                {
+                    if self.file(slot).is_some_and(|f| query.id_matches(&f.id)) && self.live(slot) {
+                        seen.insert(slot);
+                        consider(&mut best, TIER_ID, self.sources[slot as usize], slot);
+                    }
+                }
+            }
         }
-        let mut hits: Vec<Hit> = best
+        if let Some(generator) = self.generator(query) {
+            let fast = query.terms.len() == 1
+                && query.exclude.is_empty()
+                && query.size.is_none()
+                && query.kind.is_none()
+                && !query.terms[0].folder_only
+                && self.detached == 0
+                && generator.len() == 1;
+            let dedupe = generator.len() > 1 || !seen.is_empty();
+            let mut scanned = 0;
+            'scan: for token in &generator {
+                for &posting in &self.tokens[*token as usize].files {
+                    if scanned == MAX_SEARCH_SCAN {
+                        break 'scan;
+                    }
+                    scanned += 1;
+                    let slot = posting & !IN_NAME;
+                    let sources = self.sources[slot as usize];
+                    let beaten = |best: &std::collections::BinaryHeap<Key>, tier: u8| {
+                        best.len() == max
+                            && best
+                                .peek()
+                                .is_some_and(|w| (tier, sources, std::cmp::Reverse(slot)) <= w.0)
+                    };
+                    if beaten(&best, TIER_NAME) || (dedupe && !seen.insert(slot)) {
+                        continue;
+                    }
+                    let tier = if fast {
+                        if posting & IN_NAME != 0 {
+                            TIER_NAME
+                        } else {
+                            TIER_FOLDER
+                        }
+                    } else {
+                        match self.file(slot).and_then(|f| self.matches(query, slot, f)) {
+                            Some(tier) => tier,
+                            None => continue,
+                        }
+                    };
+                    if !beaten(&best, tier) {
+                        consider(&mut best, tier, sources, slot);
+                    }
+                }
+            }
+        }
+        let mut ranked: Vec<(u8, u32, u32)> = best
             .into_iter()
-            .filter_map(|std::cmp::Reverse((_, std::cmp::Reverse(slot)))| {
-                self.file(slot).and_then(|f| self.hit(f))
-            })
+            .map(
+                |std::cmp::Reverse((tier, sources, std::cmp::Reverse(slot)))| (tier, sources, slot),
+            )
             .collect();
-        hits.sort_by(|a, b| b.sources.cmp(&a.sources).then_with(|| a.name.cmp(&b.name)));
-        Ok(hits)
+        ranked.sort_by_key(|&(tier, sources, slot)| {
+            (std::cmp::Reverse(tier), std::cmp::Reverse(sources), slot)
+        });
+        let mut hits = Vec::with_capacity(ranked.len());
+        let mut extra = Vec::new();
+        for (_, _, slot) in ranked {
+            let Some(file) = self.file(slot) else {
+                continue;
+            };
+            let mut names: Vec<(u8, u32, usize)> = file
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.count > 0)
+                .map(|(i, n)| (query.rank(&file.id, &n.name), n.count, i))
+                .collect();
+            names.sort_by(|a, b| {
+                b.0.cmp(&a.0)
+                    .then(b.1.cmp(&a.1))
+                    .then_with(|| file.names[a.2].name.cmp(&file.names[b.2].name))
+            });
+            let Some(&(_, _, first)) = names.first() else {
+                continue;
+            };
+            let Some(hit) = self.hit(slot, file, first, false) else {
+                continue;
+            };
+            hits.push(hit);
+            for &(_, _, other) in names.iter().skip(1).take(MAX_NAMES_PER_HIT - 1) {
+                if extra.len() < max {
+                    extra.extend(self.hit(slot, file, other, true));
+                }
+            }
+        }
+        hits.extend(extra);
+        hits
+    }
+
+    /// Whether file `slot` has an attached provider.
+    fn live(&self, slot: u32) -> bool {
+        self.file(slot)
+            .is_some_and(|f| f.providers.iter().any(|&k| self.leaf(k).is_some()))
+    }
+
+    /// The tokens whose postings a query scans: those of its term with the fewest postings
+    /// (a prefix term's tokens together, counted up to [`MAX_SEARCH_SCAN`]); `None` when
+    /// some term matches no token (nothing can match).
+    fn generator(&self, query: &Query) -> Option<Vec<u32>> {
+        let mut best: Option<(usize, Vec<u32>)> = None;
+        for term in &query.terms {
+            let mut ids = Vec::new();
+            let mut postings = 0;
+            if term.prefix {
+                for (text, &id) in self
+                    .token_ids
+                    .range::<str, _>((Bound::Included(term.text.as_str()), Bound::Unbounded))
+                {
+                    if !text.starts_with(term.text.as_str()) || postings > MAX_SEARCH_SCAN {
+                        break;
+                    }
+                    postings += self.tokens[id as usize].files.len();
+                    ids.push(id);
+                }
+            } else if let Some(&id) = self.token_ids.get(term.text.as_str()) {
+                postings = self.tokens[id as usize].files.len();
+                ids.push(id);
+            }
+            if ids.is_empty() {
+                return None;
+            }
+            if best.as_ref().is_none_or(|(n, _)| postings < *n) {
+                best = Some((postings, ids));
+            }
+        }
+        best.map(|(_, ids)| ids)
+    }
+
+    /// Whether file `slot` matches `query` (every term, no exclusion, the filters, an
+    /// attached provider), and how well: [`TIER_NAME`] when every plain word is in a file
+    /// name, else [`TIER_FOLDER`].
+    fn matches(&self, query: &Query, slot: u32, file: &FileRecord) -> Option<u8> {
+        let text = |t: &FileToken| &*self.tokens[t.token as usize].text;
+        let mut tier = TIER_NAME;
+        for term in &query.terms {
+            let mut found = false;
+            let mut named = false;
+            for t in file.tokens.iter().filter(|t| term.matches(text(t))) {
+                if term.folder_only {
+                    found |= t.in_folder;
+                } else {
+                    found = true;
+                    named |= t.in_name;
+                }
+            }
+            if !found {
+                return None;
+            }
+            if !term.folder_only && !named {
+                tier = TIER_FOLDER;
+            }
+        }
+        if file
+            .tokens
+            .iter()
+            .any(|t| query.exclude.iter().any(|x| **x == *text(t)))
+        {
+            return None;
+        }
+        let passes = file
+            .names
+            .iter()
+            .filter(|n| n.count > 0)
+            .any(|n| query.passes(split_path(&n.name).0, file.size));
+        (passes && self.live(slot)).then_some(tier)
     }
 }
+
+/// Rank of a hash match.
+const TIER_ID: u8 = 3;
+/// Rank of a file with every plain word in a file name.
+const TIER_NAME: u8 = 2;
+/// Rank of a file matched through its folders.
+const TIER_FOLDER: u8 = 1;
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod hits;
 pub mod index;
 pub mod overlay;
+pub mod query;
 pub mod reports;
 pub mod service;
 pub mod sim;

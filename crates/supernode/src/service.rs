@@ -20,7 +20,7 @@ use crate::index::Budget;
 use kazoo_common::config::SupernodeConfig;
 use kazoo_common::wire::{
     ErrorCode, Hit, PeerMessage, Provider, Request, Response, ShareEntry, HITS_PER_FRAME,
-    MAX_BATCH, MAX_HOPS, MAX_PROVIDERS, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_REPORTED,
+    MAX_BATCH, MAX_HOPS, MAX_QUERY_LEN, MAX_QUERY_WORDS, MAX_REPORTED,
 };
 use kazoo_common::{ContentId, NodeId};
 
@@ -630,7 +630,8 @@ impl Supernode {
     }
 }
 
-/// Checks a query's bounds and that it has a word to search for.
+/// Checks a query's bounds and that it parses with a word to search for (see
+/// [`crate::query::Query::parse`]).
 pub fn check_query(words: &[String]) -> Result<(), String> {
     let bytes: usize = words.iter().map(String::len).sum();
     if words.len() > MAX_QUERY_WORDS || bytes > MAX_QUERY_LEN {
@@ -638,40 +639,18 @@ pub fn check_query(words: &[String]) -> Result<(), String> {
             "query exceeds {MAX_QUERY_WORDS} words or {MAX_QUERY_LEN} bytes"
         ));
     }
-    if words.iter().all(|w| crate::tokenize::tokens(w).is_empty()) {
-        return Err(IndexError::EmptyQuery.to_string());
-    }
-    Ok(())
+    crate::query::Query::parse(words)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
-/// Merges results from several supernodes: one hit per content id, providers united (by
-/// node, at most `MAX_PROVIDERS`), names sanitised; ranked by sources, then name. A hit's
-/// `sources` is a claim and is not believed: it becomes the number of distinct providers
-/// merged (so a forged count cannot rank a hit first).
+/// Merges results from several supernodes (see [`crate::hits::merge_results`]), ranked by
+/// sources, then name; the other names of each file are dropped.
 pub fn merge_hits(hits: Vec<Hit>) -> Vec<Hit> {
-    let mut merged: Vec<Hit> = Vec::new();
-    let mut at: HashMap<ContentId, usize> = HashMap::new();
-    for mut hit in hits {
-        let providers = std::mem::take(&mut hit.providers);
-        let i = *at.entry(hit.id).or_insert_with(|| {
-            merged.push(hit);
-            merged.len() - 1
-        });
-        let into = &mut merged[i];
-        for p in providers {
-            if into.providers.len() < MAX_PROVIDERS
-                && !into.providers.iter().any(|q| q.node == p.node)
-            {
-                into.providers.push(p);
-            }
-        }
-    }
-    for hit in &mut merged {
-        hit.sources = hit.providers.len() as u32;
-        hit.name = crate::hits::sanitize_name(&hit.name);
-    }
-    merged.sort_by(|a, b| b.sources.cmp(&a.sources).then_with(|| a.name.cmp(&b.name)));
-    merged
+    crate::hits::merge_results(None, hits)
+        .into_iter()
+        .map(|found| found.hit)
+        .collect()
 }
 
 fn registered(result: Result<usize, IndexError>) -> Response {
@@ -695,6 +674,7 @@ fn registered(result: Result<usize, IndexError>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kazoo_common::wire::MAX_PROVIDERS;
 
     fn sn(max_leaves: usize) -> Supernode {
         let config = SupernodeConfig {

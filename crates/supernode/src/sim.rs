@@ -149,6 +149,8 @@ pub struct SimStats {
     pub demoted: usize,
     /// Leaves handed over to a new supernode (growth).
     pub handed_over: usize,
+    /// `Query` messages sent between supernodes.
+    pub query_messages: u64,
 }
 
 /// A simulated network.
@@ -345,11 +347,19 @@ impl Sim {
     /// A routed search for `word` from supernode `from`: the distinct files found (waiting
     /// up to 10 s of virtual time for the query to finish).
     pub fn search(&mut self, from: NodeId, word: &str) -> usize {
+        let hits = self.find(from, &[word.to_owned()], 50);
+        let ids: HashSet<ContentId> = hits.iter().map(|h| h.id).collect();
+        ids.len()
+    }
+
+    /// A routed search for `words` from supernode `from`: every hit received (waiting up to
+    /// 10 s of virtual time for the query to finish).
+    pub fn find(&mut self, from: NodeId, words: &[String], max: u32) -> Vec<Hit> {
         let now = self.clock.instant();
         let Some(sn) = self.sns.get_mut(&from) else {
-            return 0;
+            return Vec::new();
         };
-        let (q, actions) = sn.core.start_query(&[word.to_owned()], 50, now);
+        let (q, actions) = sn.core.start_query(words, max, now);
         self.queries.insert(q, (Vec::new(), false));
         self.execute(from, actions);
         let limit = self.clock.elapsed() + Duration::from_secs(10);
@@ -357,8 +367,7 @@ impl Sim {
             self.run_for(self.config.latency);
         }
         let (hits, _) = self.queries.remove(&q).unwrap_or_default();
-        let ids: HashSet<ContentId> = hits.iter().map(|h| h.id).collect();
-        ids.len()
+        hits
     }
 
     /// Leaf `requester` of supernode `from`, seen at `seen_at`, asks for a reverse connection
@@ -408,6 +417,7 @@ impl Sim {
         let overlay = OverlayConfig {
             max_peers: config.max_peers,
             hop_limit: config.hop_limit,
+            routing: config.routing,
             query_key: QueryKey(*key.finalize().as_bytes()),
             ..OverlayConfig::default()
         };
@@ -442,7 +452,12 @@ impl Sim {
         let latency = self.config.latency;
         for action in actions {
             match action {
-                Action::Send(to, msg) => self.clock.at(latency, Event::Peer(me, to, msg)),
+                Action::Send(to, msg) => {
+                    if matches!(msg, PeerMessage::Query { .. }) {
+                        self.stats.query_messages += 1;
+                    }
+                    self.clock.at(latency, Event::Peer(me, to, msg))
+                }
                 Action::Dial(p) => self.clock.at(latency, Event::DialArrives(me, p.node)),
                 Action::Shed(peer) => self.clock.at(latency, Event::PeerDown(peer, me)),
                 Action::Disconnect(peer, _) => {

@@ -207,6 +207,25 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 demotable: true,
             }),
         ),
+        // Search revision (same shapes, documented meanings): a path below the share root
+        // as a name, and query words with an exclusion, a folder word and filters.
+        (
+            "ShareEntry (path)",
+            enc(&ShareEntry {
+                id: ContentId(id(2)),
+                size: 5,
+                name: "d/a".into(),
+            }),
+        ),
+        (
+            "Request::Search (syntax)",
+            enc(&Request::Search {
+                words: ["a", "-b", "in:c", "type:audio", "size:<1k"]
+                    .map(String::from)
+                    .to_vec(),
+                max_results: 9,
+            }),
+        ),
     ]
 }
 
@@ -262,6 +281,11 @@ const GOLDEN: &[(&str, &str)] = &[
     ("PeerMessage::Hits", "050101{2}050161{1}0101007f000001e624"),
     ("PeerMessage::Done", "0601"),
     ("PeerMessage::Load", "0703c80101"),
+    ("ShareEntry (path)", "{2}0503642f61"),
+    (
+        "Request::Search (syntax)",
+        "02050161022d6204696e3a630a747970653a617564696f0873697a653a3c316b09",
+    ),
 ];
 
 fn expand(pattern: &str) -> String {

@@ -37,14 +37,40 @@ impl ScanReport {
     }
 }
 
-/// The name a file is shared under, if it is usable: valid UTF-8, ≤ `MAX_NAME_LEN` bytes and
-/// at least one searchable token.
-pub fn share_name(path: &Path) -> Option<String> {
+/// The name a file is shared under, if it is usable: its path below the share root in
+/// `roots` it lies in (the longest), `/`-separated, the file name last (see the wire spec,
+/// `ShareEntry`). The file name must be valid UTF-8, ≤ `MAX_NAME_LEN` bytes and have a
+/// searchable token; folders that are not UTF-8 are shown lossily, and the folders nearest
+/// the root are dropped until the whole path fits in `MAX_NAME_LEN` bytes.
+pub fn share_name(path: &Path, roots: &[PathBuf]) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    (name.len() <= MAX_NAME_LEN && !tokens(name).is_empty()).then(|| name.to_owned())
+    if name.len() > MAX_NAME_LEN || tokens(name).is_empty() {
+        return None;
+    }
+    let folder = roots
+        .iter()
+        .filter_map(|root| path.parent()?.strip_prefix(root).ok())
+        .min_by_key(|rel| rel.components().count());
+    let mut shared = name.to_owned();
+    for component in folder.into_iter().flat_map(|f| f.components().rev()) {
+        let component = component.as_os_str().to_string_lossy();
+        if shared.len() + 1 + component.len() > MAX_NAME_LEN {
+            break;
+        }
+        shared = format!("{component}/{shared}");
+    }
+    Some(shared)
 }
 
 impl ShareStore {
+    /// The share dirs that exist, canonicalised (the roots of shared paths).
+    pub(super) fn roots(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .collect()
+    }
+
     fn warn_once(&self, path: &Path, reason: &str) {
         let mut warned = crate::lock(&self.warned);
         if warned.insert(path.to_path_buf()) {
@@ -111,10 +137,9 @@ impl ShareStore {
     pub(super) fn rescan_blocking(self: Arc<Self>) -> ScanReport {
         let mut report = ScanReport::default();
         let mut seen = Vec::new();
-        for dir in &self.dirs {
-            if let Ok(dir) = std::fs::canonicalize(dir) {
-                self.walk(&dir, 0, &mut seen, &mut report);
-            }
+        let roots = self.roots();
+        for dir in &roots {
+            self.walk(dir, 0, &mut seen, &mut report);
         }
         // Files shared one by one (downloads saved outside the share dirs).
         for path in self.extra().iter() {
@@ -148,7 +173,7 @@ impl ShareStore {
             if mtime.elapsed().is_ok_and(|age| age < self.settle) {
                 continue;
             }
-            let Some(name) = share_name(&path) else {
+            let Some(name) = share_name(&path, &roots) else {
                 self.warn_once(
                     &path,
                     "name is not UTF-8, too long, or has no searchable word",

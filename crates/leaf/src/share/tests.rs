@@ -32,11 +32,12 @@ async fn scans_recursively_and_caches_hashes() {
         report.skipped, 2,
         "dangling link and wordless name are skipped"
     );
-    assert_eq!(names(&s), vec!["one.txt", "two.bin"]);
+    // Shared under their paths below the share root.
+    assert_eq!(names(&s), vec!["one.txt", "sub/deeper/two.bin"]);
     let two = s
         .entries()
         .into_iter()
-        .find(|e| e.name == "two.bin")
+        .find(|e| e.name == "sub/deeper/two.bin")
         .unwrap();
     assert_eq!(two.id, ContentId::from(blake3::hash(&vec![7u8; 300_000])));
     assert!(s.get(&two.id).unwrap().manifest.verify(&two.id).is_ok());
@@ -133,4 +134,27 @@ async fn files_being_written_wait_and_symlinks_into_the_data_dir_are_skipped() {
     );
     s.rescan().await;
     assert_eq!(names(&s), vec!["fresh.bin"]);
+}
+
+#[test]
+fn shared_paths_keep_the_nearest_folders_that_fit() {
+    use kazoo_common::wire::MAX_NAME_LEN;
+    let root = PathBuf::from("/share");
+    let roots = vec![root.clone(), PathBuf::from("/share/inner")];
+    let name = |p: &str| scan::share_name(Path::new(p), &roots);
+    assert_eq!(
+        name("/share/Music/Rock/a.flac").as_deref(),
+        Some("Music/Rock/a.flac")
+    );
+    // Under nested roots, the path below the nearest.
+    assert_eq!(name("/share/inner/x/a.flac").as_deref(), Some("x/a.flac"));
+    assert_eq!(name("/elsewhere/a.flac").as_deref(), Some("a.flac"));
+    assert_eq!(name("/share/Music/---"), None);
+    let long = "f".repeat(100);
+    let deep = format!("/share/{long}/{long}/{long}/near/a.flac");
+    let shared = name(&deep).unwrap();
+    assert!(shared.len() <= MAX_NAME_LEN);
+    assert_eq!(shared, format!("{long}/{long}/near/a.flac"));
+    let exact = format!("/share/x/{}", "n".repeat(MAX_NAME_LEN));
+    assert_eq!(name(&exact).unwrap().len(), MAX_NAME_LEN);
 }

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::query::Query;
 
 fn entry(name: &str, content: &str) -> ShareEntry {
     ShareEntry {
@@ -66,7 +67,9 @@ fn exact_id_and_providers_merge() {
         .register(b, &[entry("other name.ogg", "same bytes")], 10)
         .unwrap();
     let hits = index.search(&[e.id.to_hex()], 10).unwrap();
-    assert_eq!(hits.len(), 1);
+    // One hit per name, the first with every source.
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.id == e.id));
     assert_eq!(hits[0].sources, 2);
     assert_eq!(index.providers(&e.id).len(), 2);
     assert_eq!(index.search(&words("other"), 10).unwrap()[0].id, e.id);
@@ -170,7 +173,9 @@ proptest! {
         }
         for f in 0u8..12 {
             let holders = model.iter().filter(|m| m.contains(&f)).count();
-            let hits = index.search(&[format!("file{f}")], 10).unwrap();
+            // `file1` is also a prefix of `file10` and `file11`: only this file's hits count.
+            let id = entry("", &format!("content {f}")).id;
+            let hits: Vec<Hit> = index.search(&[format!("file{f}")], 50).unwrap().into_iter().filter(|h| h.id == id).collect();
             prop_assert_eq!(hits.len(), usize::from(holders > 0));
             if holders > 0 {
                 prop_assert_eq!(hits[0].sources as usize, holders);
@@ -182,20 +187,40 @@ proptest! {
 }
 
 proptest! {
-    /// The filter never has a false negative: every token of every indexed name and every
-    /// indexed id is in it, and it empties when the index does.
+    /// The filter never has a false negative: every query that finds a file locally (each
+    /// prefix of each word of its path, its hash prefixes) is routed to this index by its
+    /// filter, and the filter empties when the index does.
     #[test]
-    fn filter_covers_the_index(names in proptest::collection::vec("[a-z]{1,6}( [a-z]{1,6}){0,3}", 1..30)) {
+    fn filter_covers_the_index(names in proptest::collection::vec("([a-zé]{1,5}/){0,2}[a-zé渋谷]{1,10}( [a-z]{1,10}){0,3}", 1..20)) {
         let mut index = Index::new();
         let a = leaf(&mut index, 1);
         let entries: Vec<ShareEntry> = names.iter().enumerate().map(|(i, n)| entry(n, &format!("{i}{n}"))).collect();
         index.register(a, &entries, 1000).unwrap();
         let patch = index.take_filter_patch();
         let mut filter: std::collections::HashSet<u32> = patch.add.into_iter().collect();
+        let routed = |q: &[String]| {
+            Query::parse(q).unwrap().alternatives().iter().any(|alt| alt.iter().all(|p| filter.contains(p)))
+        };
         for e in &entries {
-            prop_assert!(filter.contains(&crate::filter::position(e.id.as_bytes())));
-            for token in tokens(&e.name) {
-                prop_assert!(filter.contains(&crate::filter::position(token.as_bytes())));
+            let hex = e.id.to_hex();
+            for n in [8, 13, 64] {
+                let q = vec![hex[..n].to_owned()];
+                prop_assert!(index.search(&q, 10).unwrap().iter().any(|h| h.id == e.id));
+                prop_assert!(routed(&q));
+            }
+            let (name, folder) = crate::tokenize::path_tokens(&e.name);
+            for token in name.iter().chain(&folder) {
+                let chars: Vec<char> = token.chars().collect();
+                for k in 1..=chars.len() {
+                    let q = vec![chars[..k].iter().collect::<String>()];
+                    if index.search(&q, 200).unwrap().iter().any(|h| h.id == e.id) {
+                        prop_assert!(routed(&q), "{:?} finds {} but is not routed", q, e.name);
+                    }
+                }
+                let q = vec![format!("in:{token}")];
+                if folder.contains(token) {
+                    prop_assert!(routed(&q));
+                }
             }
         }
         index.remove_leaf(a);
@@ -211,12 +236,12 @@ proptest! {
 fn check(index: &Index) {
     let mut postings = 0;
     for (t, record) in index.tokens.iter().enumerate() {
-        for (at, &slot) in record.files.iter().enumerate() {
+        for (at, &posting) in record.files.iter().enumerate() {
+            let slot = posting & !IN_NAME;
             let file = index.file(slot).expect("posting names a live file");
-            assert!(file
-                .tokens
-                .iter()
-                .any(|ft| ft.token == t as u32 && ft.at == at as u32));
+            assert!(file.tokens.iter().any(|ft| ft.token == t as u32
+                && ft.at == at as u32
+                && ft.in_name == (posting & IN_NAME != 0)));
             postings += 1;
         }
     }
@@ -228,6 +253,17 @@ fn check(index: &Index) {
         noted += file.tokens.len();
         let live: u32 = file.names.iter().map(|n| n.count).sum();
         assert_eq!(live as usize, file.providers.len());
+        // A token is marked in-name exactly when a live name has it in its file name.
+        for ft in &file.tokens {
+            let text = &*index.tokens[ft.token as usize].text;
+            let named = file.names.iter().filter(|n| n.count > 0).any(|n| {
+                crate::tokenize::path_tokens(&n.name)
+                    .0
+                    .iter()
+                    .any(|t| t == text)
+            });
+            assert_eq!(ft.in_name, named, "{text}");
+        }
     }
     assert_eq!(postings, noted);
     assert_eq!(index.by_id.len(), index.files.iter().flatten().count());
@@ -242,7 +278,7 @@ proptest! {
         let mut keys: Vec<_> = (0..4).map(|n| leaf(&mut index, n)).collect();
         for (l, f, name, op) in ops {
             let key = keys[l as usize];
-            let e = entry(&format!("file{f} alt{name} common"), &format!("content {f}"));
+            let e = entry(&format!("dir{name}/common{f}/file{f} alt{name} common"), &format!("content {f}"));
             match op {
                 0 => { index.register(key, &[e], 1000).unwrap(); }
                 1 => { index.unregister(key, &[e.id]).unwrap(); }
@@ -409,4 +445,198 @@ fn many_providers_from_one_network_do_not_crowd_out_others() {
     assert_eq!(listed.len(), MAX_PROVIDERS);
     let position = listed.iter().position(|p| p.node == NodeId([1; 32]));
     assert_eq!(position, Some(1), "second: round-robin over networks");
+}
+
+/// A library laid out like a person's: the searches the issue names.
+fn library() -> Index {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    let b = leaf(&mut index, 2);
+    let c = leaf(&mut index, 3);
+    let sized = |path: &str, content: &str, size: u64| ShareEntry {
+        size,
+        ..entry(path, content)
+    };
+    let shared = [
+        sized("Music/Rock/Led Zeppelin/Kashmir.flac", "kashmir", 30 << 20),
+        sized(
+            "Music/Rock/Led Zeppelin/Stairway to Heaven.flac",
+            "stairway",
+            40 << 20,
+        ),
+        sized(
+            "Music/Rock/Led Zeppelin/Stairway to Heaven (Live).mp3",
+            "stairway live",
+            9 << 20,
+        ),
+        sized("Music/Rock/Other/Zeppelin Tribute.mp3", "tribute", 5 << 20),
+        sized("Documents/Résumé 2024.pdf", "resume", 80 << 10),
+        sized("Photos/東京/渋谷の夜.png", "shibuya", 3 << 20),
+        sized("Books/Толстой - Война и мир.epub", "tolstoy", 2 << 20),
+        sized("Software/zeppelin-installer.exe", "installer", 60 << 20),
+        sized("Work/readme.txt", "readme work", 100),
+        sized("Games/readme.txt", "readme games", 200),
+        sized("Party 🎵 mix.mp3", "emoji", 1 << 20),
+    ];
+    index.register(a, &shared, 100).unwrap();
+    // The same Kashmir under other names, from two more leaves.
+    index
+        .register(
+            b,
+            &[sized(
+                "Downloads/kashmir (remaster).flac",
+                "kashmir",
+                30 << 20,
+            )],
+            100,
+        )
+        .unwrap();
+    index
+        .register(
+            c,
+            &[sized(
+                "Downloads/kashmir (remaster).flac",
+                "kashmir",
+                30 << 20,
+            )],
+            100,
+        )
+        .unwrap();
+    check(&index);
+    index
+}
+
+fn names(index: &Index, q: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    index
+        .search(&words(q), 50)
+        .unwrap()
+        .into_iter()
+        .filter(|h| seen.insert(h.id))
+        .map(|h| h.name)
+        .collect()
+}
+
+#[test]
+fn folder_words_prefixes_accents_cjk_and_emoji_match() {
+    let index = library();
+    // Folder words.
+    assert_eq!(names(&index, "rock").len(), 4);
+    assert!(names(&index, "zeppelin kashmir")
+        .iter()
+        .any(|n| n.ends_with("Kashmir.flac")));
+    // Prefixes (3 characters or more); a short word is a whole word.
+    assert_eq!(names(&index, "stair").len(), 2);
+    assert_eq!(names(&index, "stai heav").len(), 2);
+    assert!(names(&index, "st").is_empty());
+    assert_eq!(names(&index, "to"), names(&index, "stairway to"));
+    // Accents and width, both ways.
+    assert_eq!(names(&index, "resume"), vec!["Documents/Résumé 2024.pdf"]);
+    assert_eq!(names(&index, "RÉSUMÉ"), vec!["Documents/Résumé 2024.pdf"]);
+    assert_eq!(
+        names(&index, "ｒｅｓｕｍｅ"),
+        vec!["Documents/Résumé 2024.pdf"]
+    );
+    // CJK bigrams and single characters; Cyrillic.
+    assert_eq!(names(&index, "渋谷"), vec!["Photos/東京/渋谷の夜.png"]);
+    assert_eq!(names(&index, "夜"), vec!["Photos/東京/渋谷の夜.png"]);
+    assert_eq!(names(&index, "東京"), vec!["Photos/東京/渋谷の夜.png"]);
+    assert!(names(&index, "渋夜").is_empty());
+    assert_eq!(names(&index, "война мир").len(), 1);
+    assert_eq!(names(&index, "🎵"), vec!["Party 🎵 mix.mp3"]);
+}
+
+#[test]
+fn exclusions_filters_and_hash_prefixes() {
+    let index = library();
+    assert_eq!(
+        names(&index, "stairway -live"),
+        vec!["Music/Rock/Led Zeppelin/Stairway to Heaven.flac"]
+    );
+    // An exclusion is a whole word: `-liv` keeps "Live".
+    assert_eq!(names(&index, "stairway -liv").len(), 2);
+    assert_eq!(
+        names(&index, "zeppelin type:software"),
+        vec!["Software/zeppelin-installer.exe"]
+    );
+    assert_eq!(names(&index, "zeppelin type:audio").len(), 4);
+    assert_eq!(
+        names(&index, "zeppelin type:audio size:>35m"),
+        vec!["Music/Rock/Led Zeppelin/Stairway to Heaven.flac"]
+    );
+    assert_eq!(names(&index, "zeppelin size:<10m").len(), 2);
+    assert_eq!(names(&index, "readme in:games"), vec!["Games/readme.txt"]);
+    // `in:` matches folders only.
+    assert!(names(&index, "in:readme").is_empty());
+    assert!(matches!(
+        index.search(&words("x type:film"), 5),
+        Err(IndexError::BadQuery(_))
+    ));
+    assert_eq!(
+        index.search(&words("-live"), 5),
+        Err(IndexError::EmptyQuery)
+    );
+    let id = entry("", "resume").id.to_hex();
+    assert_eq!(names(&index, &id[..8]), vec!["Documents/Résumé 2024.pdf"]);
+    assert_eq!(names(&index, &id[..20]), vec!["Documents/Résumé 2024.pdf"]);
+    assert_eq!(names(&index, &id), vec!["Documents/Résumé 2024.pdf"]);
+    assert!(names(&index, &id[..7]).is_empty(), "7 digits are a word");
+}
+
+#[test]
+fn name_matches_rank_above_folder_matches_then_sources_and_names_are_listed() {
+    let index = library();
+    // "zeppelin" is in two file names and in the folder of three files; Kashmir has three
+    // sources but matches by folder only.
+    let ranked = names(&index, "zeppelin");
+    assert_eq!(ranked.len(), 5);
+    let mut top = ranked[..2].to_vec();
+    top.sort();
+    assert_eq!(
+        top,
+        [
+            "Music/Rock/Other/Zeppelin Tribute.mp3",
+            "Software/zeppelin-installer.exe"
+        ]
+    );
+    // Among folder matches, the file with more sources first.
+    assert!(
+        ranked[2].contains("Kashmir") || ranked[2].contains("kashmir"),
+        "{ranked:?}"
+    );
+    // Kashmir is one result with its names listed: its best name first (the most common),
+    // the other name as a further hit with the same id after all first hits.
+    let hits = index.search(&words("kashmir"), 10).unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].id, hits[1].id);
+    assert_eq!(hits[0].name, "Downloads/kashmir (remaster).flac");
+    assert_eq!(hits[0].sources, 3);
+    assert_eq!(hits[1].name, "Music/Rock/Led Zeppelin/Kashmir.flac");
+    assert_eq!((hits[1].sources, hits[1].providers.len()), (1, 1));
+    // A name match beats a more common name that matches by folder only.
+    let hits = index.search(&words("led kashmir"), 10).unwrap();
+    assert_eq!(hits[0].name, "Music/Rock/Led Zeppelin/Kashmir.flac");
+    // Two readme.txt files are two results with their folders.
+    assert_eq!(names(&index, "readme").len(), 2);
+}
+
+#[test]
+fn paths_are_bounded_and_names_checked() {
+    let mut index = Index::new();
+    let a = leaf(&mut index, 1);
+    // A file name without a word is refused even under a folder with words.
+    assert_eq!(
+        index.register(a, &[entry("Music/---", "x")], 10),
+        Err(IndexError::EmptyName)
+    );
+    let deep = (0..60)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    index
+        .register(a, &[entry(&format!("{deep}/x.txt"), "deep")], 10)
+        .unwrap();
+    assert_eq!(names(&index, "w59").len(), 1);
+    assert!(names(&index, "w0").is_empty(), "beyond MAX_FOLDER_TOKENS");
+    check(&index);
 }

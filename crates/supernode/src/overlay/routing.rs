@@ -6,12 +6,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use kazoo_common::wire::{PeerMessage, MAX_FILTER_PATCH};
-use kazoo_common::{ContentId, NodeId};
+use kazoo_common::NodeId;
 
 use super::{Action, Overlay, Peer, Routing};
-use crate::filter::{fold, position, FILTER_BITS, MAX_FILTER_SET, MAX_REACH_SET};
+use crate::filter::{fold, FILTER_BITS, MAX_FILTER_SET, MAX_REACH_SET};
 use crate::index::Index;
-use crate::tokenize::tokens;
+use crate::query::Query;
 
 impl Overlay {
     /// Sends a whole position set as `reset` + patches of at most `MAX_FILTER_PATCH`.
@@ -198,18 +198,12 @@ impl Overlay {
         }
     }
 
-    /// Positions a query must find in a filter: the id's, or every token's.
-    fn query_positions(words: &[String]) -> Vec<u32> {
-        if let [word] = words {
-            if let Ok(id) = word.parse::<ContentId>() {
-                return vec![position(id.as_bytes())];
-            }
-        }
-        words
-            .iter()
-            .flat_map(|w| tokens(w))
-            .map(|t| position(t.as_bytes()))
-            .collect()
+    /// Positions a query must find in a filter: one of these lists whole (see
+    /// [`Query::alternatives`]); none for a query that does not parse.
+    fn query_positions(words: &[String]) -> Vec<Vec<u32>> {
+        Query::parse(words)
+            .map(|q| q.alternatives())
+            .unwrap_or_default()
     }
 
     /// Peers to forward a query with `hops` hops left to (before decrementing). `via` is the
@@ -308,16 +302,21 @@ impl Overlay {
 }
 
 impl Peer {
-    /// Whether its filter has every position (a filter over [`MAX_FILTER_SET`] never lasts:
-    /// its peer is disconnected).
-    fn filter_matches(&self, positions: &[u32]) -> bool {
-        positions.iter().all(|x| self.filter.contains(x))
+    /// Whether its filter has every position of one of the alternatives (a filter over
+    /// [`MAX_FILTER_SET`] never lasts: its peer is disconnected).
+    fn filter_matches(&self, alternatives: &[Vec<u32>]) -> bool {
+        alternatives
+            .iter()
+            .any(|positions| positions.iter().all(|x| self.filter.contains(x)))
     }
 
     /// Whether its reach is believed (at most [`MAX_REACH_SET`] positions) and has every
-    /// position.
-    fn reach_matches(&self, positions: &[u32]) -> bool {
-        self.reach.len() <= MAX_REACH_SET && positions.iter().all(|x| self.reach.contains(*x))
+    /// position of one of the alternatives.
+    fn reach_matches(&self, alternatives: &[Vec<u32>]) -> bool {
+        self.reach.len() <= MAX_REACH_SET
+            && alternatives
+                .iter()
+                .any(|positions| positions.iter().all(|x| self.reach.contains(*x)))
     }
 }
 
