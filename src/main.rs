@@ -441,5 +441,8 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
     if let (Some(entries), Some(files)) = (status.index_entries, status.index_files) {
         writeln!(out, "index:         {entries} entries, {files} files")?;
     }
+    for problem in &status.problems {
+        writeln!(out, "warning:       {}", escape_for_terminal(problem))?;
+    }
     Ok(())
 }

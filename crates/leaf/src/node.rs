@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
 use crate::serve::Uploads;
-use crate::share::ShareStore;
+use crate::share::{ShareLayout, ShareStore};
 
 /// How a node is started (beyond its config).
 #[derive(Clone, Debug)]
@@ -127,6 +127,10 @@ pub struct Status {
     pub index_entries: Option<usize>,
     /// Supernode: distinct files in the index.
     pub index_files: Option<usize>,
+    /// What is wrong now, one line each: share folders missing or unreadable, bootstrap
+    /// supernodes not answering (empty when all is well).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// The connection to this leaf's supernode.
@@ -306,12 +310,18 @@ impl Node {
         let listen = endpoint
             .local_addr()
             .map_err(|e| NodeError::Start(format!("reading bound address: {e}")))?;
-        let download_dir = config.download_dir();
-        let mut dirs = config.share.dirs.clone();
-        dirs.push(download_dir);
-        let shares = Arc::new(ShareStore::new(
-            if options.share { dirs } else { Vec::new() },
-            vec![data_dir.clone()],
+        let layout = if options.share {
+            ShareLayout::from_config(&config)
+        } else {
+            ShareLayout::default()
+        };
+        if let Some(downloads) = &layout.download_dir {
+            if let Err(e) = std::fs::create_dir_all(downloads) {
+                tracing::warn!(dir = %downloads.display(), error = %e, "cannot create the download folder");
+            }
+        }
+        let shares = Arc::new(ShareStore::with_layout(
+            layout,
             data_dir.join("hashcache.bin"),
         ));
         let setting = options.role.unwrap_or(config.node.role);
@@ -474,7 +484,13 @@ impl Node {
             shared_files: self.inner.shares.len(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
+            problems: self.problems(),
         }
+    }
+
+    /// What is wrong now (see [`Status::problems`]).
+    pub fn problems(&self) -> Vec<String> {
+        self.inner.shares.problems()
     }
 
     /// Waits until this node is a supernode or joined to one.
