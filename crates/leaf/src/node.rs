@@ -222,6 +222,8 @@ struct Inner {
     dials: dial_guard::DialGuard,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
+    /// Configured bootstrap addresses not answering now: since when (unix seconds) and why.
+    bootstrap_down: Mutex<std::collections::BTreeMap<SocketAddr, (u64, String)>>,
 }
 
 impl Inner {
@@ -263,6 +265,17 @@ impl Drop for ActiveDownload<'_> {
 
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
 pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
+
+/// `HH:MM:SS UTC` of unix time `secs`.
+fn utc_time_of_day(secs: u64) -> String {
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60
+    )
+}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -348,6 +361,7 @@ impl Node {
                 std::time::Instant::now(),
             ),
             started: std::time::Instant::now(),
+            bootstrap_down: Mutex::default(),
             config,
         });
         let node = Node { inner };
@@ -490,7 +504,44 @@ impl Node {
 
     /// What is wrong now (see [`Status::problems`]).
     pub fn problems(&self) -> Vec<String> {
-        self.inner.shares.problems()
+        let mut problems = self.inner.shares.problems();
+        for (addr, (since, why)) in crate::lock(&self.inner.bootstrap_down).iter() {
+            problems.push(format!(
+                "bootstrap {addr} not answering since {} ({why})",
+                utc_time_of_day(*since)
+            ));
+        }
+        problems
+    }
+
+    /// Records whether a configured bootstrap address answered a dial (`Err`: why not); a
+    /// bootstrap that stops answering is logged at once, and again when it is back.
+    fn note_bootstrap(&self, addr: SocketAddr, answer: Result<(), String>) {
+        if !self
+            .inner
+            .config
+            .network
+            .bootstrap
+            .iter()
+            .any(|b| b.addr == addr)
+        {
+            return;
+        }
+        let mut down = crate::lock(&self.inner.bootstrap_down);
+        match answer {
+            Ok(()) => {
+                if down.remove(&addr).is_some() {
+                    tracing::info!(%addr, "bootstrap supernode answers again");
+                }
+            }
+            Err(why) => {
+                if !down.contains_key(&addr) {
+                    tracing::warn!(%addr, error = %why, "bootstrap supernode not answering");
+                }
+                let since = down.get(&addr).map_or_else(now_secs, |(since, _)| *since);
+                down.insert(addr, (since, why));
+            }
+        }
     }
 
     /// Waits until this node is a supernode or joined to one.
@@ -511,6 +562,7 @@ impl Node {
             .map_err(|_| NodeError::NoSupernode(self.bootstrap_list()))
     }
 
+    /// The configured bootstrap entries, comma-separated (or "none configured").
     fn bootstrap_list(&self) -> String {
         let list = &self.inner.config.network.bootstrap;
         if list.is_empty() {

@@ -73,6 +73,8 @@ pub const SUPERNODE_MAX_LEAVES_PER_IP: Bounded = bounded(
 );
 /// `network.idle_timeout_ms`.
 pub const NETWORK_IDLE_TIMEOUT_MS: Bounded = bounded("network.idle_timeout_ms", 500, 60_000);
+/// `network.bootstrap_wait_secs`.
+pub const NETWORK_BOOTSTRAP_WAIT_SECS: Bounded = bounded("network.bootstrap_wait_secs", 0, 86_400);
 /// `supernode.hop_limit`: at most what the protocol allows.
 pub const SUPERNODE_HOP_LIMIT: Bounded = bounded("supernode.hop_limit", 0, MAX_HOPS as u64);
 /// `election.heir_delay_ms`.
@@ -104,6 +106,10 @@ impl Config {
             (SUPERNODE_MAX_INDEX_MIB, sn.max_index_mib as u64),
             (SUPERNODE_MAX_LEAVES_PER_IP, sn.max_leaves_per_ip as u64),
             (NETWORK_IDLE_TIMEOUT_MS, self.network.idle_timeout_ms),
+            (
+                NETWORK_BOOTSTRAP_WAIT_SECS,
+                self.network.bootstrap_wait_secs,
+            ),
             (SUPERNODE_HOP_LIMIT, u64::from(sn.hop_limit)),
             (ELECTION_HEIR_DELAY_MS, e.heir_delay_ms),
             (ELECTION_DEMOTE_BELOW_PCT, u64::from(e.demote_below_pct)),
@@ -143,6 +149,7 @@ mod tests {
         for b in [
             SUPERNODE_MAX_INDEX_MIB,
             NETWORK_IDLE_TIMEOUT_MS,
+            NETWORK_BOOTSTRAP_WAIT_SECS,
             SHARE_RESCAN_SECS,
             SHARE_UPLOAD_RATE_KIB,
         ] {
