@@ -20,6 +20,7 @@
 //! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@198.51.100.2:4710"]
 //! idle_timeout_ms = 2000        # a silent peer is dead after this; keep-alive every 1/4
 //! bootstrap_wait_secs = 60      # an auto node whose bootstraps never answered waits this long
+//! secret = "…"                  # a private network: only nodes with this secret connect
 //!
 //! [supernode]
 //! max_leaves = 200

@@ -222,6 +222,8 @@ struct Inner {
     dials: dial_guard::DialGuard,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
+    /// The private network's key (`network.secret`), if any.
+    network: Option<transport::NetworkKey>,
     /// Configured bootstrap addresses not answering now: since when (unix seconds) and why.
     bootstrap_down: Mutex<std::collections::BTreeMap<SocketAddr, (u64, String)>>,
 }
@@ -362,6 +364,7 @@ impl Node {
             ),
             started: std::time::Instant::now(),
             bootstrap_down: Mutex::default(),
+            network: config.network.network_key(),
             config,
         });
         let node = Node { inner };
@@ -760,13 +763,14 @@ impl Node {
         let guard = &self.inner.dials;
         // Recorded as silent if the caller stops waiting before the dial ends.
         let mut pending = dial_guard::Pending::new(guard, addr);
-        let result = transport::dial(
+        let result = transport::dial_private(
             &self.inner.endpoint,
             &self.inner.identity,
             addr,
             expected,
             self.inner.timeouts,
             self.hello(intent),
+            self.inner.network.as_ref(),
         )
         .await;
         pending.finish(&result);

@@ -24,7 +24,15 @@ pub struct NetworkConfig {
     /// network of its own. Default 60; 0: after its first failed round. Range
     /// [`super::validate::NETWORK_BOOTSTRAP_WAIT_SECS`].
     pub bootstrap_wait_secs: u64,
+    /// A private network's shared secret: only nodes with the same secret connect (join,
+    /// peer, download); it never goes over the wire (each side proves it knows it, see
+    /// `transport::private`). Default: none (an open network). At least
+    /// [`MIN_SECRET_LEN`] bytes.
+    pub secret: Option<String>,
 }
+
+/// Shortest `network.secret` accepted.
+pub const MIN_SECRET_LEN: usize = 16;
 
 impl Default for NetworkConfig {
     fn default() -> Self {
@@ -32,11 +40,19 @@ impl Default for NetworkConfig {
             bootstrap: Vec::new(),
             idle_timeout_ms: 2000,
             bootstrap_wait_secs: 60,
+            secret: None,
         }
     }
 }
 
 impl NetworkConfig {
+    /// The private network's key, if `secret` is set.
+    pub fn network_key(&self) -> Option<crate::transport::NetworkKey> {
+        self.secret
+            .as_deref()
+            .map(crate::transport::NetworkKey::from_secret)
+    }
+
     /// See [`Self::bootstrap_wait_secs`].
     pub fn bootstrap_wait(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.bootstrap_wait_secs)

@@ -119,7 +119,21 @@ impl Config {
         ];
         checks
             .iter()
-            .try_for_each(|(bounds, value)| bounds.check(*value, origin))
+            .try_for_each(|(bounds, value)| bounds.check(*value, origin))?;
+        match &self.network.secret {
+            Some(secret) if secret.len() < super::network::MIN_SECRET_LEN => {
+                Err(ConfigError::Range {
+                    path: origin.to_owned(),
+                    key: "network.secret",
+                    value: format!("({} bytes)", secret.len()),
+                    reason: format!(
+                        "at least {} bytes (e.g. `openssl rand -hex 16`)",
+                        super::network::MIN_SECRET_LEN
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -142,6 +156,17 @@ mod tests {
             err.to_string(),
             "x: share.upload_rate_kib = 18014398509481984: 0-4294967296"
         );
+    }
+
+    #[test]
+    fn a_short_network_secret_is_refused_without_showing_it() {
+        let err = Config::from_toml("[network]\nsecret = \"hunter2\"\n", "x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x: network.secret = (7 bytes): at least 16 bytes (e.g. `openssl rand -hex 16`)"
+        );
+        let ok = Config::from_toml("[network]\nsecret = \"0123456789abcdef\"\n", "x");
+        assert!(ok.unwrap().network.network_key().is_some());
     }
 
     #[test]

@@ -184,6 +184,11 @@ async fn join_first(
         .collect();
     while let Some((addr, result)) = attempts.next().await {
         let answer = match &result {
+            Ok(Err(TransportError::Refused {
+                code: ErrorCode::WrongNetwork,
+                reason,
+                ..
+            })) => Err(format!("refused: {reason}")),
             Ok(Ok(_)) | Ok(Err(TransportError::Refused { .. })) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_owned()),
@@ -197,6 +202,11 @@ async fn join_first(
                 redirect,
                 reason,
             })) => {
+                if code == ErrorCode::WrongNetwork {
+                    // Not this node's network: it neither exists for us nor answers.
+                    tracing::warn!(%addr, %reason, "join refused: not the same network (network.secret)");
+                    continue;
+                }
                 refusals.answered = true;
                 tracing::debug!(%addr, %reason, "join refused");
                 if code == wire::ErrorCode::Busy {
@@ -205,6 +215,9 @@ async fn join_first(
                 refusals
                     .redirect
                     .extend(redirect.into_iter().take(MAX_SUCCESSION));
+            }
+            Ok(Err(e @ TransportError::WrongNetwork(_))) => {
+                tracing::warn!(%addr, reason = %e, "could not join supernode");
             }
             Ok(Err(e)) => tracing::debug!(%addr, reason = %e, "could not join supernode"),
             Err(_) => tracing::debug!(%addr, "join attempt timed out"),
