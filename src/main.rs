@@ -20,9 +20,13 @@ use kazoo_leaf::{Node, StartOptions, Status};
 #[derive(Parser)]
 #[command(name = "kazoo", version, about)]
 struct Cli {
-    /// Config file (TOML). Without it every key has its default.
+    /// Config file (TOML). Default: `$KAZOO_CONFIG`, else `$XDG_CONFIG_HOME/kazoo/config.toml`
+    /// (`~/.config/kazoo/config.toml`) if it exists, else every key has its default.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Append logs to this file (plain text) instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,13 +79,38 @@ enum Command {
     Demo,
 }
 
-fn init_logging(default: &str) {
+/// Logs to `file` (appended), or to stderr; colours only on a terminal.
+fn init_logging(default: &str, file: Option<&Path>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            logs.with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => logs
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
+}
+
+/// Whether `e` is a write to a closed pipe (`kazoo search … | head`): the reader has all it
+/// wanted, so the command ends quietly.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,7 +119,10 @@ fn main() -> std::process::ExitCode {
         Command::Run => "info",
         _ => "warn",
     };
-    init_logging(default_log);
+    if let Err(e) = init_logging(default_log, cli.log_file.as_deref()) {
+        eprintln!("kazoo: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -100,6 +132,7 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kazoo: {}", escape_for_terminal(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
@@ -107,9 +140,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The config file: `--config`, else `$KAZOO_CONFIG`, else
+/// `$XDG_CONFIG_HOME/kazoo/config.toml` (or `~/.config/kazoo/config.toml`) if it exists.
+fn config_path(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = given {
+        return Some(path.to_path_buf());
+    }
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(path) = env("KAZOO_CONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    let dir = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    let path = dir.join("kazoo/config.toml");
+    path.is_file().then_some(path)
+}
+
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    match path {
-        Some(path) => Ok(Config::load(path)?),
+    match config_path(path) {
+        Some(path) => Ok(Config::load(&path)?),
         None => Ok(Config::default()),
     }
 }
@@ -167,9 +217,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let status = node.status();
-    println!(
+    // Nobody may be reading (a service): the node runs on.
+    let _ = writeln!(
+        std::io::stdout(),
         "kazoo node {} ({}) listening on {}",
-        status.node_id, status.role, status.listen
+        status.node_id,
+        status.role,
+        status.listen
     );
     tokio::signal::ctrl_c()
         .await
@@ -454,18 +508,20 @@ async fn get(
     };
     bar.finish();
     let report = report?;
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
         let used = report.sources.iter().filter(|s| s.bytes > 0).count();
         let rate = report.bytes as f64 / report.seconds.max(1e-9) / 1e6;
-        println!(
+        writeln!(
+            out,
             "{}  {} ({}, {rate:.1} MB/s from {used} source{}, verified)",
             report.hash,
             report.path.display(),
             human(report.bytes),
             if used == 1 { "" } else { "s" }
-        );
+        )?;
     }
     Ok(())
 }
@@ -484,11 +540,11 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
             _ => None,
         })
         .context("the node sent no status")?;
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        writeln!(out, "{}", serde_json::to_string(&status)?)?;
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "role:          {} (since unix {}; {})",
@@ -534,6 +590,9 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
     writeln!(out, "shared files:  {}", status.shared_files)?;
     if let (Some(entries), Some(files)) = (status.index_entries, status.index_files) {
         writeln!(out, "index:         {entries} entries, {files} files")?;
+    }
+    for problem in &status.problems {
+        writeln!(out, "warning:       {}", escape_for_terminal(problem))?;
     }
     Ok(())
 }

@@ -1,70 +1,12 @@
 //! The real `kazoo` binary, several processes on loopback: a supernode, a sharing leaf, and
 //! one-shot `search`/`get` commands that join as short-lived leaves.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A running `kazoo` process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kazoo(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kazoo"));
-    cmd.arg("--config").arg(config).args(args);
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
-
-fn run(config: &Path, args: &[&str]) -> Output {
-    kazoo(config, args).output().expect("kazoo runs")
-}
-
-fn spawn(config: &Path) -> Proc {
-    let child = kazoo(config, &["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kazoo run starts");
-    Proc(child)
-}
-
-/// Runs `args` until `ok` accepts the output, failing after [`DEADLINE`].
-fn until(config: &Path, args: &[&str], ok: impl Fn(&Output) -> bool) -> Output {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let out = run(config, args);
-        if ok(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out: kazoo {args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, body).unwrap();
-    path
-}
+use common::bin::{json, run, spawn, until, write_config};
 
 /// Config for a `role` node `name` under `dir` that shares one file, `<name> <file>`, and
 /// joins `bootstrap`.

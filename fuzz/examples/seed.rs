@@ -407,6 +407,7 @@ fn main() {
         listen_port: 4711,
         capacity: 1000,
         intent: Intent::Join,
+        network_proof: None,
     };
     write(
         root,

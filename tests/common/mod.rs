@@ -2,6 +2,7 @@
 //! and waiting on conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod bin;
 pub mod fake;
 
 use std::future::Future;

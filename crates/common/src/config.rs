@@ -12,10 +12,15 @@
 //! download_dir = "~/.local/share/kazoo/downloads"
 //! rescan_secs = 2
 //! upload_rate_kib = 0           # 0 = unlimited
+//! share_downloads = true        # the download folder is shared
+//! share_saved_elsewhere = false # files saved with `get -o` outside the share folders are not
+//! follow_symlinks = false       # symlinks to files outside the share folders are skipped
 //!
 //! [network]
 //! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@198.51.100.2:4710"]
 //! idle_timeout_ms = 2000        # a silent peer is dead after this; keep-alive every 1/4
+//! bootstrap_wait_secs = 60      # an auto node whose bootstraps never answered waits this long
+//! secret = "…"                  # a private network: only nodes with this secret connect
 //!
 //! [supernode]
 //! max_leaves = 200
@@ -147,7 +152,8 @@ impl Default for NodeConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShareConfig {
-    /// Directories shared recursively. Default: none (the download dir is always shared).
+    /// Directories shared recursively. Default: none. A kazoo data dir (any node's, recognised
+    /// by its mark file or its `node.key`) and key files are never shared.
     pub dirs: Vec<PathBuf>,
     /// Where finished downloads go. Default `<data_dir>/downloads`.
     pub download_dir: Option<PathBuf>,
@@ -157,6 +163,17 @@ pub struct ShareConfig {
     /// Upload rate cap for the whole node, in KiB/s; 0 (default) means unlimited. Range
     /// [`validate::SHARE_UPLOAD_RATE_KIB`].
     pub upload_rate_kib: u64,
+    /// Whether the download folder is shared (as if listed in `dirs`). Default `true`: what a
+    /// node fetched, it offers (KaZaA's "My Shared Folder"); `false` keeps it private even
+    /// when it lies inside a share folder.
+    pub share_downloads: bool,
+    /// Whether a file saved with `kazoo get -o PATH` outside every share folder is shared.
+    /// Default `false`: a file goes where the user put it and nothing more.
+    pub share_saved_elsewhere: bool,
+    /// Whether a symlink to a file outside every share folder is shared. Default `false`
+    /// (a link to `/etc/passwd` dropped into a share folder stays private); links to files
+    /// inside a share folder are always followed, symlinked directories never are.
+    pub follow_symlinks: bool,
 }
 
 impl Default for ShareConfig {
@@ -166,6 +183,9 @@ impl Default for ShareConfig {
             download_dir: None,
             rescan_secs: 2,
             upload_rate_kib: 0,
+            share_downloads: true,
+            share_saved_elsewhere: false,
+            follow_symlinks: false,
         }
     }
 }

@@ -12,6 +12,41 @@ use crate::NodeId;
 /// File name of the key inside `data_dir`.
 pub const KEY_FILE: &str = "node.key";
 
+/// The mark file every node writes into its `data_dir` (like `CACHEDIR.TAG`): a folder that
+/// holds it, or a [`KEY_FILE`], is a kazoo data dir, and no node shares anything in it.
+pub const DATA_DIR_MARK: &str = "KAZOO-DATA-DIR.TAG";
+
+/// What the mark file says to whoever opens it.
+const DATA_DIR_MARK_TEXT: &str = "This folder is a kazoo node's data dir (node key, hash cache, \
+partial downloads, control socket).\nkazoo never shares a folder holding this file.\n";
+
+/// Whether `dir` is a kazoo data dir: it holds the [`DATA_DIR_MARK`] or a [`KEY_FILE`].
+pub fn is_data_dir(dir: &Path) -> bool {
+    dir.join(DATA_DIR_MARK).exists() || dir.join(KEY_FILE).exists()
+}
+
+/// Writes the [`DATA_DIR_MARK`] into `data_dir` unless it is there.
+pub fn mark_data_dir(data_dir: &Path) -> std::io::Result<()> {
+    let mark = data_dir.join(DATA_DIR_MARK);
+    if mark.exists() {
+        return Ok(());
+    }
+    std::fs::write(mark, DATA_DIR_MARK_TEXT)
+}
+
+/// Longest key file [`looks_like_key`] recognises (an ed25519 PKCS#8 v2 key is 83–85 bytes).
+pub const MAX_KEY_FILE_LEN: u64 = 128;
+
+/// Whether `bytes` (a whole file) look like an ed25519 PKCS#8 private key — a node key under
+/// any name: a DER sequence holding version 0 or 1 and the id-Ed25519 algorithm.
+pub fn looks_like_key(bytes: &[u8]) -> bool {
+    const ALGORITHM: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+    bytes.len() as u64 <= MAX_KEY_FILE_LEN
+        && bytes.first() == Some(&0x30)
+        && bytes.get(2..4) == Some(&[0x02, 0x01])
+        && bytes.get(5..12) == Some(&ALGORITHM)
+}
+
 /// Errors loading or creating an identity.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -61,7 +96,8 @@ impl Identity {
         Self::from_key_pair(key)
     }
 
-    /// Loads `data_dir/node.key`, or creates it (mode 0600) if missing.
+    /// Loads `data_dir/node.key`, or creates it (mode 0600) if missing; marks `data_dir`
+    /// as a data dir ([`DATA_DIR_MARK`]) either way.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IdentityError> {
         let path = data_dir.join(KEY_FILE);
         let shown = path.display().to_string();
@@ -69,6 +105,11 @@ impl Identity {
             path: shown.clone(),
             source,
         };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        mark_data_dir(data_dir).map_err(|source| IdentityError::Io {
+            path: data_dir.join(DATA_DIR_MARK).display().to_string(),
+            source,
+        })?;
         match std::fs::read(&path) {
             Ok(der) => {
                 let key = rcgen::KeyPair::try_from(der.as_slice()).map_err(|e| {
@@ -86,7 +127,6 @@ impl Identity {
                 Self::from_key_pair(key)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(io)?;
                 let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
@@ -159,6 +199,25 @@ mod tests {
             crate::tls::node_id_from_cert(&a.cert()).unwrap(),
             a.node_id()
         );
+    }
+
+    #[test]
+    fn a_data_dir_is_marked_and_its_key_is_recognised_under_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("state");
+        assert!(!is_data_dir(&data));
+        Identity::load_or_create(&data).unwrap();
+        assert!(data.join(DATA_DIR_MARK).is_file());
+        assert!(is_data_dir(&data));
+        std::fs::remove_file(data.join(DATA_DIR_MARK)).unwrap();
+        assert!(
+            is_data_dir(&data),
+            "an older data dir: its node.key marks it"
+        );
+        let key = std::fs::read(data.join(KEY_FILE)).unwrap();
+        assert!(looks_like_key(&key), "{key:02x?}");
+        assert!(!looks_like_key(b"hello world"));
+        assert!(!looks_like_key(&[0x30; 200]));
     }
 
     #[test]

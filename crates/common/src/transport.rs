@@ -22,6 +22,10 @@ use crate::wire::{
 use crate::NodeId;
 
 pub use crate::wire::HANDSHAKE_TIMEOUT;
+pub use private::NetworkKey;
+
+pub mod private;
+use private::Side;
 
 /// QUIC timing; short by default so a dead peer is noticed within seconds.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +82,10 @@ pub enum TransportError {
     /// The peer's `Hello` broke a rule.
     #[error("handshake: {0}")]
     Violation(String),
+    /// The peer is not in this node's private network (`network.secret`), or this node is
+    /// not in the peer's.
+    #[error("not the same network: {0}")]
+    WrongNetwork(String),
     /// The peer refused us.
     #[error("refused by peer ({code:?}): {reason}")]
     Refused {
@@ -236,7 +244,8 @@ fn check_hello(hello: &Hello, tls_id: NodeId) -> Result<(), (u32, ErrorCode, Str
     Ok(())
 }
 
-/// Dials `addr`, requiring node id `expected` if given, and exchanges `Hello`s.
+/// Dials `addr`, requiring node id `expected` if given, and exchanges `Hello`s (an open
+/// network: see [`dial_private`]).
 pub async fn dial(
     endpoint: &Endpoint,
     identity: &Identity,
@@ -245,6 +254,20 @@ pub async fn dial(
     timeouts: Timeouts,
     hello: Hello,
 ) -> Result<Link, TransportError> {
+    dial_private(endpoint, identity, addr, expected, timeouts, hello, None).await
+}
+
+/// [`dial`] in the private network of `network` (`None`: an open network): our `Hello`
+/// carries our proof, and the acceptor's must carry a valid one (see [`private`]).
+pub async fn dial_private(
+    endpoint: &Endpoint,
+    identity: &Identity,
+    addr: SocketAddr,
+    expected: Option<NodeId>,
+    timeouts: Timeouts,
+    mut hello: Hello,
+    network: Option<&NetworkKey>,
+) -> Result<Link, TransportError> {
     let config = client_config(identity, expected, timeouts, wire::ALPN)?;
     let connecting = endpoint
         .connect_with(config, addr, "kazoo")
@@ -252,6 +275,7 @@ pub async fn dial(
     let fut = async {
         let conn = connecting.await?;
         let tls_id = peer_node_id(&conn)?;
+        hello.network_proof = private::proof(network, &conn, Side::Dialler);
         let (mut send, mut recv) = conn.open_bi().await?;
         wire::write_frame(&mut send, &Handshake::Hello(hello)).await?;
         match wire::read_frame::<Handshake>(&mut recv).await {
@@ -259,6 +283,11 @@ pub async fn dial(
                 if let Err((code, _, reason)) = check_hello(&theirs, tls_id) {
                     close(&conn, code, &reason);
                     return Err(TransportError::Violation(reason));
+                }
+                let proof = theirs.network_proof;
+                if let Err(reason) = private::check(network, &conn, Side::Acceptor, proof) {
+                    close(&conn, CloseCode::WRONG_NETWORK, &reason);
+                    return Err(TransportError::WrongNetwork(reason));
                 }
                 Ok(Link {
                     conn,
@@ -304,6 +333,7 @@ pub struct Pending {
     hello: Hello,
     send: SendStream,
     recv: RecvStream,
+    network: Option<NetworkKey>,
 }
 
 impl Pending {
@@ -323,7 +353,8 @@ impl Pending {
     }
 
     /// Answers with our `Hello` and returns the established link.
-    pub async fn admit(mut self, ours: Hello) -> Result<Link, TransportError> {
+    pub async fn admit(mut self, mut ours: Hello) -> Result<Link, TransportError> {
+        ours.network_proof = private::proof(self.network.as_ref(), &self.conn, Side::Acceptor);
         wire::write_frame(&mut self.send, &Handshake::Hello(ours)).await?;
         Ok(Link {
             conn: self.conn,
@@ -368,8 +399,20 @@ async fn send_refusal(
     }
 }
 
-/// Completes an incoming connection up to the peer's `Hello` (TLS, version, identity).
+/// Completes an incoming connection up to the peer's `Hello` (TLS, version, identity) in an
+/// open network (see [`accept_private`]).
 pub async fn accept(incoming: quinn::Incoming) -> Result<Pending, TransportError> {
+    accept_private(incoming, None).await
+}
+
+/// [`accept`] in the private network of `network` (`None`: an open network): the dialler's
+/// `Hello` must carry a valid proof (else it is refused with [`ErrorCode::WrongNetwork`] and
+/// the connection closed with [`CloseCode::WRONG_NETWORK`]), and [`Pending::admit`] sends
+/// ours.
+pub async fn accept_private(
+    incoming: quinn::Incoming,
+    network: Option<NetworkKey>,
+) -> Result<Pending, TransportError> {
     let fut = async {
         let conn = incoming.await?;
         let tls_id = peer_node_id(&conn)?;
@@ -394,11 +437,18 @@ pub async fn accept(incoming: quinn::Incoming) -> Result<Pending, TransportError
             close(&conn, close_code, &reason);
             return Err(TransportError::Violation(reason));
         }
+        let proof = hello.network_proof;
+        if let Err(reason) = private::check(network.as_ref(), &conn, Side::Dialler, proof) {
+            send_refusal(&mut send, ErrorCode::WrongNetwork, &reason, Vec::new()).await;
+            close(&conn, CloseCode::WRONG_NETWORK, &reason);
+            return Err(TransportError::WrongNetwork(reason));
+        }
         Ok(Pending {
             conn,
             hello,
             send,
             recv,
+            network,
         })
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)

@@ -22,6 +22,14 @@
 //! * `version` equals [`PROTOCOL_VERSION`] (else [`ErrorCode::VersionMismatch`],
 //!   [`CloseCode::VERSION_MISMATCH`]);
 //! * `node_id` equals the key in the TLS certificate (else [`CloseCode::IDENTITY_MISMATCH`]);
+//! * `network_proof` is valid when the acceptor is in a private network (`network.secret`)
+//!   and absent when it is not (else [`ErrorCode::WrongNetwork`],
+//!   [`CloseCode::WRONG_NETWORK`]). The proof is BLAKE3 keyed by
+//!   `derive_key("kazoo 2026 network secret v1", secret)` over 32 bytes of TLS exporter
+//!   keying material (label `EXPORTER-kazoo-network-proof`, context `dialler` or
+//!   `acceptor` for the sender's side): bound to this TLS session, so neither replayable nor
+//!   reflectable, and the secret never travels. The dialler checks the acceptor's proof the
+//!   same way and closes with [`CloseCode::WRONG_NETWORK`];
 //! * for [`Intent::Join`]: it is a supernode with room for another leaf (a full one refuses
 //!   with `Busy` and a `redirect` list of its peers with room, and asks its best eligible
 //!   leaf to promote with [`Notice::Promote`]; once that leaf has promoted and peered back,
@@ -275,6 +283,9 @@ impl CloseCode {
     /// A supernode closes a leaf's session because the same leaf joined again on another
     /// connection (only the newest session of a leaf is kept).
     pub const SUPERSEDED: u32 = 7;
+    /// A `Hello.network_proof` was missing, unexpected or wrong: the two nodes are not in
+    /// the same (private) network.
+    pub const WRONG_NETWORK: u32 = 8;
 }
 
 /// Role a node plays now.
@@ -311,6 +322,10 @@ pub struct Hello {
     pub capacity: u32,
     /// Dialler only: what the connection is for.
     pub intent: Intent,
+    /// In a private network (`network.secret`): the sender's proof that it knows the secret,
+    /// a keyed BLAKE3 hash of this connection's TLS exporter keying material (see
+    /// `transport::private`); `None` in an open network. Appended after `intent`.
+    pub network_proof: Option<[u8; 32]>,
 }
 
 impl Hello {
@@ -323,6 +338,7 @@ impl Hello {
             listen_port: 0,
             capacity: 0,
             intent,
+            network_proof: None,
         }
     }
 }
@@ -690,6 +706,9 @@ pub enum ErrorCode {
     /// The supernode's index is at its budget (`supernode.max_index_entries` /
     /// `max_index_mib`); register elsewhere.
     IndexFull,
+    /// The dialler is not in the acceptor's private network, or the acceptor is not in the
+    /// dialler's (a missing, unexpected or wrong `Hello.network_proof`).
+    WrongNetwork,
 }
 
 /// An answer to a [`Request`].

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
 use crate::serve::Uploads;
-use crate::share::ShareStore;
+use crate::share::{ShareLayout, ShareStore};
 
 /// What a search found (see [`Node::find`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +143,10 @@ pub struct Status {
     pub index_entries: Option<usize>,
     /// Supernode: distinct files in the index.
     pub index_files: Option<usize>,
+    /// What is wrong now, one line each: share folders missing or unreadable, bootstrap
+    /// supernodes not answering (empty when all is well).
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// The connection to this leaf's supernode.
@@ -236,6 +240,10 @@ struct Inner {
     reverse: reverse::Reverse,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
+    /// The private network's key (`network.secret`), if any.
+    network: Option<transport::NetworkKey>,
+    /// Configured bootstrap addresses not answering now: since when (unix seconds) and why.
+    bootstrap_down: Mutex<std::collections::BTreeMap<SocketAddr, (u64, String)>>,
 }
 
 impl Inner {
@@ -277,6 +285,17 @@ impl Drop for ActiveDownload<'_> {
 
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
 pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
+
+/// `HH:MM:SS UTC` of unix time `secs`.
+fn utc_time_of_day(secs: u64) -> String {
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60
+    )
+}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -324,12 +343,18 @@ impl Node {
         let listen = endpoint
             .local_addr()
             .map_err(|e| NodeError::Start(format!("reading bound address: {e}")))?;
-        let download_dir = config.download_dir();
-        let mut dirs = config.share.dirs.clone();
-        dirs.push(download_dir);
-        let shares = Arc::new(ShareStore::new(
-            if options.share { dirs } else { Vec::new() },
-            vec![data_dir.clone()],
+        let layout = if options.share {
+            ShareLayout::from_config(&config)
+        } else {
+            ShareLayout::default()
+        };
+        if let Some(downloads) = &layout.download_dir {
+            if let Err(e) = std::fs::create_dir_all(downloads) {
+                tracing::warn!(dir = %downloads.display(), error = %e, "cannot create the download folder");
+            }
+        }
+        let shares = Arc::new(ShareStore::with_layout(
+            layout,
             data_dir.join("hashcache.bin"),
         ));
         let setting = options.role.unwrap_or(config.node.role);
@@ -357,6 +382,8 @@ impl Node {
                 std::time::Instant::now(),
             ),
             started: std::time::Instant::now(),
+            bootstrap_down: Mutex::default(),
+            network: config.network.network_key(),
             config,
         });
         let node = Node { inner };
@@ -497,6 +524,49 @@ impl Node {
             shared_files: self.inner.shares.len(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
+            problems: self.problems(),
+        }
+    }
+
+    /// What is wrong now (see [`Status::problems`]).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.inner.shares.problems();
+        for (addr, (since, why)) in crate::lock(&self.inner.bootstrap_down).iter() {
+            problems.push(format!(
+                "bootstrap {addr} not answering since {} ({why})",
+                utc_time_of_day(*since)
+            ));
+        }
+        problems
+    }
+
+    /// Records whether a configured bootstrap address answered a dial (`Err`: why not); a
+    /// bootstrap that stops answering is logged at once, and again when it is back.
+    fn note_bootstrap(&self, addr: SocketAddr, answer: Result<(), String>) {
+        if !self
+            .inner
+            .config
+            .network
+            .bootstrap
+            .iter()
+            .any(|b| b.addr == addr)
+        {
+            return;
+        }
+        let mut down = crate::lock(&self.inner.bootstrap_down);
+        match answer {
+            Ok(()) => {
+                if down.remove(&addr).is_some() {
+                    tracing::info!(%addr, "bootstrap supernode answers again");
+                }
+            }
+            Err(why) => {
+                if !down.contains_key(&addr) {
+                    tracing::warn!(%addr, error = %why, "bootstrap supernode not answering");
+                }
+                let since = down.get(&addr).map_or_else(now_secs, |(since, _)| *since);
+                down.insert(addr, (since, why));
+            }
         }
     }
 
@@ -518,6 +588,7 @@ impl Node {
             .map_err(|_| NodeError::NoSupernode(self.bootstrap_list()))
     }
 
+    /// The configured bootstrap entries, comma-separated (or "none configured").
     fn bootstrap_list(&self) -> String {
         let list = &self.inner.config.network.bootstrap;
         if list.is_empty() {
@@ -738,13 +809,14 @@ impl Node {
         let guard = &self.inner.dials;
         // Recorded as silent if the caller stops waiting before the dial ends.
         let mut pending = dial_guard::Pending::new(guard, addr);
-        let result = transport::dial(
+        let result = transport::dial_private(
             &self.inner.endpoint,
             &self.inner.identity,
             addr,
             expected,
             self.inner.timeouts,
             self.hello(intent),
+            self.inner.network.as_ref(),
         )
         .await;
         pending.finish(&result);

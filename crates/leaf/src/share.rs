@@ -1,6 +1,13 @@
-//! Sharing: the files under `share.dirs` (and the download folder), hashed once and
-//! remembered in a persisted hash cache, rescanned every `share.rescan_secs` for files that
-//! were added, removed or changed.
+//! Sharing: the files under `share.dirs` (and the download folder unless
+//! `share.share_downloads = false`), hashed once and remembered in a persisted hash cache,
+//! rescanned every `share.rescan_secs` for files that were added, removed or changed.
+//!
+//! Only what the user picked is shared ([`ShareLayout`]): never a kazoo data dir (any node's,
+//! recognised by [`DATA_DIR_MARK`] or a `node.key`) nor a file that is a node key (by name or
+//! by content); a symlink to a file outside every share folder only with
+//! `share.follow_symlinks`; a file saved with `get -o` outside them only with
+//! `share.share_saved_elsewhere`. A share folder that is missing or unreadable is a warning,
+//! logged when it appears and listed by [`ShareStore::problems`] (`kazoo status`).
 //!
 //! The store is keyed by path; each content id is offered once (by the first path that has
 //! it). Subscribers (the uplink to the supernode, a supernode's own index) watch a version
@@ -14,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use kazoo_common::config::Config;
 use kazoo_common::hash::Manifest;
+pub use kazoo_common::identity::DATA_DIR_MARK;
 use kazoo_common::wire::{ShareEntry, MAX_ENTRIES_PER_LEAF};
 use kazoo_common::ContentId;
 use tokio::sync::watch;
@@ -81,11 +90,48 @@ impl Files {
     }
 }
 
+/// What is shared: the folders, what is never entered, and the choices of `[share]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShareLayout {
+    /// Folders shared recursively (`share.dirs`).
+    pub dirs: Vec<PathBuf>,
+    /// The download folder, when it is shared; unlike `dirs` it may lie inside a data dir
+    /// (the default `<data_dir>/downloads` does).
+    pub download_dir: Option<PathBuf>,
+    /// Folders never entered: this node's data dir, and the download folder when it is not
+    /// shared.
+    pub exclude: Vec<PathBuf>,
+    /// `share.follow_symlinks`: share symlinks to files outside every share folder.
+    pub follow_symlinks: bool,
+    /// `share.share_saved_elsewhere`: share files saved outside every share folder.
+    pub share_saved_elsewhere: bool,
+}
+
+impl ShareLayout {
+    /// The layout `config` asks for.
+    pub fn from_config(config: &Config) -> Self {
+        let share = &config.share;
+        let mut exclude = vec![config.node.data_dir.clone()];
+        let download_dir = if share.share_downloads {
+            Some(config.download_dir())
+        } else {
+            exclude.push(config.download_dir());
+            None
+        };
+        ShareLayout {
+            dirs: share.dirs.clone(),
+            download_dir,
+            exclude,
+            follow_symlinks: share.follow_symlinks,
+            share_saved_elsewhere: share.share_saved_elsewhere,
+        }
+    }
+}
+
 /// The set of shared files.
 #[derive(Debug)]
 pub struct ShareStore {
-    dirs: Vec<PathBuf>,
-    exclude: Vec<PathBuf>,
+    layout: std::sync::Mutex<ShareLayout>,
     files: RwLock<Files>,
     cache: HashCache,
     /// See [`SETTLE_TIME`].
@@ -94,6 +140,8 @@ pub struct ShareStore {
     extra: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
     /// Paths already warned about, so a rescan does not repeat itself.
     warned: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Share folders that are missing or unreadable now, with why.
+    problems: std::sync::Mutex<BTreeMap<PathBuf, String>>,
     version: watch::Sender<u64>,
     /// Serialises rescans.
     scanning: tokio::sync::Mutex<()>,
@@ -103,18 +151,25 @@ impl ShareStore {
     /// A store over `dirs` (never entering the directories in `exclude`, e.g. the data dir
     /// with the node key), with its hash cache at `cache_path`. Nothing is scanned yet.
     pub fn new(dirs: Vec<PathBuf>, exclude: Vec<PathBuf>, cache_path: PathBuf) -> Self {
-        let exclude = exclude
-            .into_iter()
-            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-            .collect();
-        ShareStore {
+        let layout = ShareLayout {
             dirs,
             exclude,
+            ..ShareLayout::default()
+        };
+        ShareStore::with_layout(layout, cache_path)
+    }
+
+    /// A store sharing what `layout` says, with its hash cache at `cache_path`. Nothing is
+    /// scanned yet.
+    pub fn with_layout(layout: ShareLayout, cache_path: PathBuf) -> Self {
+        ShareStore {
+            layout: std::sync::Mutex::new(layout),
             files: RwLock::new(Files::default()),
             cache: HashCache::load(cache_path),
             settle: SETTLE_TIME,
             extra: Default::default(),
             warned: Default::default(),
+            problems: Default::default(),
             version: watch::channel(0).0,
             scanning: tokio::sync::Mutex::new(()),
         }
@@ -136,6 +191,29 @@ impl ShareStore {
 
     fn extra(&self) -> Vec<PathBuf> {
         crate::lock(&self.extra).iter().cloned().collect()
+    }
+
+    /// What is shared now.
+    pub fn layout(&self) -> ShareLayout {
+        crate::lock(&self.layout).clone()
+    }
+
+    /// Shares what `layout` says from the next rescan on (a reloaded config). Files saved
+    /// elsewhere stop being shared when `share_saved_elsewhere` is now off.
+    pub fn set_layout(&self, layout: ShareLayout) {
+        if !layout.share_saved_elsewhere {
+            crate::lock(&self.extra).clear();
+        }
+        *crate::lock(&self.layout) = layout;
+        crate::lock(&self.warned).clear();
+    }
+
+    /// Share folders that are missing or unreadable now, one line each (`kazoo status`).
+    pub fn problems(&self) -> Vec<String> {
+        crate::lock(&self.problems)
+            .iter()
+            .map(|(dir, why)| format!("share folder {}: {why}", dir.display()))
+            .collect()
     }
 
     /// Watches the share list's version (bumped on every change).
@@ -191,15 +269,31 @@ impl ShareStore {
         report
     }
 
-    /// Adds one file (a finished download) without waiting for the next rescan.
-    pub async fn add_file(self: &Arc<Self>, path: PathBuf, id: ContentId, manifest: Manifest) {
+    /// Adds one file (a finished download) without waiting for the next rescan, if the
+    /// layout shares it: inside a shared folder, or anywhere with `share_saved_elsewhere`.
+    /// Returns whether it is shared.
+    pub async fn add_file(
+        self: &Arc<Self>,
+        path: PathBuf,
+        id: ContentId,
+        manifest: Manifest,
+    ) -> bool {
         let _guard = self.scanning.lock().await;
+        let layout = self.layout();
+        let inside = scan::Roots::of(&layout).0.holds(&path);
+        if !inside && (!layout.share_saved_elsewhere || scan::in_data_dir(&path)) {
+            tracing::info!(path = %path.display(), "saved outside the share folders: not shared (share.share_saved_elsewhere)");
+            return false;
+        }
         let Ok(meta) = std::fs::metadata(&path) else {
-            return;
+            return false;
         };
+        if scan::is_key_file(&path, &meta) {
+            return false;
+        }
         let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         let Some(name) = scan::share_name(&canonical, &self.roots()) else {
-            return;
+            return false;
         };
         let file = SharedFile {
             size: meta.len(),
@@ -211,9 +305,12 @@ impl ShareStore {
         };
         self.cache.remember(&file);
         self.cache.save();
-        crate::lock(&self.extra).insert(file.path.clone());
+        if !inside {
+            crate::lock(&self.extra).insert(file.path.clone());
+        }
         self.write().insert(file);
         self.version.send_modify(|v| *v += 1);
+        true
     }
 
     /// Drops a file that no longer matches its hash; the next rescan re-hashes it.

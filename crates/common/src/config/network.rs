@@ -19,18 +19,45 @@ pub struct NetworkConfig {
     /// Default 2000 (a dead supernode is noticed within ~2 s); range
     /// [`super::validate::NETWORK_IDLE_TIMEOUT_MS`].
     pub idle_timeout_ms: u64,
+    /// Seconds an `auto` node whose bootstrap entries never answered (mistyped, or down)
+    /// keeps trying, with a warning in the log and in `kazoo status`, before it becomes a
+    /// network of its own. Default 60; 0: after its first failed round. Range
+    /// [`super::validate::NETWORK_BOOTSTRAP_WAIT_SECS`].
+    pub bootstrap_wait_secs: u64,
+    /// A private network's shared secret: only nodes with the same secret connect (join,
+    /// peer, download); it never goes over the wire (each side proves it knows it, see
+    /// `transport::private`). Default: none (an open network). At least
+    /// [`MIN_SECRET_LEN`] bytes.
+    pub secret: Option<String>,
 }
+
+/// Shortest `network.secret` accepted.
+pub const MIN_SECRET_LEN: usize = 16;
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             bootstrap: Vec::new(),
             idle_timeout_ms: 2000,
+            bootstrap_wait_secs: 60,
+            secret: None,
         }
     }
 }
 
 impl NetworkConfig {
+    /// The private network's key, if `secret` is set.
+    pub fn network_key(&self) -> Option<crate::transport::NetworkKey> {
+        self.secret
+            .as_deref()
+            .map(crate::transport::NetworkKey::from_secret)
+    }
+
+    /// See [`Self::bootstrap_wait_secs`].
+    pub fn bootstrap_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.bootstrap_wait_secs)
+    }
+
     /// The QUIC timing this section asks for.
     pub fn timeouts(&self) -> crate::transport::Timeouts {
         let idle = std::time::Duration::from_millis(self.idle_timeout_ms);

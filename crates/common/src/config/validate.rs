@@ -73,6 +73,8 @@ pub const SUPERNODE_MAX_LEAVES_PER_IP: Bounded = bounded(
 );
 /// `network.idle_timeout_ms`.
 pub const NETWORK_IDLE_TIMEOUT_MS: Bounded = bounded("network.idle_timeout_ms", 500, 60_000);
+/// `network.bootstrap_wait_secs`.
+pub const NETWORK_BOOTSTRAP_WAIT_SECS: Bounded = bounded("network.bootstrap_wait_secs", 0, 86_400);
 /// `supernode.hop_limit`: at most what the protocol allows.
 pub const SUPERNODE_HOP_LIMIT: Bounded = bounded("supernode.hop_limit", 0, MAX_HOPS as u64);
 /// `election.heir_delay_ms`.
@@ -104,6 +106,10 @@ impl Config {
             (SUPERNODE_MAX_INDEX_MIB, sn.max_index_mib as u64),
             (SUPERNODE_MAX_LEAVES_PER_IP, sn.max_leaves_per_ip as u64),
             (NETWORK_IDLE_TIMEOUT_MS, self.network.idle_timeout_ms),
+            (
+                NETWORK_BOOTSTRAP_WAIT_SECS,
+                self.network.bootstrap_wait_secs,
+            ),
             (SUPERNODE_HOP_LIMIT, u64::from(sn.hop_limit)),
             (ELECTION_HEIR_DELAY_MS, e.heir_delay_ms),
             (ELECTION_DEMOTE_BELOW_PCT, u64::from(e.demote_below_pct)),
@@ -113,7 +119,21 @@ impl Config {
         ];
         checks
             .iter()
-            .try_for_each(|(bounds, value)| bounds.check(*value, origin))
+            .try_for_each(|(bounds, value)| bounds.check(*value, origin))?;
+        match &self.network.secret {
+            Some(secret) if secret.len() < super::network::MIN_SECRET_LEN => {
+                Err(ConfigError::Range {
+                    path: origin.to_owned(),
+                    key: "network.secret",
+                    value: format!("({} bytes)", secret.len()),
+                    reason: format!(
+                        "at least {} bytes (e.g. `openssl rand -hex 16`)",
+                        super::network::MIN_SECRET_LEN
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -139,10 +159,22 @@ mod tests {
     }
 
     #[test]
+    fn a_short_network_secret_is_refused_without_showing_it() {
+        let err = Config::from_toml("[network]\nsecret = \"hunter2\"\n", "x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x: network.secret = (7 bytes): at least 16 bytes (e.g. `openssl rand -hex 16`)"
+        );
+        let ok = Config::from_toml("[network]\nsecret = \"0123456789abcdef\"\n", "x");
+        assert!(ok.unwrap().network.network_key().is_some());
+    }
+
+    #[test]
     fn the_bounds_themselves_are_accepted() {
         for b in [
             SUPERNODE_MAX_INDEX_MIB,
             NETWORK_IDLE_TIMEOUT_MS,
+            NETWORK_BOOTSTRAP_WAIT_SECS,
             SHARE_RESCAN_SECS,
             SHARE_UPLOAD_RATE_KIB,
         ] {

@@ -38,6 +38,11 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         listen_port: 4710,
         capacity: 7,
         intent: Intent::Join,
+        network_proof: None,
+    };
+    let private_hello = Hello {
+        network_proof: Some(id(5)),
+        ..hello.clone()
     };
     vec![
         ("Role::Leaf", enc(&Role::Leaf)),
@@ -46,6 +51,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("Intent::Join", enc(&Intent::Join)),
         ("Intent::Peer", enc(&Intent::Peer)),
         ("Handshake::Hello", enc(&Handshake::Hello(hello))),
+        (
+            "Handshake::Hello (private network)",
+            enc(&Handshake::Hello(private_hello)),
+        ),
         (
             "Handshake::Refused",
             enc(&Handshake::Refused {
@@ -138,6 +147,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("ErrorCode::Internal", enc(&ErrorCode::Internal)),
         ("ErrorCode::UnknownLeaf", enc(&ErrorCode::UnknownLeaf)),
         ("ErrorCode::IndexFull", enc(&ErrorCode::IndexFull)),
+        ("ErrorCode::WrongNetwork", enc(&ErrorCode::WrongNetwork)),
         (
             "Notice::Succession",
             enc(&Notice::Succession {
@@ -241,7 +251,11 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Intent::Fetch", "00"),
     ("Intent::Join", "01"),
     ("Intent::Peer", "02"),
-    ("Handshake::Hello", "0001{3}00e6240701"),
+    ("Handshake::Hello", "0001{3}00e624070100"),
+    (
+        "Handshake::Hello (private network)",
+        "0001{3}00e624070101{5}",
+    ),
     ("Handshake::Refused", "01050172{1}01007f000001e624"),
     ("Request::Register", "0001{2}050161"),
     ("Request::Unregister", "0101{2}"),
@@ -267,6 +281,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("ErrorCode::Internal", "07"),
     ("ErrorCode::UnknownLeaf", "08"),
     ("ErrorCode::IndexFull", "09"),
+    ("ErrorCode::WrongNetwork", "0a"),
     ("Notice::Succession", "00{1}01007f000001e62400"),
     ("Notice::Promote", "010170"),
     ("Notice::Redirect", "02{1}01007f000001e6240172"),

@@ -51,6 +51,7 @@ async fn messages_round_trip() {
         listen_port: 4711,
         capacity: 1000,
         intent: Intent::Join,
+        network_proof: Some([7; 32]),
     });
     assert_eq!(round_trip(&hello).await, hello);
     let response = Response::Hits(vec![Hit {

@@ -56,8 +56,12 @@ pub(super) async fn accept_loop(inner: Arc<Inner>) {
 
 async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let pending = match transport::accept(incoming).await {
+    let pending = match transport::accept_private(incoming, inner.network.clone()).await {
         Ok(pending) => pending,
+        Err(e @ transport::TransportError::WrongNetwork(_)) => {
+            tracing::warn!(%remote, reason = %e, "refused a node of another network (network.secret)");
+            return;
+        }
         Err(e) => {
             tracing::info!(%remote, reason = %e, "handshake failed");
             return;

@@ -1,4 +1,5 @@
-//! Walking the share dirs and reconciling what is on disk with the store.
+//! Walking the share dirs and reconciling what is on disk with the store; what is never
+//! shared (data dirs, key files, symlinks leaving the share folders) is decided here.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -7,10 +8,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use kazoo_common::hash::hash_file;
+use kazoo_common::identity::{is_data_dir, looks_like_key, KEY_FILE, MAX_KEY_FILE_LEN};
 use kazoo_common::wire::MAX_NAME_LEN;
 use kazoo_supernode::tokenize::tokens;
 
-use super::{ShareStore, SharedFile, MAX_SHARED_FILES};
+use super::{ShareLayout, ShareStore, SharedFile, MAX_SHARED_FILES};
 
 /// Deepest directory nesting followed.
 const MAX_DEPTH: usize = 32;
@@ -62,30 +64,141 @@ pub fn share_name(path: &Path, roots: &[PathBuf]) -> Option<String> {
     Some(shared)
 }
 
+/// Whether `path` or a folder above it is a kazoo data dir.
+pub(super) fn in_data_dir(path: &Path) -> bool {
+    path.ancestors().any(is_data_dir)
+}
+
+/// Whether the file at `path` is a node key: named like one, or holding one.
+pub(super) fn is_key_file(path: &Path, meta: &Metadata) -> bool {
+    if path.file_name().is_some_and(|n| n == KEY_FILE) {
+        return true;
+    }
+    meta.len() <= MAX_KEY_FILE_LEN && std::fs::read(path).is_ok_and(|bytes| looks_like_key(&bytes))
+}
+
+/// The share folders of a layout as they are on disk now (canonical), and the folders never
+/// entered.
+#[derive(Debug, Default)]
+pub(super) struct Roots {
+    /// Share folders that exist and may be walked.
+    pub dirs: Vec<PathBuf>,
+    /// The download folder, if shared and present.
+    download: Option<PathBuf>,
+    exclude: Vec<PathBuf>,
+}
+
+impl Roots {
+    /// The roots of `layout`, and the share folders that cannot be shared now, with why
+    /// (missing, unreadable, inside a data dir).
+    pub fn of(layout: &ShareLayout) -> (Roots, Vec<(PathBuf, String)>) {
+        let mut problems = Vec::new();
+        let mut roots = Roots {
+            exclude: layout
+                .exclude
+                .iter()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
+            ..Roots::default()
+        };
+        for dir in &layout.dirs {
+            match std::fs::canonicalize(dir) {
+                Ok(real) if !real.is_dir() => {
+                    problems.push((dir.clone(), "not a folder".into()));
+                }
+                Ok(real) if in_data_dir(&real) => problems.push((
+                    dir.clone(),
+                    "is (inside) a kazoo data dir, never shared".into(),
+                )),
+                Ok(real) => match std::fs::read_dir(&real) {
+                    Ok(_) => roots.dirs.push(real),
+                    Err(e) => problems.push((dir.clone(), format!("unreadable: {e}"))),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    problems.push((dir.clone(), "missing".into()));
+                }
+                Err(e) => problems.push((dir.clone(), format!("unreadable: {e}"))),
+            }
+        }
+        // The download folder appears with the first download: missing is not a problem.
+        if let Some(dir) = &layout.download_dir {
+            roots.download = std::fs::canonicalize(dir).ok();
+        }
+        (roots, problems)
+    }
+
+    /// Every folder to walk.
+    pub fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        self.dirs.iter().chain(&self.download)
+    }
+
+    /// Whether `path` is in a folder never entered (the download folder, when shared, is
+    /// entered even inside the data dir).
+    fn excluded(&self, path: &Path) -> bool {
+        let in_downloads = self.download.as_ref().is_some_and(|d| path.starts_with(d));
+        !in_downloads && self.exclude.iter().any(|e| path.starts_with(e))
+    }
+
+    /// Whether a walk of these roots shares the file at `path`'s place: under a root, not
+    /// under an excluded folder, and not inside a data dir (but for the download folder,
+    /// which may lie in one).
+    pub fn holds(&self, path: &Path) -> bool {
+        let Ok(real) = std::fs::canonicalize(path) else {
+            return false;
+        };
+        let under = |root: &PathBuf| real.starts_with(root);
+        if self.excluded(&real) {
+            return false;
+        }
+        let parent = real.parent().unwrap_or(&real);
+        self.download.as_ref().is_some_and(under)
+            || (self.dirs.iter().any(under) && !in_data_dir(parent))
+    }
+}
+
 impl ShareStore {
-    /// The share dirs that exist, canonicalised (the roots of shared paths).
+    /// The folders shared now, canonicalised (the roots of shared paths).
     pub(super) fn roots(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .filter_map(|d| std::fs::canonicalize(d).ok())
-            .collect()
+        Roots::of(&self.layout()).0.all().cloned().collect()
     }
 
     fn warn_once(&self, path: &Path, reason: &str) {
         let mut warned = crate::lock(&self.warned);
         if warned.insert(path.to_path_buf()) {
-            tracing::warn!(path = %path.display(), reason, "skipping file");
+            tracing::warn!(path = %path.display(), reason, "not sharing");
         }
+    }
+
+    /// Records the share folders that cannot be shared now; each is logged as a warning when
+    /// it appears or changes, and as recovered when it goes.
+    fn set_problems(&self, now: Vec<(PathBuf, String)>) {
+        let now: std::collections::BTreeMap<PathBuf, String> = now.into_iter().collect();
+        let mut problems = crate::lock(&self.problems);
+        for (dir, why) in &now {
+            if problems.get(dir) != Some(why) {
+                tracing::warn!(dir = %dir.display(), problem = %why, "share folder not shared");
+            }
+        }
+        for dir in problems.keys().filter(|d| !now.contains_key(*d)) {
+            tracing::info!(dir = %dir.display(), "share folder is back");
+        }
+        *problems = now;
     }
 
     fn walk(
         &self,
+        roots: &Roots,
+        follow_symlinks: bool,
         dir: &Path,
         depth: usize,
         out: &mut Vec<(PathBuf, Metadata)>,
         report: &mut ScanReport,
     ) {
-        if depth > MAX_DEPTH || self.exclude.iter().any(|e| e == dir) {
+        if depth > MAX_DEPTH || roots.excluded(dir) {
+            return;
+        }
+        if is_data_dir(dir) {
+            self.warn_once(dir, "a kazoo data dir (node key, state)");
             return;
         }
         let entries = match std::fs::read_dir(dir) {
@@ -104,21 +217,34 @@ impl ShareStore {
                 continue;
             };
             if kind.is_dir() {
-                self.walk(&path, depth + 1, out, report);
+                self.walk(roots, follow_symlinks, &path, depth + 1, out, report);
                 continue;
             }
-            // Files, and symlinks to files that resolve outside the excluded directories
-            // (symlinked directories are not followed).
+            // Files, and symlinks to files inside the share folders (anywhere else only with
+            // `follow_symlinks`, and never into a data dir); symlinked directories are not
+            // followed.
             if kind.is_symlink() {
-                let target = std::fs::canonicalize(&path).unwrap_or_default();
-                if self.exclude.iter().any(|e| target.starts_with(e)) {
-                    self.warn_once(&path, "symlink into the data dir");
-                    continue;
+                if let Ok(target) = std::fs::canonicalize(&path) {
+                    if !roots.holds(&target)
+                        && (!follow_symlinks
+                            || roots.excluded(&target)
+                            || target.parent().is_some_and(in_data_dir))
+                    {
+                        self.warn_once(
+                            &path,
+                            "symlink leaving the share folders (share.follow_symlinks)",
+                        );
+                        report.skipped += 1;
+                        continue;
+                    }
                 }
             }
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => {
-                    if out.len() >= MAX_SHARED_FILES {
+                    if is_key_file(&path, &meta) {
+                        self.warn_once(&path, "a node key");
+                        report.skipped += 1;
+                    } else if out.len() >= MAX_SHARED_FILES {
                         self.warn_once(&path, "share limit reached");
                         report.skipped += 1;
                     } else {
@@ -137,10 +263,21 @@ impl ShareStore {
     pub(super) fn rescan_blocking(self: Arc<Self>) -> ScanReport {
         let mut report = ScanReport::default();
         let mut seen = Vec::new();
-        let roots = self.roots();
-        for dir in &roots {
-            self.walk(dir, 0, &mut seen, &mut report);
+        let layout = self.layout();
+        let (roots, problems) = Roots::of(&layout);
+        self.set_problems(problems);
+        for dir in roots.all() {
+            self.walk(
+                &roots,
+                layout.follow_symlinks,
+                dir,
+                0,
+                &mut seen,
+                &mut report,
+            );
         }
+        // The folders shared paths are named below.
+        let roots: Vec<PathBuf> = roots.all().cloned().collect();
         // Files shared one by one (downloads saved outside the share dirs).
         for path in self.extra().iter() {
             if let Ok(meta) = std::fs::metadata(path) {

@@ -98,16 +98,131 @@ async fn the_data_dir_is_never_shared() {
     std::fs::write(data.join("downloads").join("got it.bin"), b"downloaded").unwrap();
     std::fs::write(share.path().join("public.txt"), b"public").unwrap();
     let relative_root = share.path().join(".");
+    let layout = ShareLayout {
+        dirs: vec![relative_root],
+        download_dir: Some(data.join("downloads")),
+        exclude: vec![data.clone()],
+        ..ShareLayout::default()
+    };
     let s = Arc::new(
-        ShareStore::new(
-            vec![relative_root, data.join("downloads")],
-            vec![data.clone()],
-            data.join("hashcache.bin"),
-        )
-        .with_settle_time(std::time::Duration::ZERO),
+        ShareStore::with_layout(layout, data.join("hashcache.bin"))
+            .with_settle_time(std::time::Duration::ZERO),
     );
     s.rescan().await;
     assert_eq!(names(&s), vec!["got it.bin", "public.txt"]);
+}
+
+/// Another node's data dir inside a share folder (the local-cluster walkthrough shared the
+/// folder holding every node's state): found by its mark, or by its key for older ones.
+#[tokio::test]
+async fn other_nodes_data_dirs_and_key_files_are_never_shared() {
+    let share = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let other = share.path().join("state/bob");
+    kazoo_common::identity::Identity::load_or_create(&other).unwrap();
+    std::fs::write(other.join("hashcache notes.txt"), b"state").unwrap();
+    let old = share.path().join("old node");
+    kazoo_common::identity::Identity::load_or_create(&old).unwrap();
+    std::fs::remove_file(old.join(DATA_DIR_MARK)).unwrap();
+    std::fs::write(old.join("leftover.txt"), b"state").unwrap();
+    // A node key copied under another name; a folder holding a `node.key` is a data dir.
+    std::fs::copy(other.join("node.key"), share.path().join("backup.der")).unwrap();
+    std::fs::create_dir(share.path().join("keys")).unwrap();
+    std::fs::write(share.path().join("keys/node.key"), b"whatever").unwrap();
+    std::fs::write(share.path().join("keys/notes.txt"), b"notes").unwrap();
+    std::fs::write(share.path().join("song.mp3"), b"music").unwrap();
+    let s = store(share.path(), data.path());
+    let report = s.rescan().await;
+    assert_eq!(names(&s), vec!["song.mp3"]);
+    assert_eq!(report.skipped, 1, "the copied key");
+
+    // A share folder that is itself inside a data dir is refused and reported.
+    let s = store(&other, data.path());
+    s.rescan().await;
+    assert!(names(&s).is_empty());
+    assert!(s.problems()[0].contains("data dir"), "{:?}", s.problems());
+}
+
+#[tokio::test]
+async fn symlinks_leaving_the_share_folders_are_followed_only_when_configured() {
+    let share = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), b"outside").unwrap();
+    std::fs::write(share.path().join("inside.txt"), b"inside").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        share.path().join("out.lnk"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(share.path().join("inside.txt"), share.path().join("in.lnk"))
+        .unwrap();
+    let layout = |follow_symlinks| ShareLayout {
+        dirs: vec![share.path().to_path_buf()],
+        follow_symlinks,
+        ..ShareLayout::default()
+    };
+    let s = Arc::new(
+        ShareStore::with_layout(layout(false), data.path().join("hashcache.bin"))
+            .with_settle_time(std::time::Duration::ZERO),
+    );
+    s.rescan().await;
+    let ids: Vec<ContentId> = s.entries().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![ContentId::from(blake3::hash(b"inside"))]);
+
+    s.set_layout(layout(true));
+    s.rescan().await;
+    assert!(s.get(&ContentId::from(blake3::hash(b"outside"))).is_some());
+}
+
+#[tokio::test]
+async fn a_missing_share_folder_is_a_problem_until_it_appears() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("music");
+    let s = store(&dir, root.path());
+    s.rescan().await;
+    assert_eq!(s.problems().len(), 1);
+    assert!(s.problems()[0].contains("missing"), "{:?}", s.problems());
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.ogg"), b"a").unwrap();
+    s.rescan().await;
+    assert!(s.problems().is_empty());
+    assert_eq!(names(&s), vec!["a.ogg"]);
+}
+
+#[tokio::test]
+async fn files_saved_elsewhere_are_shared_only_when_configured() {
+    let share = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let saved = elsewhere.path().join("saved.bin");
+    std::fs::write(&saved, b"saved").unwrap();
+    let id = ContentId::from(blake3::hash(b"saved"));
+    let manifest = || kazoo_common::hash::hash_file(&saved).unwrap().1;
+    let s = store(share.path(), data.path());
+    assert!(!s.add_file(saved.clone(), id, manifest()).await);
+    s.rescan().await;
+    assert!(s.is_empty());
+
+    s.set_layout(ShareLayout {
+        dirs: vec![share.path().to_path_buf()],
+        share_saved_elsewhere: true,
+        ..ShareLayout::default()
+    });
+    assert!(s.add_file(saved.clone(), id, manifest()).await);
+    s.rescan().await;
+    assert!(s.get(&id).is_some(), "kept by rescans");
+
+    // Inside a share folder it is shared either way.
+    let inside = share.path().join("inside.bin");
+    std::fs::write(&inside, b"saved").unwrap();
+    s.set_layout(ShareLayout {
+        dirs: vec![share.path().to_path_buf()],
+        ..ShareLayout::default()
+    });
+    assert!(s.add_file(inside.clone(), id, manifest()).await);
+    s.rescan().await;
+    assert_eq!(names(&s), vec!["inside.bin"]);
 }
 
 #[tokio::test]

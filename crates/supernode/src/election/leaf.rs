@@ -61,7 +61,10 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// supernode for its stranded time promotes too (no live supernode left that it knows of):
 /// at least [`STRANDED_AFTER`], longer than the last heir waits, plus a stagger from its id so
 /// stranded nodes do not all promote together; a node never dials itself or the supernode
-/// it lost; a node refused by a full supernode is never the first of a network.
+/// it lost; a node refused by a full supernode is never the first of a network; a node whose
+/// configured bootstrap entries never answered at all (a mistyped address, a host that is
+/// down) promotes neither as the first of a network nor as stranded before its bootstrap
+/// wait ([`LeafElection::with_bootstrap_wait`]) has passed.
 #[derive(Debug)]
 pub struct LeafElection {
     me: NodeId,
@@ -87,6 +90,11 @@ pub struct LeafElection {
     backoff: Duration,
     /// Rounds failed since the last join (for the jitter).
     attempts: u32,
+    /// Whether any node ever answered a join attempt (joined it, or refused it).
+    answered: bool,
+    /// How long an eligible node whose bootstrap entries never answered keeps trying before
+    /// it becomes a network of its own.
+    bootstrap_wait: Duration,
 }
 
 /// Shortest time an eligible node that has been part of a network tries to join one before
@@ -119,7 +127,34 @@ impl LeafElection {
             refused_wait: REFUSED_WAIT + STRANDED_STAGGER * u32::from(me.as_bytes()[0] % 16),
             backoff: FIRST_BACKOFF,
             attempts: 0,
+            answered: false,
+            bootstrap_wait: Duration::ZERO,
         }
+    }
+
+    /// Waits `wait` before an eligible node whose bootstrap entries never answered becomes a
+    /// network of its own (default zero: after its first failed round). The node runtime
+    /// uses `network.bootstrap_wait_secs`.
+    pub fn with_bootstrap_wait(mut self, wait: Duration) -> Self {
+        self.bootstrap_wait = wait;
+        self
+    }
+
+    /// Some node answered a join attempt (it refused: it exists, it is just not a supernode
+    /// with room).
+    pub fn on_answered(&mut self) {
+        self.answered = true;
+    }
+
+    /// Whether bootstrap entries are configured and no node has answered yet (nor was this
+    /// node ever part of a network).
+    pub fn unanswered(&self) -> bool {
+        !self.bootstrap.is_empty() && !self.answered && !self.ever_joined
+    }
+
+    /// Whether a node stranded for `stranded_for` must still wait for its bootstrap entries.
+    fn waiting_for_bootstrap(&self, stranded_for: Duration) -> bool {
+        self.unanswered() && stranded_for < self.bootstrap_wait
     }
 
     /// Whether `now` is within the re-home window of the supernode lost last.
@@ -167,8 +202,16 @@ impl LeafElection {
             }
         }
         if self.first_of_network {
+            let reason = if self.unanswered() {
+                format!(
+                    "auto: no bootstrap entry answered for {} s, first node of a network of its own (check network.bootstrap)",
+                    self.bootstrap_wait.as_secs()
+                )
+            } else {
+                "auto: no supernode reachable with room, first node of its network".into()
+            };
             return Step::Promote {
-                reason: "auto: no supernode reachable with room, first node of its network".into(),
+                reason,
                 hosts: Vec::new(),
             };
         }
@@ -190,7 +233,8 @@ impl LeafElection {
                 hosts,
             };
         }
-        let stranded = stranded_for.is_some_and(|t| t >= self.stranded_after);
+        let stranded = stranded_for
+            .is_some_and(|t| t >= self.stranded_after && !self.waiting_for_bootstrap(t));
         if self.eligible && stranded {
             let mut hosts = supernodes.to_vec();
             hosts.extend(heirs.iter().filter(|h| h.node != self.me).copied());
@@ -256,17 +300,23 @@ impl LeafElection {
     /// A round of join attempts failed at `now`: how long to wait before the next
     /// [`Self::step`] (`None`: step at once — it promotes as the first node of its network).
     pub fn on_join_failed(&mut self, now: Instant) -> Option<Duration> {
-        if self.eligible && !self.ever_joined && self.refused_by.is_empty() {
+        let since = *self.stranded_since.get_or_insert(now);
+        let stranded_for = now.saturating_duration_since(since);
+        let newcomer = self.eligible && !self.ever_joined && self.refused_by.is_empty();
+        if newcomer && !self.waiting_for_bootstrap(stranded_for) {
             self.first_of_network = true;
             return None;
         }
-        self.stranded_since.get_or_insert(now);
         if self.rehoming(now) {
             return Some(REHOME_RETRY);
         }
         self.attempts = self.attempts.wrapping_add(1);
-        let wait = self.backoff.mul_f64(jitter(self.me, self.attempts));
+        let mut wait = self.backoff.mul_f64(jitter(self.me, self.attempts));
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        if newcomer {
+            // Step again when the bootstrap wait is over, not a back-off later.
+            wait = wait.min(self.bootstrap_wait.saturating_sub(stranded_for));
+        }
         Some(wait)
     }
 

@@ -219,6 +219,36 @@ fn an_eligible_node_that_reaches_nobody_is_the_first_of_its_network() {
 }
 
 #[test]
+fn a_node_whose_bootstrap_never_answers_waits_before_it_is_a_network_of_its_own() {
+    let t0 = Instant::now();
+    let boot = provider(9);
+    let wait = Duration::from_secs(60);
+    let new = || {
+        LeafElection::new(id(0), true, Duration::from_secs(1), vec![(boot.addr, None)])
+            .with_bootstrap_wait(wait)
+    };
+    let mut e = new();
+    let mut now = t0;
+    while now < t0 + wait {
+        joins(e.step(now, &[], &[]));
+        let next = e.on_join_failed(now).expect("keeps trying");
+        assert!(next <= MAX_BACKOFF && now + next <= t0 + wait.max(MAX_BACKOFF));
+        now += next.max(Duration::from_millis(1));
+    }
+    // Past the wait (and the stranded time long before it): a network of its own, saying why.
+    assert!(e.unanswered());
+    assert_eq!(e.on_join_failed(now), None);
+    assert!(promotes(e.step(now, &[], &[])).contains("no bootstrap entry answered"));
+
+    // A bootstrap node that answered (a leaf refusing the join): the first node at once.
+    let mut e = new();
+    joins(e.step(t0, &[], &[]));
+    e.on_answered();
+    assert_eq!(e.on_join_failed(t0), None);
+    assert!(promotes(e.step(t0, &[], &[])).contains("first node of its network"));
+}
+
+#[test]
 fn heir_k_promotes_after_k_delays_and_never_dials_the_dead_supernode() {
     let t0 = Instant::now();
     let delay = Duration::from_secs(1);

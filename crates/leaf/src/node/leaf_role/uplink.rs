@@ -69,7 +69,8 @@ pub(super) async fn uplink_loop(
         .iter()
         .map(|b| (b.addr, b.node))
         .collect();
-    let mut election = LeafElection::new(me, eligible(), config.election.heir_delay(), bootstrap);
+    let mut election = LeafElection::new(me, eligible(), config.election.heir_delay(), bootstrap)
+        .with_bootstrap_wait(config.network.bootstrap_wait());
     if let Some((from, to, reason)) = first {
         election.on_redirected(from, to, reason);
     }
@@ -79,6 +80,9 @@ pub(super) async fn uplink_loop(
         election.set_eligible(eligible());
         let (groups, why) = match election.step(Instant::now(), &heirs, &supernodes) {
             Step::Promote { reason, hosts } => {
+                if election.unanswered() {
+                    tracing::warn!(node = %me.short(), bootstrap = %node.bootstrap_list(), %reason, "no bootstrap entry ever answered: becoming a network of its own");
+                }
                 node.promote(&reason);
                 node.learn_supernodes(&hosts);
                 return;
@@ -102,7 +106,13 @@ pub(super) async fn uplink_loop(
             joined = join_first(&node, &others, &mut refusals).await;
         }
         election.on_refused(&refusals.by);
+        if refusals.answered {
+            election.on_answered();
+        }
         let Some((addr, link)) = joined else {
+            if election.unanswered() && eligible() {
+                tracing::warn!(node = %me.short(), bootstrap = %node.bootstrap_list(), wait_secs = config.network.bootstrap_wait_secs, "no bootstrap entry answers; an auto node becomes a network of its own after network.bootstrap_wait_secs");
+            }
             if let Some(wait) = election.on_join_failed(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }
@@ -154,6 +164,8 @@ pub(super) async fn uplink_loop(
 struct Refusals {
     by: Vec<Provider>,
     redirect: Vec<Provider>,
+    /// Some node answered (refused), so the network exists.
+    answered: bool,
 }
 
 /// Dials every candidate at once; returns the first that accepts this node as its leaf.
@@ -172,6 +184,17 @@ async fn join_first(
         })
         .collect();
     while let Some((addr, result)) = attempts.next().await {
+        let answer = match &result {
+            Ok(Err(TransportError::Refused {
+                code: ErrorCode::WrongNetwork,
+                reason,
+                ..
+            })) => Err(format!("refused: {reason}")),
+            Ok(Ok(_)) | Ok(Err(TransportError::Refused { .. })) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        };
+        node.note_bootstrap(addr, answer);
         match result {
             Ok(Ok(link)) => return Some((addr, link)),
             Ok(Err(TransportError::Refused {
@@ -180,6 +203,12 @@ async fn join_first(
                 redirect,
                 reason,
             })) => {
+                if code == ErrorCode::WrongNetwork {
+                    // Not this node's network: it neither exists for us nor answers.
+                    tracing::warn!(%addr, %reason, "join refused: not the same network (network.secret)");
+                    continue;
+                }
+                refusals.answered = true;
                 tracing::debug!(%addr, %reason, "join refused");
                 if code == wire::ErrorCode::Busy {
                     refusals.by.push(Provider::new(by, addr));
@@ -187,6 +216,9 @@ async fn join_first(
                 refusals
                     .redirect
                     .extend(redirect.into_iter().take(MAX_SUCCESSION));
+            }
+            Ok(Err(e @ TransportError::WrongNetwork(_))) => {
+                tracing::warn!(%addr, reason = %e, "could not join supernode");
             }
             Ok(Err(e)) => tracing::debug!(%addr, reason = %e, "could not join supernode"),
             Err(_) => tracing::debug!(%addr, "join attempt timed out"),
