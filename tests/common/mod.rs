@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod kazoo_net;
 
 use std::future::Future;
 use std::net::SocketAddr;
