@@ -176,6 +176,42 @@ fn full_cone_keeps_one_mapping_open_to_everyone() {
 }
 
 #[test]
+fn cone_maps_one_port_of_two_hosts_apart() {
+    let Some(net) = net("cone_shared_port") else {
+        return;
+    };
+    let p1 = net.public_host("p1", Link::new()).unwrap();
+    let p2 = net.public_host("p2", Link::new()).unwrap();
+    let home = net.home("home", Nat::FullCone, Link::new()).unwrap();
+    let fixed = 4710;
+    let bind = |name: &str| {
+        let sock = home.host(name).unwrap().udp_socket(fixed).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        sock
+    };
+    let (a, b) = (bind("a"), bind("b"));
+    let (s1, s2) = (sock(&p1), sock(&p2));
+    let (to1, to2) = (
+        SocketAddr::from((p1.addr(), port(&s1))),
+        SocketAddr::from((p2.addr(), port(&s2))),
+    );
+    let a1 = mapping(&a, &s1, to1);
+    // b's first flow goes where a's port is still free: plain NAT would reuse it.
+    let b2 = mapping(&b, &s2, to2);
+    let b1 = mapping(&b, &s1, to1);
+    let a2 = mapping(&a, &s2, to2);
+    assert_eq!((a1.port(), a2.port()), (fixed, fixed));
+    assert_ne!(b1.port(), fixed);
+    assert_eq!(b1, b2, "b keeps one mapping");
+    // Each mapping leads to its own host.
+    s2.send_to(b"to a", a1).unwrap();
+    recv_until(&a, b"to a", b"");
+    s1.send_to(b"to b", b1).unwrap();
+    recv_until(&b, b"to b", b"");
+}
+
+#[test]
 fn address_restricted_cone_admits_only_contacted_addresses() {
     check_cone("address_restricted", Nat::AddressRestricted, [false, true]);
 }

@@ -37,7 +37,7 @@ mod ns;
 pub use delay::MAX_QUEUED_BYTES;
 pub use host::{Host, Proc};
 pub use link::Link;
-pub use nat::{Nat, MAPPING_TIMEOUT_SECS, MAX_MAPPINGS};
+pub use nat::{Nat, MAPPING_TIMEOUT_SECS, MAX_MAPPINGS, SPARE_PORTS};
 pub use net::{Home, Net, MAX_HOMES, MAX_HOSTS_PER_HOME, MAX_PUBLIC_HOSTS};
 
 /// What can go wrong building a test network.

@@ -10,10 +10,10 @@
 //!   towards every destination; `back` (outside port → inside ip.port) DNATs a new inbound
 //!   flow to a mapped port back inside. Both are filled after NAT from the conntrack entry of
 //!   flows that started inside, and refreshed by every outbound packet ([`MAPPING_TIMEOUT_SECS`]).
-//!   A new mapping keeps the inside port: each LAN host gets its own ephemeral port range
-//!   (see `Home::host`), so two hosts never ask for the same outside port unless a program
-//!   binds the same fixed port on both (then the second gets another port from conntrack, and
-//!   inbound for a shared port goes to whichever refreshed it last).
+//!   A new mapping keeps the inside port when no other endpoint holds it (each LAN host gets
+//!   its own ephemeral port range, see `Home::host`, so only a fixed port bound on two hosts
+//!   of one home can clash); otherwise it gets a random port from [`SPARE_PORTS`], below every
+//!   host's range.
 //! * Filtering: full cone lets in any new flow to a mapped port; address-restricted only from
 //!   an address the inside endpoint sent to; port-restricted only from an address and port it
 //!   sent to (the `seen` set, filled by outbound packets, with the same timeout).
@@ -28,6 +28,10 @@ use std::net::Ipv4Addr;
 
 /// How long an idle mapping (and a `seen` entry) lives without outbound traffic refreshing it.
 pub const MAPPING_TIMEOUT_SECS: u32 = 120;
+
+/// Outside ports given to an inside endpoint whose own port another endpoint of the home
+/// already maps (a random one each time; two such endpoints may, rarely, draw the same).
+pub const SPARE_PORTS: &str = "1024-19999";
 
 /// Most mappings, and most `seen` entries, a router holds (further ones are not recorded).
 pub const MAX_MAPPINGS: u32 = 65_535;
@@ -114,6 +118,7 @@ impl Nat {
                  \t}}\n\
                  \tchain srcnat {{ type nat hook postrouting priority srcnat; policy accept;\n\
                  \t\toifname \"wan\" meta l4proto udp snat ip to ip saddr . udp sport map @ext\n\
+                 \t\toifname \"wan\" udp sport @back snat ip to {wan}:{SPARE_PORTS} random\n\
                  \t\toifname \"wan\" snat ip to {wan}\n\
                  \t}}\n\
                  \tchain record {{ type filter hook postrouting priority srcnat + 1; policy accept;\n\
