@@ -252,18 +252,7 @@ impl Home {
         let (ns, dir) = self.net.namespace(name)?;
         let port = format!("h{index}");
         let router = &self.router.ns;
-        ns.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            router.name(),
-        ])?;
+        ns.veth("eth0", &port, router)?;
         router.ip(&["link", "set", &port, "master", "lan", "up"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
@@ -333,18 +322,7 @@ impl Inner {
             format!("p{}", state.ports)
         };
         if link.delay.is_zero() {
-            ns.ip(&[
-                "link",
-                "add",
-                dev,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                self.inet.name(),
-            ])?;
+            ns.veth(dev, &port, &self.inet)?;
         } else {
             let delay = DelayLink::start(
                 Arc::clone(ns),

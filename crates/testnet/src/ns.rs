@@ -94,6 +94,23 @@ impl Namespace {
         run_host("ip", &all, None)
     }
 
+    /// A veth pair: `dev` here, `peer` in `other` (both down).
+    pub(crate) fn veth(&self, dev: &str, peer: &str, other: &Namespace) -> Result<(), Error> {
+        self.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            &other.name,
+        ])
+        .map(drop)
+    }
+
     /// Runs `program args...` inside this namespace, with `stdin` fed to it if given.
     pub(crate) fn exec(
         &self,
