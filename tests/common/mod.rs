@@ -4,6 +4,7 @@
 
 pub mod bin;
 pub mod fake;
+pub mod kazoo_net;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,94 @@
+//! A many-host test network on one Linux machine, for kazoo's tests and benchmarks.
+//!
+//! It is a crate of its own because it is test infrastructure: it needs root and `unsafe`
+//! system calls (`setns`, TAP devices) that the product crates must never carry, and both
+//! `tests/` and `benches/` use it. Nothing in the product depends on it.
+//!
+//! Every host is a network namespace with its own address:
+//!
+//! * the **public segment** is a bridge in a namespace of its own (`198.18.0.1/16`, the
+//!   RFC 2544 benchmarking range, never routed anywhere); [`Net::public_host`] attaches a
+//!   host at `198.18.1.2`, `198.18.1.3`, ...;
+//! * a **home** ([`Net::home`]) is a router namespace whose WAN side (`198.18.64+h.1`) is on
+//!   the public segment and whose LAN bridge serves [`Home::host`]s at `192.168.h+1.2`, ...
+//!   (with [`Nat::Firewall`], public addresses `198.19.h+1.2`, ... routed to it), doing the
+//!   [`Nat`] kind it was made with;
+//! * every public host's and router's link to the segment can be rate-capped, lossy and
+//!   delayed ([`Link`]).
+//!
+//! Hosts have no route out of the namespaces this crate made, so no packet leaves them.
+//! Programs run inside a host with [`Host::command`] (the child enters the namespace before
+//! `exec`) or in-process with [`Host::run`] and [`Host::udp_socket`] (a socket stays in the
+//! namespace it was made in). Dropping the [`Net`] — on a panic too — kills every process in
+//! its namespaces, stops its delay threads, and removes its namespaces (with their veths,
+//! bridges and TAP devices) and its temporary directory. Names are unique per process and
+//! per network (`kzt<pid>-<n>-<host>`), so tests run in parallel; namespaces left by a test
+//! process that was killed are removed by the next [`Net::new`].
+//!
+//! Needs root, `ip` and `tc` (iproute2), `nft` (nftables) and `/dev/net/tun` (for delays).
+
+mod delay;
+mod host;
+mod link;
+mod nat;
+mod net;
+mod ns;
+
+pub use delay::MAX_QUEUED_BYTES;
+pub use host::{Host, Proc};
+pub use link::Link;
+pub use nat::{Nat, MAPPING_TIMEOUT_SECS, MAX_MAPPINGS, SPARE_PORTS};
+pub use net::{Home, Net, MAX_HOMES, MAX_HOSTS_PER_HOME, MAX_PUBLIC_HOSTS};
+
+/// What can go wrong building a test network.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This machine cannot make namespaces (not root, a tool missing, no kernel support).
+    #[error("network namespaces unavailable: {0}")]
+    Unavailable(String),
+    /// A setup command failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A system call or a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A bad request: name, count or link settings.
+    #[error("{0}")]
+    Spec(String),
+}
+
+/// Whether this runs under CI (`CI` set to anything but empty, `0` or `false`), where a test
+/// network that cannot be built is a failure rather than a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Sets a socket's receive buffer to `bytes`, past `net.core.rmem_max` (`SO_RCVBUFFORCE`,
+/// root only): a test counting datagrams wants none dropped by its own socket.
+pub fn force_recv_buffer(sock: &impl std::os::fd::AsRawFd, bytes: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt on a live descriptor with a pointer to a live i32 and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
