@@ -57,6 +57,10 @@ fuzz_target!(|data: &[u8]| {
         Notice::Promote { reason } => {
             let _ = reason.len();
         }
+        Notice::Connect { to } => {
+            // The uplink hands it to the rate-limited reverse dialler; no election state.
+            let _ = to;
+        }
         Notice::Reachability { observed, answered } => {
             // Only recorded for `kazoo status`; nothing is decided on it.
             let _ = (observed, answered);

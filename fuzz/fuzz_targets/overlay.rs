@@ -9,7 +9,8 @@
 //! well-behaved supernode is never disconnected by another) and encodes within
 //! `MAX_FRAME`; it never sends to or dials itself, and never dials a current peer; a peer
 //! that sends a message outside those limits is disconnected, and one that does not is
-//! disconnected only for flooding queries; a disconnected or shed peer is gone; results and
+//! disconnected only for flooding queries (or for a reverse-connection request naming an
+//! implausible address); a reverse connection is asked only of a joined leaf; a disconnected or shed peer is gone; results and
 //! `Done` are reported only for local queries still open, `Done` once each; every local
 //! query is done once time has passed its deadline; a demotion plan sends each joined leaf
 //! once to peers, and a handover moves at most half of the joined leaves, never the new
@@ -120,7 +121,9 @@ impl Model {
                 let node = ops::peer(peer);
                 let was_peer = self.sn.overlay().is_peer(&node);
                 let within = peer_message_limits(&msg);
-                let query = matches!(msg, PeerMessage::Query { .. });
+                // Queries may be dropped as a flood; reverse-connection requests as a flood
+                // or for an implausible requester address (it depends on the peer's).
+                let query = matches!(msg, PeerMessage::Query { .. } | PeerMessage::Connect { .. });
                 let actions = self.sn.peer_message(node, msg, now);
                 let dropped = actions
                     .iter()
@@ -247,6 +250,11 @@ impl Model {
                 }
                 Action::Done(id) => {
                     assert!(self.open.remove(&id), "done for query {id} not open");
+                }
+                Action::Connect { leaf, to } => {
+                    assert!(self.leaves.contains(&leaf), "asks a leaf not joined");
+                    assert_ne!(to.node, self.me, "asks a leaf to dial this supernode");
+                    assert!(!to.addr.ip().is_unspecified(), "an unspecified address");
                 }
             }
         }

@@ -27,7 +27,7 @@ use kazoo_common::wire::{
 use kazoo_common::{ContentId, NodeId};
 use kazoo_fuzz::ops::{self, SupernodeOp, SupernodeSetup};
 use kazoo_fuzz::{assert_distinct, check_response_limits};
-use kazoo_supernode::{Admission, LeafKey, OverlayConfig, Supernode};
+use kazoo_supernode::{Action, Admission, LeafKey, OverlayConfig, Supernode};
 use libfuzzer_sys::fuzz_target;
 
 const OWN_PORT: u16 = 4710;
@@ -357,6 +357,39 @@ impl Model {
                     assert_eq!(frames, vec![Response::Registered { total: 0 }]);
                     if !nodes.is_empty() {
                         self.reporters.insert(leaf);
+                    }
+                }
+            }
+            Request::Connect { target } => {
+                // Answered by `Supernode::connect`, which needs the requester's address.
+                assert_eq!(error, Some(ErrorCode::Internal));
+                let seen_at = ops::addr(1, 4000);
+                let (answer, actions) = self.sn.connect(node, seen_at, *target, self.now);
+                let joined = self
+                    .leaves
+                    .iter()
+                    .find(|(n, _)| leaf_node(**n) == *target)
+                    .map(|(_, l)| l.addr);
+                match joined.filter(|_| *target != node) {
+                    Some(addr) => {
+                        let Response::Connecting {
+                            target: listed,
+                            requester,
+                        } = answer
+                        else {
+                            panic!("a joined leaf not asked: {answer:?}");
+                        };
+                        assert_eq!(listed, Provider::new(*target, addr));
+                        assert_eq!(requester, Provider::new(node, seen_at));
+                        assert!(matches!(
+                            &actions[..],
+                            [Action::Connect { leaf, to }] if leaf == target && *to == requester
+                        ));
+                    }
+                    // Itself, or (no peers here) nowhere to ask.
+                    None => {
+                        assert!(matches!(answer, Response::Error { .. }));
+                        assert!(actions.is_empty());
                     }
                 }
             }

@@ -141,6 +141,7 @@ pub fn peer_message_limits(msg: &PeerMessage) -> Result<(), &'static str> {
             }
         }
         PeerMessage::Hits { hits, .. } if hits.len() > HITS_PER_FRAME => Err("hits per frame"),
+        PeerMessage::Connect { hops_left, .. } if *hops_left > MAX_HOPS => Err("hops"),
         PeerMessage::Load {
             leaves, max_leaves, ..
         } if leaves > max_leaves || *max_leaves as usize > MAX_LEAVES_PER_SUPERNODE => Err("load"),

@@ -211,6 +211,10 @@ impl Supernode {
         now: Instant,
     ) -> (Response, Vec<Action>) {
         let to = Provider::new(requester, seen_at);
+        if target == requester {
+            let refusal = Response::error(ErrorCode::BadRequest, "a node cannot connect to itself");
+            return (refusal, Vec::new());
+        }
         if let Some(listed) = self.listed_leaf(&target) {
             let answer = Response::Connecting {
                 target: listed,
@@ -219,7 +223,7 @@ impl Supernode {
             return (answer, vec![Action::Connect { leaf: target, to }]);
         }
         match self.overlay.route_to(&target, now) {
-            Some((peer, addr)) if target != requester => {
+            Some((peer, addr)) => {
                 let msg = PeerMessage::Connect {
                     target,
                     requester: to,
