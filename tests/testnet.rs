@@ -538,4 +538,35 @@ fn kazoo_leaves_behind_nat_join_share_and_search() {
     let report = common::kazoo_net::json(&got);
     let path = std::path::PathBuf::from(report["path"].as_str().unwrap());
     assert_eq!(std::fs::read(&path).unwrap(), files[0]);
+    assert_eq!(report["sources"][0]["reached"], "direct", "{report}");
+
+    // Each knows what its supernode's dial back found: the cone keeps the listen port open
+    // to all; the symmetric NAT maps it anew per destination and filters.
+    let seen = |node: &KazooNode| node.status_until(|s| !s["reachability"].is_null());
+    assert_eq!(seen(&la)["reachability"]["class"], "reachable");
+    let b_seen = seen(&lb);
+    assert_eq!(b_seen["reachability"]["class"], "nat", "{b_seen}");
+    assert_eq!(
+        b_seen["reachability"]["observed"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some(sym.wan_addr().to_string().as_str()),
+        "seen at its router's public address"
+    );
+
+    // Nobody can dial the leaf behind the symmetric NAT: asked through the supernode, it
+    // dials the downloader back (a reverse connection), and the file verifies.
+    let got = la.get(&hashes[1]);
+    assert!(
+        got.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&got.stderr),
+        lb.log_tail()
+    );
+    let report = common::kazoo_net::json(&got);
+    let path = std::path::PathBuf::from(report["path"].as_str().unwrap());
+    assert_eq!(std::fs::read(&path).unwrap(), files[1]);
+    assert_eq!(report["sources"][0]["reached"], "reverse", "{report}");
 }

@@ -45,9 +45,9 @@
 //! `Hello.capacity` > 0 (its capacity score) says it is eligible to become a supernode; its
 //! supernode dials it back (`Fetch`) at its advertised address — the IP it is seen at, with
 //! its `listen_port` — and lists it as an heir only if that answers with the same key within
-//! [`DIAL_BACK_TIMEOUT`]. Every joining leaf is dialled back this way, then (if that fails
-//! and they differ) at the address its connection comes from, and told the outcome in a
-//! [`Notice::Reachability`] (address discovery: a leaf behind a NAT learns its mapping).
+//! [`DIAL_BACK_TIMEOUT`]. Every joining leaf is dialled back this way and told the outcome,
+//! with the address its connection comes from, in a [`Notice::Reachability`] (address
+//! discovery: a leaf behind a NAT learns its mapping).
 //!
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
@@ -390,8 +390,8 @@ pub enum Notice {
     /// What the supernode observed of this leaf's reachability, sent once after the join's
     /// dial back: the address the leaf's connection comes from (its listening socket as
     /// the supernode sees it — behind a NAT, the NAT's mapping), and the address that
-    /// answered the dial back, if any (the advertised one, tried first, or the observed
-    /// one). Sources are listed at the answering address, else at the observed one.
+    /// answered the dial back (its advertised one), if it did. Sources are listed at the
+    /// answering address, else at the observed one.
     Reachability {
         /// The leaf's address as the supernode sees it.
         observed: SocketAddr,

@@ -10,12 +10,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
-    /// Its listen port answered at the IP it is seen at: anyone can dial it.
+    /// Its listen port answered at the IP it is seen at: anyone can dial it (as far as one
+    /// dial back from its supernode can tell; see the note in `check_reachable`).
     Reachable,
-    /// Behind a NAT whose mapping of the listen socket answers anyone (endpoint-independent
-    /// mapping and filtering): reachable at the observed address, not at its listen port.
-    MappedNat,
-    /// Behind a NAT that remaps ports and filters: not reachable by a plain dial.
+    /// Behind a NAT that remaps its port: not reachable at its listen port (maybe at its
+    /// mapping, for an endpoint-independent NAT; it is listed there).
     Nat,
     /// Seen at its own listen port but not answering: a firewall (or a port-preserving NAT)
     /// drops unsolicited traffic.
@@ -26,8 +25,7 @@ impl Class {
     /// What the supernode observed, for a node listening on `listen_port`.
     pub fn classify(listen_port: u16, observed: SocketAddr, answered: Option<SocketAddr>) -> Self {
         match answered {
-            Some(at) if at.port() == listen_port => Class::Reachable,
-            Some(_) => Class::MappedNat,
+            Some(_) => Class::Reachable,
             None if observed.port() != listen_port => Class::Nat,
             None => Class::Firewalled,
         }
@@ -37,8 +35,7 @@ impl Class {
     pub fn describe(self) -> &'static str {
         match self {
             Class::Reachable => "reachable",
-            Class::MappedNat => "behind NAT, reachable at its mapped address",
-            Class::Nat => "behind NAT, not reachable by a direct dial",
+            Class::Nat => "behind NAT, not reachable at its listen port",
             Class::Firewalled => "firewalled, not reachable by a direct dial",
         }
     }
@@ -65,10 +62,6 @@ mod tests {
         assert_eq!(
             Class::classify(4710, at(4710), Some(at(4710))),
             Class::Reachable
-        );
-        assert_eq!(
-            Class::classify(4710, at(40001), Some(at(40001))),
-            Class::MappedNat
         );
         assert_eq!(Class::classify(4710, at(40001), None), Class::Nat);
         assert_eq!(Class::classify(4710, at(4710), None), Class::Firewalled);

@@ -51,11 +51,13 @@ impl SupernodeRole {
 }
 
 impl Node {
-    /// Dials a joined leaf back at the address it advertises (the IP it is seen at), then, if
-    /// that fails and it differs, at the address its connection comes from (a NAT's mapping
-    /// of its listening socket). Only a leaf that answers (with the right key) is an heir (if
-    /// eligible) and a verified source, listed at the address that answered; one that does
-    /// not is listed at the observed address. The leaf is told what was found.
+    /// Dials a joined leaf back at the address it advertises (the IP it is seen at). Only a
+    /// leaf that answers (with the right key) is an heir (if eligible) and a verified source;
+    /// one that does not is listed at the address its connection comes from (a NAT's mapping
+    /// of its listening socket, where a reverse connection or punch aims). The leaf is told
+    /// what was found. The observed address itself is not dialled: from this supernode's
+    /// socket that is the join connection's own path, which any NAT lets through, so an
+    /// answer there would prove nothing.
     pub(super) async fn check_reachable(
         &self,
         sn: &SupernodeRole,
@@ -64,25 +66,22 @@ impl Node {
         advertised: SocketAddr,
         observed: SocketAddr,
     ) {
-        let mut answered = None;
-        let tries = if observed == advertised {
-            vec![advertised]
-        } else {
-            vec![advertised, observed]
-        };
-        for addr in tries {
+        let addr = advertised;
+        let answered =
             match tokio::time::timeout(DIAL_BACK_TIMEOUT, self.dial_back(addr, leaf)).await {
                 Ok(Ok(link)) => {
                     transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
-                    answered = Some(addr);
-                    break;
+                    Some(addr)
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "dial back failed")
+                    tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "dial back failed");
+                    None
                 }
-                Err(_) => tracing::info!(leaf = %leaf.short(), %addr, "dial back not answered"),
-            }
-        }
+                Err(_) => {
+                    tracing::info!(leaf = %leaf.short(), %addr, "dial back not answered");
+                    None
+                }
+            };
         match answered {
             Some(addr) => sn.core().set_reachable(leaf, key, addr),
             None => {

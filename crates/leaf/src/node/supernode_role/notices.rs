@@ -26,7 +26,7 @@ pub(in crate::node) struct LeafChannel {
 
 /// Notices queued for one leaf; a leaf further behind misses the extra ones (the
 /// succession notice is re-sent whole when it changes).
-pub(in crate::node) const NOTICE_QUEUE: usize = 4;
+pub(in crate::node) const NOTICE_QUEUE: usize = 8;
 
 impl SupernodeRole {
     /// Tells a joined leaf to go to `to` instead; closes its connection if it has not gone
