@@ -320,11 +320,13 @@ impl Model {
                 let (last, hits) = frames.split_last().expect("frames");
                 assert_eq!(last, &Response::End, "search ends with End");
                 let mut count = 0;
+                let mut ids = HashSet::new();
                 for frame in hits {
                     let Response::Hits(hits) = frame else {
                         panic!("search answered {frame:?}");
                     };
                     count += hits.len();
+                    ids.extend(hits.iter().map(|h| h.id));
                     for hit in hits {
                         assert!(!hit.providers.is_empty(), "a hit with no providers");
                         for p in &hit.providers {
@@ -332,7 +334,10 @@ impl Model {
                         }
                     }
                 }
-                assert!(count <= (*max_results as usize).min(MAX_RESULTS));
+                // At most `max` files, and at most `max` extra hits naming their other names.
+                let max = (*max_results as usize).min(MAX_RESULTS);
+                assert!(ids.len() <= max, "{} files for max {max}", ids.len());
+                assert!(count <= 2 * max, "{count} hits for max {max}");
             }
             Request::Lookup { id } => {
                 let [Response::Providers(list)] = &frames[..] else {
