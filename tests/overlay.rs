@@ -6,21 +6,11 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use kazoo_common::config::{BootstrapEntry, RoleSetting};
+use kazoo_common::config::RoleSetting;
 use kazoo_common::transport;
 use kazoo_common::wire::{CloseCode, ErrorCode, Hello, Intent, Role};
 use kazoo_common::ContentId;
 use kazoo_leaf::Node;
-
-/// A supernode bootstrapped to `bootstrap` (address only: its id is learned on contact).
-async fn supernode(net: &Net, name: &str, bootstrap: &[SocketAddr]) -> Node {
-    let mut config = net.config(name, RoleSetting::Supernode, None);
-    config.network.bootstrap = bootstrap
-        .iter()
-        .map(|&addr| BootstrapEntry { node: None, addr })
-        .collect();
-    net.start(config).await
-}
 
 async fn peers_reach(node: &Node, count: usize) {
     eventually(&format!("{} peers", count), || {
@@ -39,7 +29,7 @@ async fn a_chain_of_six_supernodes_becomes_a_full_mesh() {
             .last()
             .map(|p| vec![p.listen_addr()])
             .unwrap_or_default();
-        sns.push(supernode(&net, &format!("sn{i}"), &bootstrap).await);
+        sns.push(bootstrapped_supernode(&net, &format!("sn{i}"), &bootstrap).await);
     }
     for sn in &sns {
         peers_reach(sn, 5).await;
@@ -58,9 +48,9 @@ async fn a_chain_of_six_supernodes_becomes_a_full_mesh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_and_download_across_three_supernodes() {
     let net = Net::new();
-    let s1 = supernode(&net, "s1", &[]).await;
-    let s2 = supernode(&net, "s2", &[s1.listen_addr()]).await;
-    let s3 = supernode(&net, "s3", &[s2.listen_addr()]).await;
+    let s1 = bootstrapped_supernode(&net, "s1", &[]).await;
+    let s2 = bootstrapped_supernode(&net, "s2", &[s1.listen_addr()]).await;
+    let s3 = bootstrapped_supernode(&net, "s3", &[s2.listen_addr()]).await;
     for sn in [&s1, &s2, &s3] {
         peers_reach(sn, 2).await;
     }
@@ -101,8 +91,8 @@ async fn search_and_download_across_three_supernodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_supernode_finds_its_peers_in_the_host_cache() {
     let net = Net::new();
-    let s1 = supernode(&net, "s1", &[]).await;
-    let s2 = supernode(&net, "s2", &[s1.listen_addr()]).await;
+    let s1 = bootstrapped_supernode(&net, "s1", &[]).await;
+    let s2 = bootstrapped_supernode(&net, "s2", &[s1.listen_addr()]).await;
     peers_reach(&s2, 1).await;
     s2.shutdown().await;
     // Same data dir, no bootstrap: only the host cache knows s1.
@@ -118,7 +108,7 @@ async fn a_restarted_supernode_finds_its_peers_in_the_host_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_garbage_is_dropped_and_kept_away() {
     let net = Net::new();
-    let sn = supernode(&net, "sn", &[]).await;
+    let sn = bootstrapped_supernode(&net, "sn", &[]).await;
     let (identity, endpoint) = raw_node();
     let hello = Hello::new(identity.node_id(), Role::Supernode, Intent::Peer);
     let mut link = raw_dial_as(&endpoint, &identity, &sn, hello.clone())

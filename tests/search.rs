@@ -6,24 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
-use kazoo_common::config::{BootstrapEntry, RoleSetting};
 use kazoo_common::ContentId;
 use kazoo_leaf::{Findings, Node};
-
-async fn supernode(net: &Net, name: &str, bootstrap: &[SocketAddr]) -> Node {
-    let mut config = net.config(name, RoleSetting::Supernode, None);
-    config.network.bootstrap = bootstrap
-        .iter()
-        .map(|&addr| BootstrapEntry { node: None, addr })
-        .collect();
-    net.start(config).await
-}
 
 /// Writes `data` at `path` below `dir`, creating its folders.
 fn put(dir: &Path, path: &str, data: &[u8]) {
@@ -53,10 +40,10 @@ fn names(found: &Findings) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_folder_and_filtered_searches_route_across_supernodes() {
     let net = Net::new();
-    let s1 = supernode(&net, "s1", &[]).await;
-    let s2 = supernode(&net, "s2", &[s1.listen_addr()]).await;
-    let s3 = supernode(&net, "s3", &[s2.listen_addr()]).await;
-    let s4 = supernode(&net, "s4", &[s3.listen_addr()]).await;
+    let s1 = bootstrapped_supernode(&net, "s1", &[]).await;
+    let s2 = bootstrapped_supernode(&net, "s2", &[s1.listen_addr()]).await;
+    let s3 = bootstrapped_supernode(&net, "s3", &[s2.listen_addr()]).await;
+    let s4 = bootstrapped_supernode(&net, "s4", &[s3.listen_addr()]).await;
     for sn in [&s1, &s2, &s3, &s4] {
         eventually("full mesh", || async {
             (sn.status().peers.unwrap_or(0) >= 3).then_some(())
@@ -174,43 +161,6 @@ async fn prefix_folder_and_filtered_searches_route_across_supernodes() {
     }
 }
 
-/// A running `kazoo` process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kazoo(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kazoo"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("kazoo runs")
-}
-
-fn until(config: &Path, args: &[&str], ok: impl Fn(&Output) -> bool) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = kazoo(config, args);
-        if ok(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out: kazoo {args:?}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn cli_shows_folders_escapes_names_and_announces_truncation() {
     let tmp = tempfile::tempdir().unwrap();
@@ -226,17 +176,8 @@ fn cli_shows_folders_escapes_names_and_announces_truncation() {
          [share]\ndirs = [\"shared\"]\nrescan_secs = 1\n",
     )
     .unwrap();
-    let _sn = Proc(
-        Command::new(env!("CARGO_BIN_EXE_kazoo"))
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kazoo run starts"),
-    );
-    let json = until(&config, &["search", "--json", "readme"], |o| {
+    let _sn = bin::spawn(&config);
+    let json = bin::until(&config, &["search", "--json", "readme"], |o| {
         o.status.success() && o.stdout.iter().filter(|&&b| b == b'\n').count() == 3
     });
     let lines: Vec<serde_json::Value> = String::from_utf8(json.stdout)
@@ -257,28 +198,28 @@ fn cli_shows_folders_escapes_names_and_announces_truncation() {
         "{lines:?}"
     );
     // The table shows folders and escapes the name; with `--max 2` it says more matched.
-    let table = kazoo(&config, &["search", "--max", "2", "readme"]);
+    let table = bin::run(&config, &["search", "--max", "2", "readme"]);
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.contains("FOLDER"), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
     assert!(text.contains("showing the first 2"), "{text}");
     assert!(text.contains("--max"), "{text}");
     // Flags after the words work as before them.
-    let json = kazoo(&config, &["search", "readme", "--json", "--max", "2"]);
+    let json = bin::run(&config, &["search", "readme", "--json", "--max", "2"]);
     assert_eq!(json.stdout.iter().filter(|&&b| b == b'\n').count(), 2);
     assert!(String::from_utf8_lossy(&json.stderr).contains("--max"));
     // Exclusions pass through the command line; without truncation there is no notice.
-    let table = kazoo(&config, &["search", "readme", "-work", "-evil"]);
+    let table = bin::run(&config, &["search", "readme", "-work", "-evil"]);
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(
         text.contains("Games") && !text.contains("Work") && !text.contains("showing"),
         "{text}"
     );
     // Bad filters are a clear error.
-    let bad = kazoo(&config, &["search", "readme", "type:film"]);
+    let bad = bin::run(&config, &["search", "readme", "type:film"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown type"));
-    let bad = kazoo(&config, &["search", "readme", "--max", "500"]);
+    let bad = bin::run(&config, &["search", "readme", "--max", "500"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("1 to 200"));
 }

@@ -99,6 +99,17 @@ impl Net {
     }
 }
 
+/// A configured supernode bootstrapped to `bootstrap` (addresses only: ids are learned on
+/// contact).
+pub async fn bootstrapped_supernode(net: &Net, name: &str, bootstrap: &[SocketAddr]) -> Node {
+    let mut config = net.config(name, RoleSetting::Supernode, None);
+    config.network.bootstrap = bootstrap
+        .iter()
+        .map(|&addr| BootstrapEntry { node: None, addr })
+        .collect();
+    net.start(config).await
+}
+
 /// A bare QUIC endpoint with a fresh identity (no node runtime), so a test can send anything.
 pub fn raw_node() -> (Identity, quinn::Endpoint) {
     let identity = Identity::generate().expect("identity");

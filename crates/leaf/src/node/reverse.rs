@@ -104,7 +104,18 @@ impl Node {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => None,
         };
-        let Some(mut wait) = self.inner.reverse.expect(provider.node) else {
+        let asked = match self.inner.reverse.expect(provider.node) {
+            Some(wait) => match self.ask_connect(provider.node).await {
+                Ok(target) => Some((wait, target.addr)),
+                Err(e) => {
+                    tracing::debug!(source = %provider.node.short(), reason = %e, "no reverse connection");
+                    None
+                }
+            },
+            None => None,
+        };
+        // Without a reverse connection, the direct dial's own outcome.
+        let Some((mut wait, punch_at)) = asked else {
             return match failed {
                 Some(e) => Err(e),
                 None => direct
@@ -112,19 +123,6 @@ impl Node {
                     .map(|l| (l.conn, Path::Direct))
                     .map_err(|e| e.to_string()),
             };
-        };
-        let punch_at = match self.ask_connect(provider.node).await {
-            Ok(target) => target.addr,
-            Err(e) => {
-                tracing::debug!(source = %provider.node.short(), reason = %e, "no reverse connection");
-                return match failed {
-                    Some(e) => Err(e),
-                    None => direct
-                        .await
-                        .map(|l| (l.conn, Path::Direct))
-                        .map_err(|e| e.to_string()),
-                };
-            }
         };
         tracing::debug!(source = %provider.node.short(), %punch_at, "asked for a reverse connection");
         let deadline = tokio::time::Instant::now() + REVERSE_WAIT;
