@@ -591,6 +591,13 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
     if let (Some(entries), Some(files)) = (status.index_entries, status.index_files) {
         writeln!(out, "index:         {entries} entries, {files} files")?;
     }
+    if let Some(relay) = status.relay {
+        writeln!(
+            out,
+            "relay:         {} circuits open, {} bytes relayed",
+            relay.circuits, relay.relayed_bytes
+        )?;
+    }
     for problem in &status.problems {
         writeln!(out, "warning:       {}", escape_for_terminal(problem))?;
     }

@@ -493,6 +493,7 @@ fn kazoo_leaves_behind_nat_join_share_and_search() {
             port: PORT,
             bootstrap: vec![],
             files: vec![],
+            extra: "",
         },
     );
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
@@ -509,6 +510,7 @@ fn kazoo_leaves_behind_nat_join_share_and_search() {
                 port: 0,
                 bootstrap: vec![sn_addr],
                 files: vec![(name.to_owned(), data.to_vec())],
+                extra: "",
             },
         )
     };

@@ -31,6 +31,8 @@ pub struct NodeSpec<'a> {
     pub bootstrap: Vec<SocketAddr>,
     /// Files to share: (name, content).
     pub files: Vec<(String, Vec<u8>)>,
+    /// More TOML appended to the config (whole sections, e.g. `"[relay]\nrate_kib = 1024\n"`).
+    pub extra: &'a str,
 }
 
 impl KazooNode {
@@ -54,10 +56,11 @@ impl KazooNode {
             format!(
                 "[node]\nrole = \"{}\"\nlisten = \"0.0.0.0:{}\"\ndata_dir = \"data\"\n\
                  [share]\ndirs = [\"shared\"]\ndownload_dir = \"downloads\"\nrescan_secs = 1\n\
-                 [network]\nbootstrap = [{}]\n",
+                 [network]\nbootstrap = [{}]\n{}",
                 spec.role,
                 spec.port,
-                bootstrap.join(", ")
+                bootstrap.join(", "),
+                spec.extra
             ),
         )
         .expect("config");

@@ -40,13 +40,20 @@
 //! demote_below_pct = 25         # an auto supernode under this % of max_leaves is under-used
 //! demote_after_secs = 30        # … and demotes after being under-used this long (0 % = never)
 //!
+//! [relay]                       # what a supernode relays between leaves behind NATs
+//! max_circuits = 32             # at once (0: relay nothing)
+//! rate_kib = 4096               # KiB/s, all circuits together
+//! max_secs = 600                # a circuit's longest life
+//!
 //! The schema (the sections and their defaults) is here; reading a file or text and resolving
 //! its paths is in `parse`, the range checks in [`validate`], the `[network]` section and its
-//! QUIC timing in `network`, and the `[election]` section and the capacity score in `election`.
+//! QUIC timing in `network`, the `[election]` section and the capacity score in `election`,
+//! and the `[relay]` section in `relay`.
 
 mod election;
 mod network;
 mod parse;
+mod relay;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -57,6 +64,7 @@ use serde::{Deserialize, Serialize};
 pub use election::ElectionConfig;
 pub use network::{BootstrapEntry, NetworkConfig};
 use parse::default_data_dir;
+pub use relay::RelayConfig;
 
 use crate::wire::MAX_ENTRIES_PER_LEAF;
 
@@ -110,6 +118,8 @@ pub struct Config {
     pub supernode: SupernodeConfig,
     /// `[election]`
     pub election: ElectionConfig,
+    /// `[relay]`
+    pub relay: RelayConfig,
 }
 
 /// Which role a node takes.

@@ -125,12 +125,11 @@ fn transport_config(timeouts: Timeouts) -> quinn::TransportConfig {
     t
 }
 
-/// Binds a QUIC endpoint that accepts with `identity` and can dial.
-pub fn endpoint(
+/// How an endpoint accepts: TLS with `identity`, accepted-side windows.
+fn server_config(
     identity: &Identity,
-    listen: SocketAddr,
     timeouts: Timeouts,
-) -> Result<Endpoint, TransportError> {
+) -> Result<quinn::ServerConfig, TransportError> {
     let tls = tls::server_config(identity)?;
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Violation(format!("server crypto: {e}")))?;
@@ -139,10 +138,40 @@ pub fn endpoint(
     transport.receive_window(VarInt::from_u32(ACCEPTED_RECEIVE_WINDOW));
     transport.stream_receive_window(VarInt::from_u32(ACCEPTED_STREAM_WINDOW));
     server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// Binds a QUIC endpoint that accepts with `identity` and can dial.
+pub fn endpoint(
+    identity: &Identity,
+    listen: SocketAddr,
+    timeouts: Timeouts,
+) -> Result<Endpoint, TransportError> {
+    let server = server_config(identity, timeouts)?;
     Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
         addr: listen,
         source,
     })
+}
+
+/// A QUIC endpoint like [`endpoint`] over `socket` instead of a UDP socket (the leaf's
+/// relay circuits).
+pub fn endpoint_over(
+    identity: &Identity,
+    timeouts: Timeouts,
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+) -> Result<Endpoint, TransportError> {
+    let server = server_config(identity, timeouts)?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| TransportError::Violation(format!("relay socket: {e}")))?;
+    Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| TransportError::Bind { addr, source })
 }
 
 /// A client config for dialling a node whose id must be `expected` (any if `None`).

@@ -97,6 +97,8 @@
 //! | `Lookup` (leaf → its SN) | `Providers` |
 //! | `ReportUnreachable` (leaf → its SN) | `Registered { total: 0 }` |
 //! | `Connect` (leaf → its SN) | `Connecting`, or `Error(NotFound)` |
+//! | `Relay` (leaf → its SN, or SN → the peer its target's hits came from) | `Relaying`, then relay frames both ways; or `Error(NotFound / Busy / BadRequest)` |
+//! | `RelayAccept` (leaf → its SN, asked by [`Notice::Relay`]) | `Relaying`, then relay frames both ways; or `Error(NotFound)` |
 //! | `GetManifest` (any → a provider) | `Manifest` |
 //! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
 //!
@@ -127,6 +129,29 @@
 //! punch). Whichever connection comes up first is used. A node dials for a reverse
 //! connection only when its own supernode asks, at most [`REVERSE_RATE`] per second, and
 //! an acceptor takes an `Intent::Reverse` connection only from a node it asked for one.
+//!
+//! ## Relay
+//! When neither a dial nor a reverse connection has come up [`RELAY_AFTER`] after the
+//! `Connect` (both sides behind NATs that map each destination to a new port, or filter by
+//! port), the downloader sends `Relay { target, requester }` to its supernode. That supernode relays
+//! itself if the target is its leaf; otherwise it passes the `Relay` on, on a stream of
+//! its peering with the peer the target's hits came from, which must have the target as its
+//! own leaf (one relay hop between supernodes at most). The supernode with the target sends
+//! it [`Notice::Relay`] with a fresh random `circuit` id; the target opens a stream with
+//! `RelayAccept { circuit }` within [`RELAY_ACCEPT_WAIT`] (or the relay is refused with
+//! `Error(NotFound)`). Each relaying supernode answers `Relaying` and from then on copies
+//! *relay frames* between the two streams: a 2-byte big-endian length `L`
+//! (1 ≤ `L` ≤ [`MAX_RELAY_PACKET`]) and `L` bytes, one QUIC packet of a connection between
+//! the two leaves. So the downloader and the target run an ordinary kazoo connection (TLS,
+//! `Hello`, requests) through the relay, end to end: the relay sees only ciphertext, and
+//! every piece is verified as on any path. A relay joins only the two streams of one
+//! circuit — the asking leaf's (or peer's) and the target's own `RelayAccept` — never an
+//! address. A leaf answers at most [`REVERSE_RATE`] `Notice::Relay` and `Notice::Connect`
+//! together per second. Each supernode bounds what it relays: circuits at once
+//! (`relay.max_circuits`, refused `Error(Busy)` beyond), bytes per second for all circuits
+//! together (`relay.rate_kib`, frames wait for their turn), and each circuit's life
+//! (`relay.max_secs`, then both streams are reset). A frame of length 0 or over
+//! [`MAX_RELAY_PACKET`] ends the circuit.
 //!
 //! `ReportUnreachable` tells the supernode which sources of a download could not be dialled
 //! or served a bad manifest or piece. It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
@@ -176,6 +201,9 @@
 //! | `Fetch` connection without a request stream | [`FETCH_IDLE`] | connection closed |
 //! | reverse connections a leaf makes per second (burst: twice) | [`REVERSE_RATE`] | excess `Notice::Connect` ignored |
 //! | `PeerMessage::Connect` from a peer | one query token each ([`PEER_QUERY_RATE`]); `hops_left` ≤ [`MAX_HOPS`] | peer disconnected |
+//! | relay frame length | 1 ..= [`MAX_RELAY_PACKET`] | circuit ended |
+//! | relayed circuits at once / bytes per second / a circuit's life | `relay.max_circuits` / `relay.rate_kib` / `relay.max_secs` per supernode | `Error(Busy)` / frames wait / circuit ended |
+//! | target's `RelayAccept` after `Notice::Relay` | [`RELAY_ACCEPT_WAIT`] | `Error(NotFound)` to the asker |
 //! | handshakes per second | [`HANDSHAKE_RATE`] | QUIC Retry first |
 //! | handshake (TLS + both `Hello`s) | [`HANDSHAKE_TIMEOUT`] | connection given up |
 //! | request after its stream opens | [`REQUEST_TIMEOUT`] | stream dropped |
@@ -406,6 +434,16 @@ pub enum Notice {
         /// The downloader, at the address its supernode sees it at.
         to: Provider,
     },
+    /// A downloader that reaches this leaf no other way asks for a relayed connection
+    /// through this supernode: open a stream with [`Request::RelayAccept`] for `circuit`
+    /// (within [`RELAY_ACCEPT_WAIT`]) and accept the connection that comes through it.
+    /// Counted with `Connect` against [`REVERSE_RATE`].
+    Relay {
+        /// The circuit, a random id chosen by the supernode.
+        circuit: u64,
+        /// The downloader (its connection through the relay must prove this id).
+        from: NodeId,
+    },
 }
 
 /// Reverse connections (`Notice::Connect`) a leaf makes per second (burst: twice that);
@@ -416,6 +454,14 @@ pub const REVERSE_RATE: u64 = 8;
 pub const REVERSE_TRIES: u32 = 3;
 /// Time between the dials of one reverse connection.
 pub const REVERSE_RETRY: Duration = Duration::from_millis(700);
+/// How long after its `Connect` a downloader that has no connection yet asks for a relay
+/// (the dial and the reverse connection keep trying meanwhile).
+pub const RELAY_AFTER: Duration = Duration::from_millis(2500);
+/// How long a relaying supernode waits for the target's `RelayAccept`.
+pub const RELAY_ACCEPT_WAIT: Duration = Duration::from_secs(5);
+/// Largest relay frame body: one QUIC packet (kazoo's QUIC packets through a relay are at
+/// most 1200 bytes; the bound leaves room).
+pub const MAX_RELAY_PACKET: usize = 1500;
 
 /// Most entries in each list of a [`Notice::Succession`].
 pub const MAX_SUCCESSION: usize = 8;
@@ -679,6 +725,24 @@ pub enum Request {
         /// The source to connect back.
         target: NodeId,
     },
+    /// Relay a connection to `target` (leaf → its SN; SN → the peer its target's hits came
+    /// from, on a stream of the peering): answered `Relaying`, after which the stream
+    /// carries relay frames (see "Relay" above); or `Error(NotFound)` (no way to the target,
+    /// or it did not accept), `Error(Busy)` (no circuit free), `Error(BadRequest)` (the
+    /// sender itself).
+    Relay {
+        /// The source to reach.
+        target: NodeId,
+        /// The downloader: from a leaf, its own id (else `Error(BadRequest)`); from a peer,
+        /// the downloader it relays for. The target accepts only a connection proving it.
+        requester: NodeId,
+    },
+    /// The target's side of a relay circuit its SN announced with [`Notice::Relay`]
+    /// (leaf → its SN): answered `Relaying`, then relay frames; or `Error(NotFound)`.
+    RelayAccept {
+        /// The circuit's id from the notice.
+        circuit: u64,
+    },
 }
 
 /// Machine-readable error codes.
@@ -748,6 +812,8 @@ pub enum Response {
         /// The sender as the target will dial it.
         requester: Provider,
     },
+    /// `Relay` / `RelayAccept` accepted: relay frames follow on this stream, both ways.
+    Relaying,
 }
 
 impl Response {
@@ -761,7 +827,7 @@ impl Response {
 }
 
 /// Number of variants of [`Request`], to tell an unknown message from a malformed one.
-const REQUEST_KINDS: u64 = 7;
+const REQUEST_KINDS: u64 = 10;
 
 /// Errors reading or writing frames.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ pub mod reachability;
 pub mod serve;
 pub mod share;
 
-pub use node::{Findings, Node, StartOptions, Status};
+pub use node::{Findings, Node, RelayStats, StartOptions, Status};
 
 /// Locks a std mutex, recovering the data if a panic poisoned it: every lock in the runtime
 /// guards state that stays consistent between statements, so the node keeps serving.

@@ -12,6 +12,7 @@
 mod accept;
 pub mod dial_guard;
 pub mod leaf_role;
+mod relay;
 mod request_limits;
 pub mod reverse;
 mod streams;
@@ -147,6 +148,18 @@ pub struct Status {
     /// supernodes not answering (empty when all is well).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Supernode: relay circuits open now and bytes relayed since it became a supernode.
+    #[serde(default)]
+    pub relay: Option<RelayStats>,
+}
+
+/// What a supernode relays (see `supernode_role/relaying.rs`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Circuits open (or waiting for their target) now.
+    pub circuits: usize,
+    /// Bytes relayed so far, both directions.
+    pub relayed_bytes: u64,
 }
 
 /// The connection to this leaf's supernode.
@@ -238,6 +251,8 @@ struct Inner {
     dials: dial_guard::DialGuard,
     /// Reverse connections awaited, and the rate of dialling back (see [`reverse`]).
     reverse: reverse::Reverse,
+    /// Connections through relay circuits (see [`relay`]).
+    relay: relay::Relay,
     /// When the node started (its uptime counts towards its capacity score).
     started: std::time::Instant,
     /// The private network's key (`network.secret`), if any.
@@ -343,6 +358,8 @@ impl Node {
         let listen = endpoint
             .local_addr()
             .map_err(|e| NodeError::Start(format!("reading bound address: {e}")))?;
+        let relay = relay::Relay::new(&identity, timeouts)
+            .map_err(|e| NodeError::Start(format!("relay endpoint: {e}")))?;
         let layout = if options.share {
             ShareLayout::from_config(&config)
         } else {
@@ -377,6 +394,7 @@ impl Node {
             downloads: Mutex::new(HashSet::new()),
             tasks: Tasks::default(),
             reverse: reverse::Reverse::default(),
+            relay,
             dials: dial_guard::DialGuard::new(
                 config.network.bootstrap.iter().map(|b| b.addr),
                 std::time::Instant::now(),
@@ -392,6 +410,7 @@ impl Node {
             node.spawn(rescan_loop(Arc::clone(&node.inner)));
         }
         node.spawn(accept::accept_loop(Arc::clone(&node.inner)));
+        node.spawn(relay::accept_loop(Arc::clone(&node.inner)));
         let bootstrap_empty = node.inner.config.network.bootstrap.is_empty();
         match setting {
             RoleSetting::Supernode => node.promote("configured as supernode"),
@@ -525,6 +544,7 @@ impl Node {
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
             problems: self.problems(),
+            relay: self.supernode().map(|sn| sn.relay_stats()),
         }
     }
 
@@ -763,6 +783,7 @@ impl Node {
         let current = self.inner.current().role.clone();
         current.stop("shutting down");
         self.inner.tasks.abort_all();
+        self.inner.relay.close();
         self.inner
             .endpoint
             .close(CloseCode::SHUTDOWN.into(), b"shutting down");
@@ -790,13 +811,34 @@ impl Node {
 
     /// Dials a joined leaf back at its advertised port on the IP it connected from (one dial
     /// per join; joins are bounded by the handshake rate), outside the guard's rate limits,
-    /// which are for addresses peers name.
+    /// which are for addresses peers name. The dial comes from a fresh socket: a NAT or a
+    /// firewall lets the answers of the leaf's own connection to us in, so a dial from our
+    /// listening socket would get through any NAT that keeps the port, filtering or not.
     async fn dial_back(
         &self,
         addr: SocketAddr,
         leaf: NodeId,
     ) -> Result<Link, transport::TransportError> {
-        self.dial_recorded(addr, Some(leaf), Intent::Fetch).await
+        let unspecified: std::net::IpAddr = match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let bind = SocketAddr::new(unspecified, 0);
+        let probe = Endpoint::client(bind)
+            .map_err(|source| transport::TransportError::Bind { addr: bind, source })?;
+        let mut pending = dial_guard::Pending::new(&self.inner.dials, addr);
+        let result = transport::dial_private(
+            &probe,
+            &self.inner.identity,
+            addr,
+            Some(leaf),
+            self.inner.timeouts,
+            self.hello(Intent::Fetch),
+            self.inner.network.as_ref(),
+        )
+        .await;
+        pending.finish(&result);
+        result
     }
 
     /// Dials `addr`, recording in the dial guard whether it answered.

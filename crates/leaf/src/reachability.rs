@@ -10,14 +10,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
-    /// Its listen port answered at the IP it is seen at: anyone can dial it (as far as one
-    /// dial back from its supernode can tell; see the note in `check_reachable`).
+    /// Its listen port answered at the IP it is seen at, to a dial from a socket it never
+    /// sent to: anyone can dial it (an address-restricted cone passes too, since the dial
+    /// comes from its supernode's IP).
     Reachable,
     /// Behind a NAT that remaps its port: not reachable at its listen port (maybe at its
     /// mapping, for an endpoint-independent NAT; it is listed there).
     Nat,
-    /// Seen at its own listen port but not answering: a firewall (or a port-preserving NAT)
-    /// drops unsolicited traffic.
+    /// Seen at its own listen port but not answering: a firewall (or a port-keeping NAT that
+    /// filters by port) drops unsolicited traffic.
     Firewalled,
 }
 

@@ -24,4 +24,4 @@ pub use election::{DemotePolicy, Demotion};
 pub use hits::validate_hit;
 pub use index::{Index, IndexError, LeafKey};
 pub use overlay::{Action, Load, Overlay, OverlayConfig, QueryKey, Routing};
-pub use service::{check_query, merge_hits, Admission, Supernode};
+pub use service::{check_query, merge_hits, Admission, RelayHop, RelayRefusal, Supernode};

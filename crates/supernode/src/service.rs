@@ -60,6 +60,31 @@ struct Joined {
     ip: std::net::IpAddr,
 }
 
+/// Why a relay is refused ([`Supernode::relay_route`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRefusal {
+    /// The error code to answer with.
+    pub code: ErrorCode,
+    /// Why, for the asker.
+    pub message: &'static str,
+}
+
+impl RelayRefusal {
+    /// The answer to send.
+    pub fn response(self) -> Response {
+        Response::error(self.code, self.message)
+    }
+}
+
+/// The next hop of a relay circuit ([`Supernode::relay_route`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayHop {
+    /// The target is this supernode's leaf: ask it with `Notice::Relay`.
+    Leaf(NodeId),
+    /// Pass the relay on to this peer, where the target's hits came from.
+    Peer(NodeId),
+}
+
 /// One supernode's state: its index, its leaves, its place in the overlay and its part in
 /// the election. Plain state: the runtime holds it under one lock and passes time in.
 pub struct Supernode {
@@ -239,6 +264,44 @@ impl Supernode {
                 Response::error(ErrorCode::NotFound, "no way to that source is known here"),
                 Vec::new(),
             ),
+        }
+    }
+
+    /// Where a relay from `requester` to `target` goes (see the wire spec, "Relay"): this
+    /// supernode's own leaf, or — for a request from a local leaf (`via_peer` `None`) — the
+    /// peer the target's hits came from. A relay passed on by peer `via_peer` costs it a
+    /// query token and must end here, so a circuit crosses at most one link between
+    /// supernodes. `Err`: the refusal to send.
+    pub fn relay_route(
+        &mut self,
+        requester: NodeId,
+        target: NodeId,
+        via_peer: Option<NodeId>,
+        now: Instant,
+    ) -> Result<RelayHop, RelayRefusal> {
+        if let Some(peer) = via_peer {
+            if !self.overlay.take_query_token(peer, now) {
+                return Err(RelayRefusal {
+                    code: ErrorCode::Busy,
+                    message: "query rate exceeded; slow down",
+                });
+            }
+        }
+        if target == requester {
+            return Err(RelayRefusal {
+                code: ErrorCode::BadRequest,
+                message: "a node cannot relay to itself",
+            });
+        }
+        if self.listed_leaf(&target).is_some() {
+            return Ok(RelayHop::Leaf(target));
+        }
+        match self.overlay.route_to(&target, now) {
+            Some((peer, _)) if via_peer.is_none() && peer != requester => Ok(RelayHop::Peer(peer)),
+            _ => Err(RelayRefusal {
+                code: ErrorCode::NotFound,
+                message: "no way to that source is known here",
+            }),
         }
     }
 
@@ -582,6 +645,10 @@ impl Supernode {
             Request::Connect { .. } => vec![Response::error(
                 ErrorCode::Internal,
                 "reverse connections need the requester's address (Supernode::connect)",
+            )],
+            Request::Relay { .. } | Request::RelayAccept { .. } => vec![Response::error(
+                ErrorCode::Internal,
+                "relays are streams the runtime joins (Supernode::relay_route)",
             )],
             Request::GetManifest { .. } | Request::GetPiece { .. } => vec![Response::error(
                 ErrorCode::BadRequest,

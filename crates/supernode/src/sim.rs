@@ -391,6 +391,19 @@ impl Sim {
         (answer, self.connects.clone())
     }
 
+    /// Supernode `at`'s next hop for a relay from `requester` to `target`.
+    pub fn relay_route(
+        &mut self,
+        at: NodeId,
+        requester: NodeId,
+        target: NodeId,
+        via_peer: Option<NodeId>,
+    ) -> Option<Result<crate::RelayHop, crate::RelayRefusal>> {
+        let now = self.clock.instant();
+        let sn = self.sns.get_mut(&at)?;
+        Some(sn.core.relay_route(requester, target, via_peer, now))
+    }
+
     /// How long after a kill a connected node notices it.
     fn detect(&mut self) -> Duration {
         let t = self.config.timeouts;

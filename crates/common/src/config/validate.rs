@@ -89,6 +89,12 @@ pub const SHARE_RESCAN_SECS: Bounded = bounded("share.rescan_secs", 1, 3600);
 /// `share.upload_rate_kib` (0: unlimited): at most 2^32 KiB/s (4 TiB/s), so the rate in
 /// bytes per second the uploader paces by cannot overflow.
 pub const SHARE_UPLOAD_RATE_KIB: Bounded = bounded("share.upload_rate_kib", 0, 1 << 32);
+/// `relay.max_circuits` (0: relay nothing).
+pub const RELAY_MAX_CIRCUITS: Bounded = bounded("relay.max_circuits", 0, 1024);
+/// `relay.rate_kib`: at least 16 KiB/s, so a circuit's handshake gets through.
+pub const RELAY_RATE_KIB: Bounded = bounded("relay.rate_kib", 16, 1 << 22);
+/// `relay.max_secs`.
+pub const RELAY_MAX_SECS: Bounded = bounded("relay.max_secs", 10, 86_400);
 
 impl Config {
     /// Checks every bounded key, in this order; the first one out of range is the error.
@@ -116,6 +122,9 @@ impl Config {
             (ELECTION_DEMOTE_AFTER_SECS, e.demote_after_secs),
             (SHARE_RESCAN_SECS, self.share.rescan_secs),
             (SHARE_UPLOAD_RATE_KIB, self.share.upload_rate_kib),
+            (RELAY_MAX_CIRCUITS, self.relay.max_circuits as u64),
+            (RELAY_RATE_KIB, self.relay.rate_kib),
+            (RELAY_MAX_SECS, self.relay.max_secs),
         ];
         checks
             .iter()

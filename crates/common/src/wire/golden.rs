@@ -236,6 +236,56 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 max_results: 9,
             }),
         ),
+        // Reachability revision: address discovery, reverse connections and the relay.
+        ("Intent::Reverse", enc(&Intent::Reverse)),
+        (
+            "Request::Connect",
+            enc(&Request::Connect {
+                target: NodeId(id(4)),
+            }),
+        ),
+        (
+            "Response::Connecting",
+            enc(&Response::Connecting {
+                target: provider(),
+                requester: provider(),
+            }),
+        ),
+        (
+            "Notice::Reachability",
+            enc(&Notice::Reachability {
+                observed: provider().addr,
+                answered: None,
+            }),
+        ),
+        ("Notice::Connect", enc(&Notice::Connect { to: provider() })),
+        (
+            "PeerMessage::Connect",
+            enc(&PeerMessage::Connect {
+                target: NodeId(id(4)),
+                requester: provider(),
+                hops_left: 2,
+            }),
+        ),
+        (
+            "Request::Relay",
+            enc(&Request::Relay {
+                target: NodeId(id(4)),
+                requester: NodeId(id(5)),
+            }),
+        ),
+        (
+            "Request::RelayAccept",
+            enc(&Request::RelayAccept { circuit: 9 }),
+        ),
+        ("Response::Relaying", enc(&Response::Relaying)),
+        (
+            "Notice::Relay",
+            enc(&Notice::Relay {
+                circuit: 9,
+                from: NodeId(id(4)),
+            }),
+        ),
     ]
 }
 
@@ -301,6 +351,19 @@ const GOLDEN: &[(&str, &str)] = &[
         "Request::Search (syntax)",
         "02050161022d6204696e3a630a747970653a617564696f0873697a653a3c316b09",
     ),
+    ("Intent::Reverse", "03"),
+    ("Request::Connect", "07{4}"),
+    (
+        "Response::Connecting",
+        "07{1}007f000001e624{1}007f000001e624",
+    ),
+    ("Notice::Reachability", "03007f000001e62400"),
+    ("Notice::Connect", "04{1}007f000001e624"),
+    ("PeerMessage::Connect", "08{4}{1}007f000001e62402"),
+    ("Request::Relay", "08{4}{5}"),
+    ("Request::RelayAccept", "0909"),
+    ("Response::Relaying", "08"),
+    ("Notice::Relay", "0509{4}"),
 ];
 
 fn expand(pattern: &str) -> String {

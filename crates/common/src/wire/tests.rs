@@ -37,6 +37,14 @@ async fn messages_round_trip() {
         Request::ReportUnreachable {
             nodes: vec![NodeId([3; 32]); MAX_REPORTED],
         },
+        Request::Connect {
+            target: NodeId([4; 32]),
+        },
+        Request::Relay {
+            target: NodeId([4; 32]),
+            requester: NodeId([5; 32]),
+        },
+        Request::RelayAccept { circuit: u64::MAX },
     ];
     assert_eq!(requests.len() as u64, REQUEST_KINDS);
     for request in requests {

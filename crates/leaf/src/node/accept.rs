@@ -15,6 +15,7 @@ use std::sync::Arc;
 use kazoo_common::transport;
 use kazoo_common::wire::{ErrorCode, Intent};
 pub use kazoo_common::wire::{FETCH_IDLE, HANDSHAKE_RATE, INDEX_RATE, MAX_FETCH_PER_IP};
+use kazoo_common::NodeId;
 
 use crate::serve::RateLimit;
 
@@ -47,14 +48,20 @@ pub(super) async fn accept_loop(inner: Arc<Inner>) {
         let inner = Arc::clone(&inner);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            handle_connection(&inner, incoming).await;
+            handle_connection(&inner, incoming, None).await;
             inner.connections.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!(%remote, "connection ended");
         });
     }
 }
 
-async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
+/// Handles one incoming connection to its end. `relayed`: it came through a relay circuit
+/// announced for that node, which may only download.
+pub(super) async fn handle_connection(
+    inner: &Arc<Inner>,
+    incoming: quinn::Incoming,
+    relayed: Option<NodeId>,
+) {
     let remote = incoming.remote_address();
     let pending = match transport::accept_private(incoming, inner.network.clone()).await {
         Ok(pending) => pending,
@@ -71,6 +78,18 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         inner: Arc::clone(inner),
     };
     let peer = pending.hello().node_id;
+    if let Some(expected) = relayed {
+        if peer != expected || pending.hello().intent != Intent::Fetch {
+            tracing::info!(peer = %peer.short(), expected = %expected.short(), "relayed connection refused: not the announced downloader");
+            pending
+                .refuse(
+                    ErrorCode::BadRequest,
+                    "a relay circuit carries only the announced download",
+                )
+                .await;
+            return;
+        }
+    }
     match pending.hello().intent {
         Intent::Reverse => {
             if !inner.reverse.awaits(&peer) {

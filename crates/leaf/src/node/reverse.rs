@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kazoo_common::transport::HANDSHAKE_TIMEOUT;
+use kazoo_common::transport::{Link, TransportError, HANDSHAKE_TIMEOUT};
 use kazoo_common::wire::{
-    Intent, Provider, Request, Response, REVERSE_RATE, REVERSE_RETRY, REVERSE_TRIES,
+    Intent, Provider, Request, Response, RELAY_AFTER, REVERSE_RATE, REVERSE_RETRY, REVERSE_TRIES,
 };
 use kazoo_common::NodeId;
 use quinn::Connection;
@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 use super::streams::serve_link;
 use super::Node;
 use crate::client;
-use crate::download::Path;
+use crate::download::{BoxFuture, Path};
+use crate::reachability::Class;
 use crate::serve::RateLimit;
 
 /// How long a direct dial has before a reverse connection is asked for too (it keeps
@@ -68,6 +69,12 @@ impl Reverse {
         waiting.is_some_and(|tx| tx.send(conn).is_ok())
     }
 
+    /// Takes one of the dials back (reverse connections and relay circuits together) this
+    /// node makes per second; false when over [`REVERSE_RATE`].
+    pub(super) fn try_dial(&self) -> bool {
+        self.dials.try_take(1)
+    }
+
     /// Whether a reverse connection from `node` is awaited.
     pub(super) fn awaits(&self, node: &NodeId) -> bool {
         crate::lock(&self.waits).contains_key(node)
@@ -90,14 +97,16 @@ impl Drop for Wait<'_> {
 impl Node {
     /// Connects to a download source: a direct dial; if it has not connected after
     /// [`DIRECT_HEAD_START`], a reverse connection is asked for through the supernode while
-    /// the dial goes on (re-dialled until [`REVERSE_WAIT`] if it fails), and whichever comes
-    /// up first is used.
+    /// the dial goes on (re-dialled until [`REVERSE_WAIT`] if it fails), and if neither has
+    /// come up [`RELAY_AFTER`] after asking, a relay circuit too (see [`Node::relay_dial`]);
+    /// whichever comes up first is used.
     pub(super) async fn dial_source(
         &self,
         provider: Provider,
     ) -> Result<(Connection, Path), String> {
         let node = Some(provider.node);
-        let mut direct = Box::pin(self.dial(provider.addr, node, Intent::Fetch));
+        let mut direct: BoxFuture<'_, Result<Link, TransportError>> =
+            Box::pin(self.dial(provider.addr, node, Intent::Fetch));
         let first = tokio::time::timeout(DIRECT_HEAD_START, &mut direct).await;
         let failed = match first {
             Ok(Ok(link)) => return Ok((link.conn, Path::Direct)),
@@ -125,30 +134,71 @@ impl Node {
             };
         };
         tracing::debug!(source = %provider.node.short(), %punch_at, "asked for a reverse connection");
-        let deadline = tokio::time::Instant::now() + REVERSE_WAIT;
+        // From here on a connection, whichever side's dial gets through, needs the source to
+        // have sent towards us: a reverse connection if anyone may dial us, else both sides'
+        // packets opened the way (a hole punch).
+        let answered = if self.reachable() {
+            Path::Reverse
+        } else {
+            Path::Punched
+        };
+        let asked_at = tokio::time::Instant::now();
+        let deadline = asked_at + REVERSE_WAIT;
         let mut dialling = failed.is_none();
         let mut last_error = failed.unwrap_or_default();
+        let mut relay = None;
+        let mut relay_tried = false;
         loop {
             tokio::select! {
                 conn = &mut wait.rx => {
-                    return conn.map(|c| (c, Path::Reverse)).map_err(|_| "reverse wait ended".into());
+                    return conn.map(|c| (c, answered)).map_err(|_| "reverse wait ended".into());
                 }
                 dialled = &mut direct, if dialling => match dialled {
-                    Ok(link) => return Ok((link.conn, Path::Punched)),
+                    Ok(link) => return Ok((link.conn, answered)),
                     Err(e) => {
                         last_error = e.to_string();
                         dialling = false;
                     }
                 },
+                relayed = async {
+                    match relay.as_mut() {
+                        Some(relaying) => relaying.await,
+                        None => std::future::pending().await,
+                    }
+                }, if relay.is_some() => {
+                    match relayed {
+                        Ok(conn) => return Ok((conn, Path::Relayed)),
+                        Err(e) => {
+                            tracing::debug!(source = %provider.node.short(), reason = %e, "relay failed");
+                            last_error = e;
+                            relay = None;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(asked_at + RELAY_AFTER), if !relay_tried => {
+                    relay_tried = true;
+                    relay = Some(Box::pin(self.relay_dial(provider.node)));
+                }
                 _ = tokio::time::sleep(REVERSE_RETRY), if !dialling => {
-                    direct = Box::pin(self.dial(punch_at, node, Intent::Fetch));
+                    // Past the dial guard: the first dial left this address silent, but our
+                    // supernode vouches for it and has asked the source to send to us, so
+                    // this is a punch (one dial per REVERSE_RETRY until REVERSE_WAIT).
+                    direct = Box::pin(self.dial_recorded(punch_at, node, Intent::Fetch));
                     dialling = true;
                 }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(format!("not reachable directly, by reverse connection or punch: {last_error}"));
+                _ = tokio::time::sleep_until(deadline), if relay.is_none() && relay_tried => {
+                    return Err(format!("not reachable directly, by reverse connection, punch or relay: {last_error}"));
                 }
             }
         }
+    }
+
+    /// Whether this node's supernode found it reachable by a dial from outside (a
+    /// supernode, or a leaf not told yet, counts as reachable).
+    fn reachable(&self) -> bool {
+        self.leaf()
+            .and_then(|leaf| leaf.reachability())
+            .is_none_or(|r| r.class == Class::Reachable)
     }
 
     /// Asks this leaf's supernode for a reverse connection from `target`; the target as its
@@ -170,7 +220,7 @@ impl Node {
     /// the listening socket, up to [`REVERSE_TRIES`] times, and serves its requests. At most
     /// [`REVERSE_RATE`] per second; the dial guard limits dials to silent addresses.
     pub(super) fn connect_back(&self, to: Provider) {
-        if !self.inner.reverse.dials.try_take(1) {
+        if !self.inner.reverse.try_dial() {
             tracing::info!(to = %to.addr, "reverse connection request over the rate; ignored");
             return;
         }

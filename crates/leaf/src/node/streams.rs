@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use kazoo_common::transport::{self, Link};
 use kazoo_common::wire::{
-    self, CloseCode, Intent, Request, FETCH_IDLE, INDEX_RATE, LEAF_QUERY_RATE, REQUEST_TIMEOUT,
+    self, CloseCode, ErrorCode, Intent, Request, Response, FETCH_IDLE, INDEX_RATE, LEAF_QUERY_RATE,
+    REQUEST_TIMEOUT,
 };
 use kazoo_common::NodeId;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::Semaphore;
 
 use super::request_limits::{Limits, StreamError};
-use super::supernode_role::{requests, Session};
+use super::supernode_role::{relaying, requests, Session};
 use super::Inner;
 use crate::serve::{RateLimit, MAX_UPLOADS_PER_PEER};
 
@@ -138,6 +139,19 @@ async fn serve_stream(
             .piece(id, *index, limits.uploads, &mut send)
             .await
             .map_err(|e| StreamError::Stream(e.to_string()))?,
+        Request::Relay { target, requester } => {
+            let Some(session) = leaf else {
+                return refuse_relay(&mut send).await;
+            };
+            let asker = relaying::Asker::Leaf(peer);
+            return relaying::relay(&session.sn, asker, *target, *requester, send, recv).await;
+        }
+        Request::RelayAccept { circuit } => {
+            let Some(session) = leaf else {
+                return refuse_relay(&mut send).await;
+            };
+            return relaying::accept(&session.sn, peer, *circuit, send, recv).await;
+        }
         Request::Register { .. }
         | Request::Unregister { .. }
         | Request::Search { .. }
@@ -148,5 +162,15 @@ async fn serve_stream(
         }
     }
     let _ = send.finish();
+    Ok(())
+}
+
+/// Refuses a relay request on a connection that is no joined leaf's.
+async fn refuse_relay(send: &mut SendStream) -> Result<(), StreamError> {
+    let refusal = Response::error(
+        ErrorCode::NotSupernode,
+        "relays need a joined leaf connection to a supernode",
+    );
+    wire::write_frame(send, &refusal).await?;
     Ok(())
 }

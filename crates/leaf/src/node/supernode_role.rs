@@ -6,6 +6,7 @@
 //! * [`requests`]: a joined leaf's index and search requests;
 //! * [`notices`]: succession, redirect and promote notices to joined leaves;
 //! * [`peering`]: peer links to other supernodes, routed searches, the host cache;
+//! * [`relaying`]: relay circuits between leaves that reach each other no other way;
 //! * [`election`]: growth (asking a leaf to promote, handing leaves over), dial-backs to
 //!   eligible leaves, and demotion.
 
@@ -13,6 +14,7 @@ pub(super) mod admission;
 pub(super) mod election;
 pub(super) mod notices;
 pub(super) mod peering;
+pub(super) mod relaying;
 pub(super) mod requests;
 
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ pub struct SupernodeRole {
     notices: Mutex<HashMap<NodeId, notices::LeafChannel>>,
     /// Peer links and routed searches.
     peering: peering::Peering,
+    /// Relay circuits.
+    relays: relaying::Relays,
     /// The role's tasks (overlay, own shares, demotion check), aborted when it ends.
     tasks: Tasks,
 }
@@ -53,6 +57,11 @@ impl SupernodeRole {
     /// work (see [`kazoo_supernode::service`]).
     pub fn core(&self) -> MutexGuard<'_, Supernode> {
         crate::lock(&self.core)
+    }
+
+    /// What it relays now.
+    pub fn relay_stats(&self) -> super::RelayStats {
+        self.relays.stats()
     }
 
     /// Ends the role: closes its peerings and stops its tasks.
@@ -90,6 +99,7 @@ impl Node {
             core: Mutex::new(core),
             notices: Mutex::new(HashMap::new()),
             peering: peering::Peering::default(),
+            relays: relaying::Relays::new(&self.inner.config.relay),
             tasks: Tasks::default(),
         });
         self.set_role(super::Role::Supernode(Arc::clone(&role)), reason);

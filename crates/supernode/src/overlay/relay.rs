@@ -211,7 +211,7 @@ impl Overlay {
 
     /// Takes one of peer `from`'s query tokens ([`super::OverlayConfig::peer_query_rate`] per
     /// second, burst twice that); false when it has none left (or is not a peer).
-    pub(super) fn take_query_token(&mut self, from: NodeId, now: Instant) -> bool {
+    pub(crate) fn take_query_token(&mut self, from: NodeId, now: Instant) -> bool {
         let rate = self.config.peer_query_rate;
         let Some(peer) = self.peers.get_mut(&from) else {
             return false;

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use kazoo_common::wire::{Provider, Response, ShareEntry};
+use kazoo_common::wire::{ErrorCode, Provider, Response, ShareEntry};
 use kazoo_common::{ContentId, NodeId};
 
 use super::*;
+use crate::{RelayHop, RelayRefusal};
 
 fn entry(name: String) -> ShareEntry {
     ShareEntry {
@@ -230,5 +231,54 @@ fn a_reverse_connection_request_reaches_a_remote_source_along_its_hits_path() {
     assert_eq!(
         asked.last(),
         Some(&(node(3), local, Provider::new(requester, seen_at)))
+    );
+}
+
+#[test]
+fn a_relay_goes_to_the_targets_supernode_and_no_further() {
+    let mut sim = network(7, 4, 2);
+    let target = node(leaf(1));
+    let requester = node(leaf(3));
+    let route = |sim: &mut Sim, at: usize, via: Option<usize>, to: NodeId| {
+        sim.relay_route(node(at), requester, to, via.map(node))
+            .expect("a supernode")
+    };
+    assert!(
+        matches!(
+            route(&mut sim, 3, None, target),
+            Err(RelayRefusal {
+                code: ErrorCode::NotFound,
+                ..
+            })
+        ),
+        "no route before any hit"
+    );
+    assert_eq!(sim.search(node(3), "group1"), 2, "found by routing");
+    assert_eq!(
+        route(&mut sim, 3, None, target),
+        Ok(RelayHop::Peer(node(1)))
+    );
+    assert_eq!(
+        route(&mut sim, 1, Some(3), target),
+        Ok(RelayHop::Leaf(target))
+    );
+    // A relay passed on by a peer ends at the target's own supernode.
+    assert!(
+        route(&mut sim, 3, Some(1), target).is_err(),
+        "one hop between supernodes"
+    );
+    assert_eq!(
+        route(&mut sim, 3, None, node(leaf(7))),
+        Ok(RelayHop::Leaf(node(leaf(7))))
+    );
+    assert!(
+        matches!(
+            route(&mut sim, 3, None, requester),
+            Err(RelayRefusal {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ),
+        "not to itself"
     );
 }

@@ -62,7 +62,15 @@ pub(super) async fn uplink_loop(
 ) {
     let me = node.node_id();
     let config = &node.inner.config;
-    let eligible = || setting == RoleSetting::Auto && node.inner.score() > 0;
+    // A node its supernode could not dial back never promotes itself: nobody could reach
+    // it as a supernode. Before any dial back (the first node of a network) it may.
+    let eligible = || {
+        setting == RoleSetting::Auto
+            && node.inner.score() > 0
+            && role
+                .reachability()
+                .is_none_or(|r| r.class == Class::Reachable)
+    };
     let bootstrap = config
         .network
         .bootstrap
@@ -290,6 +298,7 @@ async fn stay_joined(
                         });
                     }
                     Ok(Notice::Connect { to }) => node.connect_back(to),
+                    Ok(Notice::Relay { circuit, from }) => node.accept_relay(circuit, from),
                     Ok(Notice::Promote { reason }) => {
                         if node.inner.score() > 0 {
                             tracing::info!(%reason, "supernode asks this leaf to promote");

@@ -63,6 +63,23 @@ impl SupernodeRole {
         }
     }
 
+    /// Tells joined leaf `leaf` of relay circuit `circuit` from downloader `from`; dropped
+    /// if its notice queue is full (the relay then times out).
+    pub(in crate::node) fn ask_relay(&self, leaf: NodeId, circuit: u64, from: NodeId) {
+        let notices = crate::lock(&self.notices);
+        let Some(channel) = notices.get(&leaf) else {
+            return;
+        };
+        tracing::debug!(leaf = %leaf.short(), from = %from.short(), "announcing a relay circuit");
+        if channel
+            .tx
+            .try_send(Notice::Relay { circuit, from })
+            .is_err()
+        {
+            tracing::debug!(leaf = %leaf.short(), "notice queue full; relay circuit not announced");
+        }
+    }
+
     /// Closes the connection of leaf `peer`'s older session, now that `key` has replaced it.
     pub(super) fn close_superseded(&self, peer: NodeId, key: LeafKey) {
         let mut channels = crate::lock(&self.notices);

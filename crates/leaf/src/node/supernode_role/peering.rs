@@ -66,6 +66,11 @@ impl Peering {
         crate::lock(&self.links)
     }
 
+    /// The connection of the peering with `peer`, if it is up.
+    pub(super) fn conn(&self, peer: &NodeId) -> Option<Connection> {
+        self.links().get(peer).map(|l| l.conn.clone())
+    }
+
     fn queries(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<QueryEvent>>> {
         crate::lock(&self.queries)
     }
@@ -233,6 +238,11 @@ impl Node {
         let actions = sn.core().peer_up(peer, addr, now);
         self.execute(&sn, actions);
         sn.hand_over(peer, addr);
+        let relay_streams = tokio::spawn(super::relaying::serve_peer_streams(
+            Arc::clone(&sn),
+            peer,
+            conn.clone(),
+        ));
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if wire::write_frame(&mut send, &msg).await.is_err() {
@@ -260,6 +270,7 @@ impl Node {
             }
         };
         writer.abort();
+        relay_streams.abort();
         let current = {
             let mut links = sn.peering.links();
             let current = links.get(&peer).is_some_and(|l| l.generation == generation);

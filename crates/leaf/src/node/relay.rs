@@ -1,0 +1,151 @@
+//! Relayed connections, a leaf's side (see the wire spec, "Relay"): a downloader that
+//! reaches a source no other way asks its supernode for a circuit and connects through it;
+//! a source told of a circuit ([`Notice::Relay`](kazoo_common::wire::Notice::Relay)) opens
+//! its end and accepts the connection that comes through, from that downloader only. Both
+//! run over a second QUIC endpoint whose "socket" is the circuits ([`socket`]), so the
+//! connection is end to end: the relay sees ciphertext, and pieces are verified as ever.
+
+pub(super) mod socket;
+
+use std::sync::Arc;
+
+use kazoo_common::identity::Identity;
+use kazoo_common::transport::{self, Timeouts, TransportError, HANDSHAKE_TIMEOUT};
+use kazoo_common::wire::{self, Intent, Request, Response, RELAY_ACCEPT_WAIT};
+use kazoo_common::NodeId;
+use quinn::{Connection, Endpoint};
+
+use super::{accept, Inner, Node};
+use socket::CircuitSocket;
+
+/// The relay endpoint and its circuits.
+pub(super) struct Relay {
+    socket: Arc<CircuitSocket>,
+    endpoint: Endpoint,
+}
+
+impl Relay {
+    /// A relay endpoint with no circuits, accepting with `identity`.
+    pub(super) fn new(identity: &Identity, timeouts: Timeouts) -> Result<Self, TransportError> {
+        let socket = Arc::new(CircuitSocket::default());
+        let endpoint = transport::endpoint_over(identity, timeouts, socket.clone())?;
+        Ok(Relay { socket, endpoint })
+    }
+
+    /// Stops accepting and closes relayed connections.
+    pub(super) fn close(&self) {
+        self.endpoint.close(0u32.into(), b"node stopping");
+    }
+}
+
+impl Node {
+    /// Connects to `target` through a circuit its supernode and ours relay.
+    pub(super) async fn relay_dial(&self, target: NodeId) -> Result<Connection, String> {
+        let uplink = self.inner.uplink.borrow().clone();
+        let uplink = uplink.ok_or("no supernode to relay through")?;
+        let (mut send, mut recv) = uplink.conn.open_bi().await.map_err(|e| e.to_string())?;
+        let request = Request::Relay {
+            target,
+            requester: self.node_id(),
+        };
+        wire::write_frame(&mut send, &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = tokio::time::timeout(
+            RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT,
+            wire::read_frame::<Response>(&mut recv),
+        )
+        .await
+        .map_err(|_| "the relay did not answer".to_owned())?;
+        match answer {
+            Ok(Response::Relaying) => {}
+            Ok(Response::Error { message, .. }) => return Err(format!("relay refused: {message}")),
+            Ok(other) => return Err(format!("unexpected relay answer {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+        let relay = &self.inner.relay;
+        let addr = relay
+            .socket
+            .attach(target, send, recv)
+            .ok_or("too many relay circuits open")?;
+        let dial = transport::dial_private(
+            &relay.endpoint,
+            &self.inner.identity,
+            addr,
+            Some(target),
+            self.inner.timeouts,
+            self.hello(Intent::Fetch),
+            self.inner.network.as_ref(),
+        );
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
+            Ok(Ok(link)) => {
+                tracing::info!(source = %target.short(), circuit = %addr, "relayed connection up");
+                Ok(link.conn)
+            }
+            failed => {
+                relay.socket.detach(addr);
+                Err(match failed {
+                    Ok(Err(e)) => format!("through the relay: {e}"),
+                    _ => "through the relay: handshake timed out".into(),
+                })
+            }
+        }
+    }
+
+    /// Our supernode announces relay circuit `circuit` from downloader `from`: opens our
+    /// end (counted with reverse connections against their rate), after which the relay
+    /// endpoint accepts `from`'s connection through it.
+    pub(super) fn accept_relay(&self, circuit: u64, from: NodeId) {
+        if !self.inner.reverse.try_dial() {
+            tracing::info!(from = %from.short(), "relay request over the rate; ignored");
+            return;
+        }
+        let node = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = node.open_circuit(circuit, from).await {
+                tracing::info!(from = %from.short(), reason = %e, "relay circuit not opened");
+            }
+        });
+    }
+
+    async fn open_circuit(&self, circuit: u64, from: NodeId) -> Result<(), String> {
+        let uplink = self.inner.uplink.borrow().clone();
+        let uplink = uplink.ok_or("no supernode")?;
+        let (mut send, mut recv) = uplink.conn.open_bi().await.map_err(|e| e.to_string())?;
+        wire::write_frame(&mut send, &Request::RelayAccept { circuit })
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_frame(&mut recv)).await;
+        match answer {
+            Ok(Ok(Response::Relaying)) => {}
+            Ok(Ok(other)) => return Err(format!("relay answered {other:?}")),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("relay did not answer".into()),
+        }
+        let addr = self
+            .inner
+            .relay
+            .socket
+            .attach(from, send, recv)
+            .ok_or("too many relay circuits open")?;
+        tracing::debug!(from = %from.short(), circuit = %addr, "relay circuit open");
+        Ok(())
+    }
+}
+
+/// Accepts connections through relay circuits — download connections from the node each
+/// circuit was announced for — until the node stops; a circuit ends with its connection.
+pub(super) async fn accept_loop(inner: Arc<Inner>) {
+    while let Some(incoming) = inner.relay.endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let Some(expected) = inner.relay.socket.peer(remote) else {
+            incoming.refuse();
+            continue;
+        };
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            accept::handle_connection(&inner, incoming, Some(expected)).await;
+            inner.relay.socket.detach(remote);
+        });
+    }
+}
