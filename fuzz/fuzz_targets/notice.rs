@@ -61,6 +61,10 @@ fuzz_target!(|data: &[u8]| {
             // The uplink hands it to the rate-limited reverse dialler; no election state.
             let _ = to;
         }
+        Notice::Relay { circuit, from } => {
+            // The uplink opens the circuit, rate-limited with reverse connections.
+            let _ = (circuit, from);
+        }
         Notice::Reachability { observed, answered } => {
             // Only recorded for `kazoo status`; nothing is decided on it.
             let _ = (observed, answered);

@@ -27,7 +27,7 @@ use kazoo_common::wire::{
 use kazoo_common::{ContentId, NodeId};
 use kazoo_fuzz::ops::{self, SupernodeOp, SupernodeSetup};
 use kazoo_fuzz::{assert_distinct, check_response_limits};
-use kazoo_supernode::{Action, Admission, LeafKey, OverlayConfig, Supernode};
+use kazoo_supernode::{Action, Admission, LeafKey, OverlayConfig, RelayHop, Supernode};
 use libfuzzer_sys::fuzz_target;
 
 const OWN_PORT: u16 = 4710;
@@ -397,6 +397,22 @@ impl Model {
                         assert!(actions.is_empty());
                     }
                 }
+            }
+            Request::Relay { target, .. } => {
+                // Relays are streams the runtime joins; the core only says where one goes.
+                assert_eq!(error, Some(ErrorCode::Internal));
+                let joined = self.leaves.keys().any(|n| leaf_node(*n) == *target);
+                match self.sn.relay_route(node, *target, None, self.now) {
+                    Ok(RelayHop::Leaf(to)) => {
+                        assert_eq!(to, *target);
+                        assert!(joined && *target != node, "relayed to a leaf not joined");
+                    }
+                    Ok(RelayHop::Peer(peer)) => panic!("relayed to peer {peer:?} with no peers"),
+                    Err(refusal) => assert!(!joined || *target == node, "{refusal:?}"),
+                }
+            }
+            Request::RelayAccept { .. } => {
+                assert_eq!(error, Some(ErrorCode::Internal));
             }
             Request::GetManifest { .. } | Request::GetPiece { .. } => {
                 assert_eq!(error, Some(ErrorCode::BadRequest));
