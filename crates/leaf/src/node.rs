@@ -105,7 +105,7 @@ pub enum NodeError {
 }
 
 /// What `kazoo status` shows.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// `"leaf"` or `"supernode"`.
     pub role: String,
@@ -147,6 +147,9 @@ pub struct Status {
     /// supernodes not answering (empty when all is well).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Download jobs not finished yet: queued, running, waiting for sources or paused.
+    #[serde(default)]
+    pub downloads: Vec<crate::jobs::JobView>,
 }
 
 /// The connection to this leaf's supernode.
@@ -234,6 +237,8 @@ struct Inner {
     downloads: Mutex<HashSet<ContentId>>,
     /// The node's own tasks (accept loop, rescans).
     tasks: Tasks,
+    /// Download jobs handed to the node (see [`crate::jobs`]).
+    jobs: crate::jobs::Jobs,
     /// Which addresses may be dialled now (see [`dial_guard`]).
     dials: dial_guard::DialGuard,
     /// Reverse connections awaited, and the rate of dialling back (see [`reverse`]).
@@ -376,6 +381,7 @@ impl Node {
             setting,
             downloads: Mutex::new(HashSet::new()),
             tasks: Tasks::default(),
+            jobs: crate::jobs::Jobs::default(),
             reverse: reverse::Reverse::default(),
             dials: dial_guard::DialGuard::new(
                 config.network.bootstrap.iter().map(|b| b.addr),
@@ -525,6 +531,7 @@ impl Node {
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
             problems: self.problems(),
+            downloads: self.inner.jobs.unfinished(),
         }
     }
 
@@ -720,15 +727,35 @@ impl Node {
         }
     }
 
-    /// Downloads `id` to `destination` (or the download folder), publishing progress.
+    /// Downloads `id` to `output` (or the download folder), publishing progress; looks its
+    /// sources up again while none answer (see [`Self::providers_retrying`]).
     pub async fn get(
         &self,
         id: ContentId,
         output: Option<PathBuf>,
         progress: watch::Sender<Progress>,
     ) -> Result<Report, NodeError> {
-        let _active = ActiveDownload::claim(&self.inner.downloads, id)?;
         let found = self.providers_retrying(id).await?;
+        self.fetch(id, found, output, progress).await
+    }
+
+    /// One lookup of `id`'s name, size and sources (other than this node); `None` when nobody
+    /// in reach shares it.
+    pub async fn lookup(&self, id: ContentId) -> Result<Option<(Hit, Vec<Provider>)>, NodeError> {
+        self.providers(id).await
+    }
+
+    /// Downloads `id` from the sources `found` by a lookup (none: fails with
+    /// [`DownloadError::NoSources`]) to `output` (or the download folder), publishing
+    /// progress; the finished file is shared. One download per content id at a time.
+    pub async fn fetch(
+        &self,
+        id: ContentId,
+        found: Option<(Hit, Vec<Provider>)>,
+        output: Option<PathBuf>,
+        progress: watch::Sender<Progress>,
+    ) -> Result<Report, NodeError> {
+        let _active = ActiveDownload::claim(&self.inner.downloads, id)?;
         let (name, size, sources) = match found {
             Some((hit, sources)) => (hit.name, Some(hit.size), sources),
             None => (String::new(), None, Vec::new()),
@@ -755,11 +782,17 @@ impl Node {
         Ok(report)
     }
 
+    /// The downloads this node manages (`kazoo get` through the control socket).
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.inner.jobs
+    }
+
     /// Stops the node: closes every connection and ends its tasks.
     pub async fn shutdown(&self) {
         if let Some(sn) = self.supernode() {
             supernode_role::peering::save_hosts(&self.inner.config.node.data_dir, &sn);
         }
+        self.inner.jobs.stop_all();
         let current = self.inner.current().role.clone();
         current.stop("shutting down");
         self.inner.tasks.abort_all();
