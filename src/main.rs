@@ -491,7 +491,8 @@ struct Bars {
 
 impl Bars {
     fn new(enabled: bool) -> Self {
-        let multi = (enabled && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+        let multi =
+            (enabled && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
         Bars {
             multi,
             bars: std::collections::HashMap::new(),
@@ -567,7 +568,10 @@ fn progress_message(job: &JobView) -> String {
         other => other.describe().to_owned(),
     };
     if job.resuming && job.state == JobState::Downloading {
-        text.push_str(&format!(", resuming ({} were on disk)", human(job.resumed_bytes)));
+        text.push_str(&format!(
+            ", resuming ({} were on disk)",
+            human(job.resumed_bytes)
+        ));
     }
     text
 }
@@ -613,7 +617,10 @@ async fn get(
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if targets.len() > MAX_PER_REQUEST {
-        bail!("at most {MAX_PER_REQUEST} files per get (got {})", targets.len());
+        bail!(
+            "at most {MAX_PER_REQUEST} files per get (got {})",
+            targets.len()
+        );
     }
     let output = absolute(output)?;
     let mut bars = Bars::new(!json);
@@ -672,27 +679,15 @@ async fn get_here(
     bars: &mut Bars,
 ) -> anyhow::Result<Vec<Outcome>> {
     if let Some(out) = output.as_ref().filter(|o| targets.len() > 1 && !o.is_dir()) {
-        bail!("-o {} names one file: with several files give an existing folder", out.display());
+        bail!(
+            "-o {} names one file: with several files give an existing folder",
+            out.display()
+        );
     }
-    let mut last: Option<LastSearch> = None;
-    let mut wanted = Vec::with_capacity(targets.len());
-    for target in targets {
-        wanted.push(match target {
-            Target::Hash(hash) => hash,
-            Target::Result(n) => {
-                let search = match last.take() {
-                    Some(search) => search,
-                    None => LastSearch::load(&config.node.data_dir)?,
-                };
-                let hash = search.pick(n)?.hash;
-                last = Some(search);
-                hash
-            }
-        });
-    }
+    let wanted = LastSearch::resolve(&config.node.data_dir, &targets)?;
     let node = short_lived_leaf(config).await?;
     let mut outcomes = Vec::with_capacity(wanted.len());
-    for (i, hash) in wanted.into_iter().enumerate() {
+    for (i, (hash, name)) in wanted.into_iter().enumerate() {
         let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
         let mut tracker = Tracker::new(std::time::Instant::now());
         let fetch = node.get(hash, output.clone(), tx);
@@ -703,7 +698,7 @@ async fn get_here(
                 changed = rx.changed() => if changed.is_ok() {
                     let progress = *rx.borrow_and_update();
                     tracker.see(progress, std::time::Instant::now(), true);
-                    let mut view = JobView::new(i as u32 + 1, hash, String::new(), JobState::Downloading);
+                    let mut view = JobView::new(i as u32 + 1, hash, name.clone(), JobState::Downloading);
                     tracker.fill(&mut view);
                     bars.update(&view);
                 },
@@ -814,10 +809,25 @@ fn print_jobs(jobs: &[JobView], json: bool) -> anyhow::Result<()> {
             job.id,
             job.state.describe(),
             percent(job.bytes_done, job.total),
-            if job.total > 0 { human(job.total) } else { "?".to_owned() },
-            if running { format!("{}/s", human(job.rate)) } else { String::new() },
-            if running { job.sources.to_string() } else { String::new() },
-            job.eta_secs.filter(|_| running).map(duration).unwrap_or_default(),
+            if job.total > 0 {
+                human(job.total)
+            } else {
+                "?".to_owned()
+            },
+            if running {
+                format!("{}/s", human(job.rate))
+            } else {
+                String::new()
+            },
+            if running {
+                job.sources.to_string()
+            } else {
+                String::new()
+            },
+            job.eta_secs
+                .filter(|_| running)
+                .map(duration)
+                .unwrap_or_default(),
             job.hash.short()
         )?;
         let detail = match job.state {
@@ -831,11 +841,11 @@ fn print_jobs(jobs: &[JobView], json: bool) -> anyhow::Result<()> {
                 duration(job.waiting_secs.unwrap_or(0)),
                 duration(job.retry_in_secs.unwrap_or(0))
             )),
-            JobState::Failed => job.note.as_deref().map(|n| escape_for_terminal(n).into_owned()),
-            JobState::Done => job
-                .report
-                .as_ref()
-                .map(|r| r.path.display().to_string()),
+            JobState::Failed => job
+                .note
+                .as_deref()
+                .map(|n| escape_for_terminal(n).into_owned()),
+            JobState::Done => job.report.as_ref().map(|r| r.path.display().to_string()),
             _ => None,
         };
         if let Some(detail) = detail {
@@ -858,7 +868,11 @@ fn print_partials(partials: &[PartialFile], json: bool) -> anyhow::Result<()> {
         writeln!(out, "no partial files")?;
         return Ok(());
     }
-    writeln!(out, "{:>10}  {:>10}  {:>8}  HASH", "VERIFIED", "SIZE", "DOWNLOAD")?;
+    writeln!(
+        out,
+        "{:>10}  {:>10}  {:>8}  HASH",
+        "VERIFIED", "SIZE", "DOWNLOAD"
+    )?;
     for p in partials {
         writeln!(
             out,
@@ -1056,10 +1070,43 @@ fn status_downloads(out: &mut impl Write, jobs: &[JobView]) -> std::io::Result<(
         )?;
     }
     if jobs.len() > STATUS_DOWNLOADS {
-        writeln!(out, "  … and {} more (`kazoo downloads`)", jobs.len() - STATUS_DOWNLOADS)?;
+        writeln!(
+            out,
+            "  … and {} more (`kazoo downloads`)",
+            jobs.len() - STATUS_DOWNLOADS
+        )?;
     }
     Ok(())
 }
 
 /// Downloads `kazoo status` shows.
 const STATUS_DOWNLOADS: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_says_resuming_and_counts_this_run_only() {
+        let hash = ContentId::from(blake3::hash(b"x"));
+        let mut job = JobView::new(3, hash, "song.ogg".into(), JobState::Downloading);
+        job.total = 10 << 20;
+        job.bytes_done = 6 << 20;
+        job.resumed_bytes = 5 << 20;
+        job.resuming = true;
+        job.rate = 128 << 10;
+        job.eta_secs = Some(32);
+        job.sources = 1;
+        let text = progress_message(&job);
+        assert_eq!(
+            text,
+            "128.0 KiB/s, ETA 32s, 1 source, resuming (5.0 MiB were on disk)"
+        );
+        job.state = JobState::WaitingForSources;
+        job.retry_in_secs = Some(75);
+        assert_eq!(
+            progress_message(&job),
+            "waiting for sources (next look in 1m 15s)"
+        );
+    }
+}

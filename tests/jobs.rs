@@ -130,7 +130,11 @@ fn get_hands_several_files_and_result_numbers_to_the_node() {
     // A number before any search is a clear error.
     let early = run(&me_cfg, &["get", "1"]);
     assert!(!early.status.success());
-    assert!(stderr(&early).contains("no last search"), "{}", stderr(&early));
+    assert!(
+        stderr(&early).contains("no last search"),
+        "{}",
+        stderr(&early)
+    );
 
     // Two hashes at once, through the node: one JSON report each, bytes equal.
     let got = run(&me_cfg, &["get", "--json", &hash(&a), &hash(&b)]);
@@ -238,7 +242,11 @@ fn a_second_get_joins_and_pause_and_resume_count_only_this_runs_bytes() {
     assert!(paused.status.success(), "{}", stderr(&paused));
     let first = finish(first);
     assert!(!first.status.success());
-    assert!(stderr(&first).contains("kazoo resume 1"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("kazoo resume 1"),
+        "{}",
+        stderr(&first)
+    );
     let job = job_until(&me_cfg, 1, |j| j["state"] == "paused");
     let on_disk = job["bytes_done"].as_u64().unwrap();
     let partials = json_lines(&run(&me_cfg, &["downloads", "--partials", "--json"]));
@@ -263,7 +271,10 @@ fn a_second_get_joins_and_pause_and_resume_count_only_this_runs_bytes() {
     assert!(rate <= 2 * RATE, "rate {rate} counts resumed bytes: {job}");
     let left = (data.len() as u64).saturating_sub(job["bytes_done"].as_u64().unwrap());
     let eta = job["eta_secs"].as_u64().unwrap();
-    assert!(eta + 1 >= left / (2 * RATE), "ETA {eta} s for {left} bytes: {job}");
+    assert!(
+        eta + 1 >= left / (2 * RATE),
+        "ETA {eta} s for {left} bytes: {job}"
+    );
 
     let second = finish(second);
     assert!(second.status.success(), "{}", stderr(&second));
@@ -339,30 +350,44 @@ fn cancel_removes_the_download_and_clean_partials_the_leftovers() {
 }
 
 #[test]
-fn a_job_waits_for_its_only_source_to_come_back() {
+fn a_job_waits_for_a_source_that_appears_and_for_its_only_source_to_come_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_sn, sn) = supernode(dir);
     let src_cfg = leaf_config(dir, "src", &sn, 256);
     let data = content(3 << 20, 5);
     let h = hash(&data);
-    std::fs::write(dir.join("src/shared/only.bin"), &data).unwrap();
-    let src = start_leaf(&src_cfg, 1);
+    let src = start_leaf(&src_cfg, 0);
     let me_cfg = leaf_config(dir, "me", &sn, 0);
     let _me = start_leaf(&me_cfg, 0);
 
+    // Nobody shares it yet: the job waits for sources.
     let get = get_in_background(&me_cfg, &["--json", &h]);
+    let job = job_until(&me_cfg, 1, |j| j["state"] == "waiting_for_sources");
+    assert!(
+        job["note"].as_str().unwrap().contains("no sources"),
+        "{job}"
+    );
+    assert!(
+        job["retry_in_secs"].is_u64() && job["waiting_secs"].is_u64(),
+        "{job}"
+    );
+    // A source appears: the job downloads from it.
+    std::fs::write(dir.join("src/shared/only.bin"), &data).unwrap();
     job_until(&me_cfg, 1, |j| j["bytes_done"].as_u64() > Some(0));
     // The only source dies: the job waits for sources instead of failing.
     drop(src);
     let job = job_until(&me_cfg, 1, |j| j["state"] == "waiting_for_sources");
     assert!(job["retry_in_secs"].is_u64(), "{job}");
-    assert!(job["note"].is_string(), "{job}");
     // It comes back (same key, new port): the job finishes, every byte verified.
     let _src = start_leaf(&src_cfg, 1);
     let get = finish(get);
     assert!(get.status.success(), "{}", stderr(&get));
-    assert!(stderr(&get).contains("waiting for sources"), "{}", stderr(&get));
+    assert!(
+        stderr(&get).contains("waiting for sources"),
+        "{}",
+        stderr(&get)
+    );
     let report = json(&get);
     assert_eq!(report["hash"], h.as_str());
     assert!(report["resumed_bytes"].as_u64() > Some(0), "{report}");
@@ -398,7 +423,10 @@ fn malformed_control_requests_get_an_error_and_the_node_carries_on() {
             &format!("{{\"op\":\"get\",\"targets\":[{}]}}", many.join(",")),
             "at most 32",
         ),
-        ("{\"op\":\"get\",\"targets\":[{\"result\":0}]}", "no last search"),
+        (
+            "{\"op\":\"get\",\"targets\":[{\"result\":0}]}",
+            "no last search",
+        ),
         (
             &format!(
                 "{{\"op\":\"get\",\"targets\":[{{\"hash\":\"{}\"}}],\"out\":\"relative\"}}",
@@ -407,9 +435,18 @@ fn malformed_control_requests_get_an_error_and_the_node_carries_on() {
             "absolute",
         ),
         ("{\"op\":\"pause\",\"jobs\":[]}", "at least one"),
-        ("{\"op\":\"cancel\",\"jobs\":[\"ffffffffffff\"]}", "no download"),
-        ("{\"op\":\"resume\",\"jobs\":[\"4294967296\"]}", "no download"),
-        ("{\"op\":\"clean_partials\",\"hashes\":[\"zz\"]}", "bad control request"),
+        (
+            "{\"op\":\"cancel\",\"jobs\":[\"ffffffffffff\"]}",
+            "no download",
+        ),
+        (
+            "{\"op\":\"resume\",\"jobs\":[\"4294967296\"]}",
+            "no download",
+        ),
+        (
+            "{\"op\":\"clean_partials\",\"hashes\":[\"zz\"]}",
+            "bad control request",
+        ),
     ] {
         let answer = ask(request);
         assert!(

@@ -312,8 +312,11 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
         ControlRequest::Search { words, max_results } => {
             match node.find(&words, max_results).await {
                 Ok(findings) => {
-                    let results: Vec<SearchResult> =
-                        findings.results.into_iter().map(SearchResult::from).collect();
+                    let results: Vec<SearchResult> = findings
+                        .results
+                        .into_iter()
+                        .map(SearchResult::from)
+                        .collect();
                     remember(&node.config().node.data_dir, &words, &results);
                     for hit in results {
                         send(&mut write, &ControlEvent::Hit { hit }).await?;

@@ -79,7 +79,10 @@ pub enum JobState {
 impl JobState {
     /// Done, failed or cancelled: nothing more will happen.
     pub fn finished(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 
     /// Words for a table.
@@ -417,22 +420,7 @@ impl Jobs {
         if let Some(out) = output.as_ref().filter(|o| targets.len() > 1 && !o.is_dir()) {
             return Err(JobError::OutputNotFolder(out.clone()));
         }
-        let mut last: Option<LastSearch> = None;
-        let mut wanted = Vec::with_capacity(targets.len());
-        for target in targets {
-            wanted.push(match *target {
-                Target::Hash(hash) => (hash, String::new()),
-                Target::Result(n) => {
-                    let search = match last.take() {
-                        Some(search) => search,
-                        None => LastSearch::load(&node.config().node.data_dir)?,
-                    };
-                    let picked = search.pick(n).map(|r| (r.hash, r.name.clone()));
-                    last = Some(search);
-                    picked?
-                }
-            });
-        }
+        let wanted = LastSearch::resolve(&node.config().node.data_dir, targets)?;
         let mut table = self.table();
         let active = |table: &Table, hash: ContentId| {
             table
@@ -584,9 +572,8 @@ impl Jobs {
                 let Some(entry) = table.jobs.get_mut(id) else {
                     continue;
                 };
-                let stoppable = !entry.state.finished()
-                    && !(state == JobState::Paused && entry.state == JobState::Paused);
-                if !stoppable {
+                let already = state == JobState::Paused && entry.state == JobState::Paused;
+                if entry.state.finished() || already {
                     continue;
                 }
                 entry.generation += 1;
@@ -659,9 +646,8 @@ impl Jobs {
 
     /// The partial files in `partial_dir`, each with the unfinished job using it.
     pub fn partials(&self, partial_dir: &Path) -> Result<Vec<PartialFile>, JobError> {
-        let mut files = partial::list(partial_dir).map_err(|e| {
-            JobError::Io(format!("listing {}: {e}", partial_dir.display()))
-        })?;
+        let mut files = partial::list(partial_dir)
+            .map_err(|e| JobError::Io(format!("listing {}: {e}", partial_dir.display())))?;
         let table = self.table();
         for file in &mut files {
             file.job = table
@@ -693,9 +679,8 @@ impl Jobs {
                 kept.push(file);
                 continue;
             }
-            partial::remove(partial_dir, &file.hash).map_err(|e| {
-                JobError::Io(format!("removing {}: {e}", file.path.display()))
-            })?;
+            partial::remove(partial_dir, &file.hash)
+                .map_err(|e| JobError::Io(format!("removing {}: {e}", file.path.display())))?;
             removed.push(file);
         }
         Ok((removed, kept))

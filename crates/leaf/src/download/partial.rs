@@ -211,7 +211,10 @@ fn verified_bytes(have: &Path, size: u64) -> u64 {
         return 0;
     }
     (0..pieces)
-        .filter(|i| bits.get(*i as usize / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .filter(|i| {
+            bits.get(*i as usize / 8)
+                .is_some_and(|b| b & (1 << (i % 8)) != 0)
+        })
         .map(|i| piece.min(size - i * piece))
         .sum()
 }

@@ -83,6 +83,31 @@ impl LastSearch {
             })
     }
 
+    /// The content id and name each target names, in order; result numbers are read from the
+    /// last search of `data_dir` (a name is "" for a content id given as such).
+    pub fn resolve(
+        data_dir: &Path,
+        targets: &[super::Target],
+    ) -> Result<Vec<(ContentId, String)>, LastSearchError> {
+        let mut last: Option<LastSearch> = None;
+        let mut wanted = Vec::with_capacity(targets.len());
+        for target in targets {
+            wanted.push(match *target {
+                super::Target::Hash(hash) => (hash, String::new()),
+                super::Target::Result(n) => {
+                    let search = match last.take() {
+                        Some(search) => search,
+                        None => LastSearch::load(data_dir)?,
+                    };
+                    let picked = search.pick(n).map(|r| (r.hash, r.name.clone()));
+                    last = Some(search);
+                    picked?
+                }
+            });
+        }
+        Ok(wanted)
+    }
+
     /// Writes it to `data_dir` (atomically: a reader sees the old or the new search).
     pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
         let path = data_dir.join(FILE);
@@ -142,7 +167,10 @@ mod tests {
         assert_eq!(loaded.pick(1).unwrap().hash, hash);
         for n in [0, 2, u32::MAX] {
             let err = loaded.pick(n).unwrap_err().to_string();
-            assert!(err.contains("had 1 result") && err.contains("daft punk"), "{err}");
+            assert!(
+                err.contains("had 1 result") && err.contains("daft punk"),
+                "{err}"
+            );
         }
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         let err = LastSearch::load(dir.path()).unwrap_err().to_string();
