@@ -13,7 +13,11 @@ use kazoo_common::text::escape_for_terminal;
 use kazoo_common::wire::MAX_RESULTS;
 use kazoo_common::ContentId;
 use kazoo_leaf::control::{self, ControlEvent, ControlRequest, ControlSocket, SearchResult};
+use kazoo_leaf::download::partial::{self, PartialFile};
 use kazoo_leaf::download::{Progress, Report};
+use kazoo_leaf::jobs::last_search::LastSearch;
+use kazoo_leaf::jobs::{JobState, JobView, Target, Tracker, MAX_PER_REQUEST};
+use kazoo_leaf::node::partial_dir;
 use kazoo_leaf::{Node, StartOptions, Status};
 
 /// A two-tier peer-to-peer file-sharing network over QUIC with BLAKE3 content ids.
@@ -52,16 +56,54 @@ enum Command {
         #[arg(required = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
-    /// Download a file by content id, verifying every piece.
+    /// Download files by content id or by number in the last search's results, verifying
+    /// every piece. A running node takes the downloads over (they go on if this command is
+    /// interrupted; `kazoo downloads` lists them); a file it is already downloading is
+    /// followed, not fetched twice.
     Get {
-        /// Print one final JSON object instead of a progress bar.
+        /// Print one JSON object per file at the end instead of a progress bar.
         #[arg(long)]
         json: bool,
-        /// Content id (64 hex digits, as `kazoo hash` prints).
-        hash: ContentId,
-        /// Where to write the file (default: the download folder).
+        /// Content ids (64 hex digits, as `kazoo hash` prints) or result numbers of the
+        /// last `kazoo search` (at most 32).
+        #[arg(required = true, value_name = "HASH|N")]
+        targets: Vec<Target>,
+        /// Where to write the file (default: the download folder); with several files, a
+        /// folder.
         #[arg(short = 'o', long = "output", value_name = "PATH")]
         output: Option<PathBuf>,
+    },
+    /// List the running node's downloads: state, progress, rate, sources, ETA.
+    Downloads {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// List the partial files instead (with the download using each, if any).
+        #[arg(long)]
+        partials: bool,
+    },
+    /// Pause downloads (by number, or 8+ hex digits of the hash); the partial file is kept.
+    Pause {
+        /// Download numbers or hash prefixes.
+        #[arg(required = true, value_name = "N|HASH")]
+        jobs: Vec<String>,
+    },
+    /// Resume paused (or failed) downloads from their partial files.
+    Resume {
+        /// Download numbers or hash prefixes.
+        #[arg(required = true, value_name = "N|HASH")]
+        jobs: Vec<String>,
+    },
+    /// Cancel downloads and remove their partial files.
+    Cancel {
+        /// Download numbers or hash prefixes.
+        #[arg(required = true, value_name = "N|HASH")]
+        jobs: Vec<String>,
+    },
+    /// Remove partial files that no download uses (every one, or those of these hashes).
+    CleanPartials {
+        /// Content ids (default: every unused partial file).
+        hashes: Vec<ContentId>,
     },
     /// Print the content id of files, in the same format as `b3sum`.
     Hash {
@@ -175,7 +217,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let (json, max, words) = search_flags(json, max, words)?;
             search(config, json, max, words).await
         }
-        Command::Get { json, hash, output } => get(config, json, hash, output).await,
+        Command::Get {
+            json,
+            targets,
+            output,
+        } => get(config, json, targets, output).await,
+        Command::Downloads { json, partials } => downloads(config, json, partials).await,
+        Command::Pause { jobs } => act(config, ControlRequest::Pause { jobs }).await,
+        Command::Resume { jobs } => act(config, ControlRequest::Resume { jobs }).await,
+        Command::Cancel { jobs } => act(config, ControlRequest::Cancel { jobs }).await,
+        Command::CleanPartials { hashes } => clean_partials(config, hashes).await,
         Command::Status { json } => status(config, json).await,
         Command::Demo => kazoo_leaf::demo::run(&mut std::io::stdout()).await,
         Command::Hash { .. } => Ok(()),
@@ -305,11 +356,14 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
             (results, more)
         }
         None => {
+            let data_dir = config.node.data_dir.clone();
             let node = short_lived_leaf(config).await?;
             let found = node.find(&words, max).await;
             node.shutdown().await;
             let found = found?;
-            let results = found.results.into_iter().map(SearchResult::from).collect();
+            let results: Vec<SearchResult> =
+                found.results.into_iter().map(SearchResult::from).collect();
+            control::remember(&data_dir, &words, &results);
             (results, found.more)
         }
     };
@@ -356,25 +410,27 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
     let (nw, fw) = (width(&names, 50), width(&folders, 40));
     writeln!(
         out,
-        "{:<nw$}  {:<fw$}  {:>10}  {:>7}  HASH",
-        "NAME", "FOLDER", "SIZE", "SOURCES"
+        "{:>3}  {:<nw$}  {:<fw$}  {:>10}  {:>7}  HASH",
+        "#", "NAME", "FOLDER", "SIZE", "SOURCES"
     )?;
-    for ((r, name), folder) in results.iter().zip(&names).zip(&folders) {
+    for (n, ((r, name), folder)) in results.iter().zip(&names).zip(&folders).enumerate() {
         let folder = if folder.is_empty() { "." } else { folder };
         writeln!(
             out,
-            "{name:<nw$}  {folder:<fw$}  {:>10}  {:>7}  {}",
+            "{:>3}  {name:<nw$}  {folder:<fw$}  {:>10}  {:>7}  {}",
+            n + 1,
             human(r.size),
             r.sources,
             r.hash
         )?;
         for other in &r.other_names {
-            writeln!(out, "  also shared as {}", escape_for_terminal(other))?;
+            writeln!(out, "       also shared as {}", escape_for_terminal(other))?;
         }
     }
     if let Some(notice) = notice {
         writeln!(out, "{notice}")?;
     }
+    writeln!(out, "(`kazoo get N` downloads result N)")?;
     Ok(())
 }
 
@@ -427,101 +483,495 @@ fn truncation_notice(shown: usize, max: u32) -> String {
     }
 }
 
-/// Shows progress on a terminal (stderr); a no-op otherwise.
-struct Bar(Option<indicatif::ProgressBar>);
+/// Progress bars on a terminal (stderr), one per download; no-ops otherwise.
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::collections::HashMap<u32, indicatif::ProgressBar>,
+}
 
-impl Bar {
+impl Bars {
     fn new(enabled: bool) -> Self {
-        if !enabled || !std::io::stderr().is_terminal() {
-            return Bar(None);
+        let multi =
+            (enabled && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+        Bars {
+            multi,
+            bars: std::collections::HashMap::new(),
         }
-        let bar = indicatif::ProgressBar::new(0);
-        let style = indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
-        Bar(Some(bar))
     }
 
-    fn update(&self, p: &Progress) {
-        if let Some(bar) = &self.0 {
-            bar.set_length(p.total);
-            bar.set_position(p.bytes_done);
-            bar.set_message(format!("{} sources", p.sources_active));
+    fn update(&mut self, job: &JobView) {
+        let Some(multi) = &self.multi else {
+            return;
+        };
+        let bar = self.bars.entry(job.id).or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:20} {bar:30} {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            multi.add(indicatif::ProgressBar::new(0).with_style(style))
+        });
+        let name = if job.name.is_empty() {
+            job.hash.short()
+        } else {
+            escape_for_terminal(&job.name).into_owned()
+        };
+        bar.set_prefix(name.chars().take(20).collect::<String>());
+        bar.set_length(job.total);
+        bar.set_position(job.bytes_done);
+        bar.set_message(progress_message(job));
+    }
+
+    /// Prints a line above the bars (or on stderr when there are none).
+    fn println(&self, line: &str) {
+        match &self.multi {
+            Some(multi) if !self.bars.is_empty() => {
+                let _ = multi.println(line);
+            }
+            _ => eprintln!("{line}"),
         }
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.0 {
+        for bar in self.bars.values() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `3m 20s`, `8s`.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// What a download is doing, for its bar and the `downloads` table: the rate and ETA of
+/// this run only, and whether it resumed a partial file.
+fn progress_message(job: &JobView) -> String {
+    let mut text = match job.state {
+        JobState::Downloading if job.total == 0 => "looking up sources".to_owned(),
+        JobState::Downloading => {
+            let eta = job.eta_secs.map_or_else(|| "?".to_owned(), duration);
+            format!(
+                "{}/s, ETA {eta}, {} source{}",
+                human(job.rate),
+                job.sources,
+                if job.sources == 1 { "" } else { "s" }
+            )
+        }
+        JobState::WaitingForSources => match job.retry_in_secs {
+            Some(secs) => format!("waiting for sources (next look in {})", duration(secs)),
+            None => "waiting for sources (looking)".to_owned(),
+        },
+        other => other.describe().to_owned(),
+    };
+    if job.resuming && job.state == JobState::Downloading {
+        text.push_str(&format!(
+            ", resuming ({} were on disk)",
+            human(job.resumed_bytes)
+        ));
+    }
+    text
+}
+
+/// The output path made absolute (the node may run elsewhere).
+fn absolute(output: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    Ok(match output {
+        Some(path) if path.is_relative() => Some(std::env::current_dir()?.join(path)),
+        other => other,
+    })
+}
+
+/// What became of one file of a `get`.
+struct Outcome {
+    hash: ContentId,
+    result: Result<Report, String>,
+}
+
+/// The outcome of a job whose last view is `job`.
+fn outcome(job: &JobView) -> Outcome {
+    let result = match (job.state, &job.report) {
+        (JobState::Done, Some(report)) => Ok(report.clone()),
+        (JobState::Paused, _) => Err(format!(
+            "paused (download {}); `kazoo resume {}` continues it",
+            job.id, job.id
+        )),
+        (JobState::Cancelled, _) => Err(format!("download {} was cancelled", job.id)),
+        _ => Err(job
+            .note
+            .clone()
+            .unwrap_or_else(|| format!("download {} did not finish", job.id))),
+    };
+    Outcome {
+        hash: job.hash,
+        result,
     }
 }
 
 async fn get(
     config: Config,
     json: bool,
-    hash: ContentId,
+    targets: Vec<Target>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let output = match output {
-        Some(path) if path.is_relative() => Some(std::env::current_dir()?.join(path)),
-        other => other,
-    };
-    let bar = Bar::new(!json);
+    if targets.len() > MAX_PER_REQUEST {
+        bail!(
+            "at most {MAX_PER_REQUEST} files per get (got {})",
+            targets.len()
+        );
+    }
+    let output = absolute(output)?;
+    let mut bars = Bars::new(!json);
     let request = ControlRequest::Get {
-        hash,
+        targets: targets.clone(),
         out: output.clone(),
     };
-    let mut report: Option<anyhow::Result<Report>> = None;
+    // Each job's last view, in the order they were first seen.
+    let mut last: Vec<JobView> = Vec::new();
+    let mut told_waiting = std::collections::HashSet::new();
+    let mut failed: Option<String> = None;
     let asked = control::request(&config.node.data_dir, &request, |event| match event {
-        ControlEvent::Progress { progress } => bar.update(&progress),
-        ControlEvent::Done { report: r } => report = Some(Ok(r)),
-        ControlEvent::Error { message } => report = Some(Err(anyhow::anyhow!(message))),
+        ControlEvent::Job { job } => {
+            bars.update(&job);
+            if job.state == JobState::WaitingForSources && told_waiting.insert(job.id) {
+                bars.println(&format!(
+                    "download {} ({}): no source answers yet, waiting for sources; \
+                     Ctrl-C leaves it to the node, `kazoo cancel {}` stops it",
+                    job.id,
+                    job.hash.short(),
+                    job.id
+                ));
+            }
+            match last.iter_mut().find(|j| j.id == job.id) {
+                Some(seen) => *seen = job,
+                None => last.push(job),
+            }
+        }
+        ControlEvent::Notice { message } => bars.println(&escape_for_terminal(&message)),
+        ControlEvent::Error { message } => failed = Some(message),
         _ => {}
     })
     .await;
-    let report = match asked {
+    let outcomes = match asked {
         Some(result) => {
             result.context("talking to the running node")?;
-            report.unwrap_or_else(|| {
-                Err(anyhow::anyhow!(
-                    "the node closed the connection without a result"
-                ))
-            })
+            if let Some(message) = failed {
+                bail!("{message}");
+            }
+            if last.is_empty() {
+                bail!("the node closed the connection without a result");
+            }
+            last.iter().map(outcome).collect()
         }
-        None => {
-            let node = short_lived_leaf(config).await?;
-            let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
-            let fetch = node.get(hash, output, tx);
-            tokio::pin!(fetch);
-            let result = loop {
-                tokio::select! {
-                    r = &mut fetch => break r,
-                    changed = rx.changed() => if changed.is_ok() { bar.update(&rx.borrow_and_update()) },
-                }
-            };
-            node.shutdown().await;
-            result.map_err(anyhow::Error::from)
-        }
+        None => get_here(config, targets, output, &mut bars).await?,
     };
-    bar.finish();
-    let report = report?;
+    bars.finish();
+    report_outcomes(&outcomes, json)
+}
+
+/// Downloads in this process as a short-lived leaf (no node runs), one file after the other.
+async fn get_here(
+    config: Config,
+    targets: Vec<Target>,
+    output: Option<PathBuf>,
+    bars: &mut Bars,
+) -> anyhow::Result<Vec<Outcome>> {
+    if let Some(out) = output.as_ref().filter(|o| targets.len() > 1 && !o.is_dir()) {
+        bail!(
+            "-o {} names one file: with several files give an existing folder",
+            out.display()
+        );
+    }
+    let wanted = LastSearch::resolve(&config.node.data_dir, &targets)?;
+    let node = short_lived_leaf(config).await?;
+    let mut outcomes = Vec::with_capacity(wanted.len());
+    for (i, (hash, name)) in wanted.into_iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
+        let mut tracker = Tracker::new(std::time::Instant::now());
+        let fetch = node.get(hash, output.clone(), tx);
+        tokio::pin!(fetch);
+        let result = loop {
+            tokio::select! {
+                r = &mut fetch => break r,
+                changed = rx.changed() => if changed.is_ok() {
+                    let progress = *rx.borrow_and_update();
+                    tracker.see(progress, std::time::Instant::now(), true);
+                    let mut view = JobView::new(i as u32 + 1, hash, name.clone(), JobState::Downloading);
+                    tracker.fill(&mut view);
+                    bars.update(&view);
+                },
+            }
+        };
+        outcomes.push(Outcome {
+            hash,
+            result: result.map_err(|e| e.to_string()),
+        });
+    }
+    node.shutdown().await;
+    Ok(outcomes)
+}
+
+/// Prints each finished file (a line, or its JSON report); the command fails unless every
+/// file was verified.
+fn report_outcomes(outcomes: &[Outcome], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string(&report)?)?;
-    } else {
+    let mut failures = 0;
+    for outcome in outcomes {
+        let report = match &outcome.result {
+            Ok(report) => report,
+            Err(message) if outcomes.len() == 1 => bail!("{message}"),
+            Err(message) => {
+                failures += 1;
+                eprintln!("kazoo: {}: {}", outcome.hash, escape_for_terminal(message));
+                continue;
+            }
+        };
+        if json {
+            writeln!(out, "{}", serde_json::to_string(report)?)?;
+            continue;
+        }
         let used = report.sources.iter().filter(|s| s.bytes > 0).count();
-        let rate = report.bytes as f64 / report.seconds.max(1e-9) / 1e6;
+        let fetched = report.bytes.saturating_sub(report.resumed_bytes);
+        let rate = fetched as f64 / report.seconds.max(1e-9) / 1e6;
+        let resumed = if report.resumed_bytes > 0 {
+            format!(", resumed after {}", human(report.resumed_bytes))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{}  {} ({}, {rate:.1} MB/s from {used} source{}, verified)",
+            "{}  {} ({}, {rate:.1} MB/s from {used} source{}{resumed}, verified)",
             report.hash,
             report.path.display(),
             human(report.bytes),
             if used == 1 { "" } else { "s" }
         )?;
+    }
+    if failures > 0 {
+        bail!("{failures} of {} files were not downloaded", outcomes.len());
+    }
+    Ok(())
+}
+
+/// The node running with this config, or a clear error.
+async fn ask_node(config: &Config, request: &ControlRequest) -> anyhow::Result<Vec<ControlEvent>> {
+    let Some(events) = ask(config, request).await? else {
+        bail!(
+            "no kazoo node is running with data_dir {}; downloads are jobs of a running node \
+             (`kazoo downloads --partials` lists partial files without one)",
+            config.node.data_dir.display()
+        );
+    };
+    if let Some(message) = events.iter().find_map(|e| match e {
+        ControlEvent::Error { message } => Some(message.clone()),
+        _ => None,
+    }) {
+        bail!("{message}");
+    }
+    Ok(events)
+}
+
+/// Percent done, or `-` while the size is not known.
+fn percent(done: u64, total: u64) -> String {
+    if total == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.0}%", done as f64 * 100.0 / total as f64)
+    }
+}
+
+/// The download table (or JSON lines).
+fn print_jobs(jobs: &[JobView], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for job in jobs {
+            writeln!(out, "{}", serde_json::to_string(job)?)?;
+        }
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        writeln!(out, "no downloads")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>3}  {:<30}  {:<19}  {:>5}  {:>10}  {:>10}  {:>7}  {:>7}  HASH",
+        "#", "NAME", "STATE", "DONE", "SIZE", "RATE", "SOURCES", "ETA"
+    )?;
+    for job in jobs {
+        let name: String = escape_for_terminal(&job.name).chars().take(30).collect();
+        let running = job.state == JobState::Downloading;
+        writeln!(
+            out,
+            "{:>3}  {name:<30}  {:<19}  {:>5}  {:>10}  {:>10}  {:>7}  {:>7}  {}",
+            job.id,
+            job.state.describe(),
+            percent(job.bytes_done, job.total),
+            if job.total > 0 {
+                human(job.total)
+            } else {
+                "?".to_owned()
+            },
+            if running {
+                format!("{}/s", human(job.rate))
+            } else {
+                String::new()
+            },
+            if running {
+                job.sources.to_string()
+            } else {
+                String::new()
+            },
+            job.eta_secs
+                .filter(|_| running)
+                .map(duration)
+                .unwrap_or_default(),
+            job.hash.short()
+        )?;
+        let detail = match job.state {
+            JobState::Downloading if job.resuming => Some(format!(
+                "resuming: {} were on disk; rate and ETA count this run only",
+                human(job.resumed_bytes)
+            )),
+            JobState::WaitingForSources => Some(format!(
+                "{} — waited {}, next look in {}",
+                escape_for_terminal(job.note.as_deref().unwrap_or("no source answers")),
+                duration(job.waiting_secs.unwrap_or(0)),
+                duration(job.retry_in_secs.unwrap_or(0))
+            )),
+            JobState::Failed => job
+                .note
+                .as_deref()
+                .map(|n| escape_for_terminal(n).into_owned()),
+            JobState::Done => job.report.as_ref().map(|r| r.path.display().to_string()),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            writeln!(out, "     {detail}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The partial-file table (or JSON lines).
+fn print_partials(partials: &[PartialFile], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for p in partials {
+            writeln!(out, "{}", serde_json::to_string(p)?)?;
+        }
+        return Ok(());
+    }
+    if partials.is_empty() {
+        writeln!(out, "no partial files")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>10}  {:>10}  {:>8}  HASH",
+        "VERIFIED", "SIZE", "DOWNLOAD"
+    )?;
+    for p in partials {
+        writeln!(
+            out,
+            "{:>10}  {:>10}  {:>8}  {}",
+            human(p.verified_bytes),
+            human(p.size),
+            p.job.map_or_else(|| "-".to_owned(), |id| id.to_string()),
+            p.hash
+        )?;
+    }
+    Ok(())
+}
+
+async fn downloads(config: Config, json: bool, partials: bool) -> anyhow::Result<()> {
+    if partials {
+        let files = match ask(&config, &ControlRequest::Partials).await? {
+            Some(events) => events
+                .into_iter()
+                .find_map(|e| match e {
+                    ControlEvent::Partials { partials } => Some(Ok(partials)),
+                    ControlEvent::Error { message } => Some(Err(anyhow::anyhow!(message))),
+                    _ => None,
+                })
+                .context("the node sent no partial files")??,
+            None => {
+                let dir = partial_dir(&config);
+                partial::list(&dir).with_context(|| format!("listing {}", dir.display()))?
+            }
+        };
+        return print_partials(&files, json);
+    }
+    let jobs = ask_node(&config, &ControlRequest::Downloads)
+        .await?
+        .into_iter()
+        .find_map(|e| match e {
+            ControlEvent::Jobs { jobs } => Some(jobs),
+            _ => None,
+        })
+        .context("the node sent no downloads")?;
+    print_jobs(&jobs, json)
+}
+
+/// `pause`, `resume`, `cancel`: the jobs as they are afterwards.
+async fn act(config: Config, request: ControlRequest) -> anyhow::Result<()> {
+    let jobs = ask_node(&config, &request)
+        .await?
+        .into_iter()
+        .find_map(|e| match e {
+            ControlEvent::Jobs { jobs } => Some(jobs),
+            _ => None,
+        })
+        .context("the node sent no answer")?;
+    print_jobs(&jobs, false)
+}
+
+async fn clean_partials(config: Config, hashes: Vec<ContentId>) -> anyhow::Result<()> {
+    let request = ControlRequest::CleanPartials {
+        hashes: hashes.clone(),
+    };
+    let (removed, kept) = match ask(&config, &request).await? {
+        Some(events) => events
+            .into_iter()
+            .find_map(|e| match e {
+                ControlEvent::Cleaned { removed, kept } => Some(Ok((removed, kept))),
+                ControlEvent::Error { message } => Some(Err(anyhow::anyhow!(message))),
+                _ => None,
+            })
+            .context("the node sent no answer")??,
+        None => {
+            // No node runs: no download uses a partial file.
+            let dir = partial_dir(&config);
+            let mut removed = Vec::new();
+            for file in partial::list(&dir).with_context(|| format!("listing {}", dir.display()))? {
+                if hashes.is_empty() || hashes.contains(&file.hash) {
+                    partial::remove(&dir, &file.hash)
+                        .with_context(|| format!("removing {}", file.path.display()))?;
+                    removed.push(file);
+                }
+            }
+            (removed, Vec::new())
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let bytes: u64 = removed.iter().map(|p| p.size).sum();
+    writeln!(
+        out,
+        "removed {} partial file{} ({})",
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" },
+        human(bytes)
+    )?;
+    for p in &kept {
+        if let Some(id) = p.job {
+            writeln!(
+                out,
+                "kept {}: download {id} uses it (`kazoo cancel {id}` removes both)",
+                p.hash
+            )?;
+        }
     }
     Ok(())
 }
@@ -601,5 +1051,69 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
     for problem in &status.problems {
         writeln!(out, "warning:       {}", escape_for_terminal(problem))?;
     }
+    status_downloads(&mut out, &status.downloads)?;
     Ok(())
+}
+
+/// The `downloads:` section of `kazoo status`: one line per unfinished download (at most
+/// [`STATUS_DOWNLOADS`]; `kazoo downloads` lists them all).
+fn status_downloads(out: &mut impl Write, jobs: &[JobView]) -> std::io::Result<()> {
+    if jobs.is_empty() {
+        return writeln!(out, "downloads:     none");
+    }
+    writeln!(out, "downloads:     {}", jobs.len())?;
+    for job in jobs.iter().take(STATUS_DOWNLOADS) {
+        let name = if job.name.is_empty() {
+            job.hash.short()
+        } else {
+            escape_for_terminal(&job.name).into_owned()
+        };
+        writeln!(
+            out,
+            "  {:>3} {name}: {} {}",
+            job.id,
+            percent(job.bytes_done, job.total),
+            progress_message(job)
+        )?;
+    }
+    if jobs.len() > STATUS_DOWNLOADS {
+        writeln!(
+            out,
+            "  … and {} more (`kazoo downloads`)",
+            jobs.len() - STATUS_DOWNLOADS
+        )?;
+    }
+    Ok(())
+}
+
+/// Downloads `kazoo status` shows.
+const STATUS_DOWNLOADS: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_says_resuming_and_counts_this_run_only() {
+        let hash = ContentId::from(blake3::hash(b"x"));
+        let mut job = JobView::new(3, hash, "song.ogg".into(), JobState::Downloading);
+        job.total = 10 << 20;
+        job.bytes_done = 6 << 20;
+        job.resumed_bytes = 5 << 20;
+        job.resuming = true;
+        job.rate = 128 << 10;
+        job.eta_secs = Some(32);
+        job.sources = 1;
+        let text = progress_message(&job);
+        assert_eq!(
+            text,
+            "128.0 KiB/s, ETA 32s, 1 source, resuming (5.0 MiB were on disk)"
+        );
+        job.state = JobState::WaitingForSources;
+        job.retry_in_secs = Some(75);
+        assert_eq!(
+            progress_message(&job),
+            "waiting for sources (next look in 1m 15s)"
+        );
+    }
 }

@@ -7,10 +7,18 @@
 //! ← {"event":"status","status":{...}}
 //! → {"op":"search","words":["daft","punk"],"max_results":50}
 //! ← {"event":"hit","hit":{...}} ... [{"event":"more","max":200}] {"event":"end"}
-//! → {"op":"get","hash":"<64 hex>","out":null}
-//! ← {"event":"progress","progress":{...}} ... {"event":"done","report":{...}}
+//! → {"op":"get","targets":[{"hash":"<64 hex>"},{"result":3}],"out":null}
+//! ← [{"event":"notice","message":"..."}] {"event":"job","job":{...}} ... {"event":"end"}
+//! → {"op":"downloads"}                     ← {"event":"jobs","jobs":[...]}
+//! → {"op":"pause","jobs":["3","af1349b9"]} ← {"event":"jobs","jobs":[...]}  (also resume, cancel)
+//! → {"op":"partials"}                      ← {"event":"partials","partials":[...]}
+//! → {"op":"clean_partials","hashes":[]}    ← {"event":"cleaned","removed":[...],"kept":[...]}
 //! ```
-//! Any request may end with `{"event":"error","message":"..."}`.
+//! Any request may end with `{"event":"error","message":"..."}`. A `get` hands its files to
+//! the node's jobs ([`crate::jobs`]) and follows them: a `job` line whenever one changes
+//! (checked every [`FOLLOW_TICK`]) until each is done, failed, cancelled or paused; the jobs
+//! go on if the client leaves. A search's results are remembered for `get` by number
+//! ([`crate::jobs::last_search`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,15 +31,19 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::download::{Progress, Report};
-use crate::node::{Node, Status};
+use crate::download::partial::PartialFile;
+use crate::jobs::last_search::{LastSearch, Remembered};
+use crate::jobs::{JobView, Target};
+use crate::node::{partial_dir, Node, Status};
 
 /// File name of the socket in `data_dir`.
 pub const SOCKET: &str = "control.sock";
 /// Longest request line accepted.
 const MAX_REQUEST_LINE: usize = 64 * 1024;
-/// Control connections served at once.
-const MAX_CONTROL_CLIENTS: usize = 16;
+/// Control connections served at once (a following `get` holds one until its jobs end).
+const MAX_CONTROL_CLIENTS: usize = 32;
+/// How often a following `get` checks its jobs.
+pub const FOLLOW_TICK: Duration = Duration::from_millis(200);
 
 /// A request from the CLI.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,12 +58,38 @@ pub enum ControlRequest {
         /// Most results.
         max_results: u32,
     },
-    /// Download a file.
+    /// Download files (at most [`crate::jobs::MAX_PER_REQUEST`]) and follow them.
     Get {
-        /// Content id.
-        hash: ContentId,
-        /// Output path (absolute), or the download folder when null.
+        /// Content ids or result numbers of the last search.
+        targets: Vec<Target>,
+        /// Output path (absolute; a folder for several files), or the download folder when
+        /// null.
         out: Option<PathBuf>,
+    },
+    /// List the download jobs.
+    Downloads,
+    /// Pause jobs (by number or hash prefix of 8+ hex digits).
+    Pause {
+        /// Job numbers or hash prefixes.
+        jobs: Vec<String>,
+    },
+    /// Resume paused or failed jobs.
+    Resume {
+        /// Job numbers or hash prefixes.
+        jobs: Vec<String>,
+    },
+    /// Cancel jobs and remove their partial files.
+    Cancel {
+        /// Job numbers or hash prefixes.
+        jobs: Vec<String>,
+    },
+    /// List partial files.
+    Partials,
+    /// Remove partial files no job uses (only these content ids, when some are given).
+    CleanPartials {
+        /// Content ids (empty: every unused partial file).
+        #[serde(default)]
+        hashes: Vec<ContentId>,
     },
 }
 
@@ -113,15 +151,32 @@ pub enum ControlEvent {
         /// The result.
         hit: SearchResult,
     },
-    /// Download progress.
-    Progress {
-        /// The progress.
-        progress: Progress,
+    /// A download job now (while a `get` follows it).
+    Job {
+        /// The job.
+        job: JobView,
     },
-    /// Download finished and verified.
-    Done {
-        /// The report.
-        report: Report,
+    /// Download jobs (answer to `downloads`, `pause`, `resume`, `cancel`).
+    Jobs {
+        /// The jobs.
+        jobs: Vec<JobView>,
+    },
+    /// Partial files (answer to `partials`).
+    Partials {
+        /// The files.
+        partials: Vec<PartialFile>,
+    },
+    /// Answer to `clean_partials`.
+    Cleaned {
+        /// Files removed.
+        removed: Vec<PartialFile>,
+        /// Files kept because a job uses them.
+        kept: Vec<PartialFile>,
+    },
+    /// Something to tell the user (e.g. a `get` joined a running download).
+    Notice {
+        /// The message.
+        message: String,
     },
     /// More results matched than were sent (before `end`): ask with a larger
     /// `max_results` (at most `max`) or more words.
@@ -239,6 +294,7 @@ async fn send(out: &mut (impl AsyncWriteExt + Unpin), event: &ControlEvent) -> s
 async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(MAX_REQUEST_LINE as u64);
+    // The rest of the connection is only watched for the client leaving.
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let request: ControlRequest = match serde_json::from_str(&line) {
@@ -256,8 +312,13 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
         ControlRequest::Search { words, max_results } => {
             match node.find(&words, max_results).await {
                 Ok(findings) => {
-                    for found in findings.results {
-                        let hit = SearchResult::from(found);
+                    let results: Vec<SearchResult> = findings
+                        .results
+                        .into_iter()
+                        .map(SearchResult::from)
+                        .collect();
+                    remember(&node.config().node.data_dir, &words, &results);
+                    for hit in results {
                         send(&mut write, &ControlEvent::Hit { hit }).await?;
                     }
                     if findings.more {
@@ -269,28 +330,122 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
                 Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
             }
         }
-        ControlRequest::Get { hash, out } => {
-            let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
-            let get = node.get(hash, out, tx);
-            tokio::pin!(get);
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let result = loop {
-                tokio::select! {
-                    result = &mut get => break result,
-                    _ = tick.tick() => {
-                        if rx.has_changed().unwrap_or(false) {
-                            let progress = *rx.borrow_and_update();
-                            send(&mut write, &ControlEvent::Progress { progress }).await?;
-                        }
-                    }
-                }
+        ControlRequest::Get { targets, out } => {
+            if out.as_ref().is_some_and(|o| o.is_relative()) {
+                let message = "the output path must be absolute".to_owned();
+                return send(&mut write, &ControlEvent::Error { message }).await;
+            }
+            let submitted = match node.jobs().submit(&node, &targets, out) {
+                Ok(submitted) => submitted,
+                Err(e) => return send(&mut write, &ControlEvent::failed(e)).await,
             };
-            match result {
-                Ok(report) => send(&mut write, &ControlEvent::Done { report }).await,
-                Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
+            for s in submitted.iter().filter(|s| s.joined) {
+                let message = format!(
+                    "{} is already being downloaded (download {}): following it",
+                    s.hash, s.id
+                );
+                send(&mut write, &ControlEvent::Notice { message }).await?;
+            }
+            let mut ids: Vec<u32> = Vec::with_capacity(submitted.len());
+            for s in &submitted {
+                if !ids.contains(&s.id) {
+                    ids.push(s.id);
+                }
+            }
+            follow(&node, ids, &mut reader, &mut write).await
+        }
+        ControlRequest::Downloads => {
+            let jobs = node.jobs().list();
+            send(&mut write, &ControlEvent::Jobs { jobs }).await
+        }
+        ControlRequest::Pause { jobs } => {
+            let answer = node.jobs().pause(&jobs).await;
+            send(&mut write, &jobs_event(answer)).await
+        }
+        ControlRequest::Resume { jobs } => {
+            let answer = node.jobs().resume(&node, &jobs);
+            send(&mut write, &jobs_event(answer)).await
+        }
+        ControlRequest::Cancel { jobs } => {
+            let answer = node.jobs().cancel(&jobs, &partial_dir(node.config())).await;
+            send(&mut write, &jobs_event(answer)).await
+        }
+        ControlRequest::Partials => {
+            let event = match node.jobs().partials(&partial_dir(node.config())) {
+                Ok(partials) => ControlEvent::Partials { partials },
+                Err(e) => ControlEvent::failed(e),
+            };
+            send(&mut write, &event).await
+        }
+        ControlRequest::CleanPartials { hashes } => {
+            let dir = partial_dir(node.config());
+            let event = match node.jobs().clean_partials(&dir, &hashes) {
+                Ok((removed, kept)) => ControlEvent::Cleaned { removed, kept },
+                Err(e) => ControlEvent::failed(e),
+            };
+            send(&mut write, &event).await
+        }
+    }
+}
+
+/// Remembers a search's results for `kazoo get N` (best effort: a failure is logged).
+pub fn remember(data_dir: &Path, words: &[String], results: &[SearchResult]) {
+    let remembered = results.iter().map(|r| Remembered {
+        hash: r.hash,
+        name: r.name.clone(),
+        size: r.size,
+    });
+    if let Err(e) = LastSearch::new(words, remembered).save(data_dir) {
+        tracing::warn!(error = %e, "could not remember the search for `kazoo get N`");
+    }
+}
+
+fn jobs_event(answer: Result<Vec<JobView>, crate::jobs::JobError>) -> ControlEvent {
+    match answer {
+        Ok(jobs) => ControlEvent::Jobs { jobs },
+        Err(e) => ControlEvent::failed(e),
+    }
+}
+
+/// Sends a `job` line whenever one of `ids` changes, until each is done, failed, cancelled
+/// or paused (or forgotten), then `end`; stops early when the client hangs up.
+async fn follow(
+    node: &Node,
+    ids: Vec<u32>,
+    reader: &mut (impl AsyncBufReadExt + Unpin),
+    write: &mut (impl AsyncWriteExt + Unpin),
+) -> std::io::Result<()> {
+    let mut last: Vec<Option<JobView>> = vec![None; ids.len()];
+    let mut open: Vec<bool> = vec![true; ids.len()];
+    let mut tick = tokio::time::interval(FOLLOW_TICK);
+    let mut scratch = [0u8; 64];
+    while open.iter().any(|o| *o) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // The client sends nothing more: any read that ends means it left.
+            _ = reader.read(&mut scratch) => return Ok(()),
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if !open[i] {
+                continue;
+            }
+            let Some(view) = node.jobs().view(*id) else {
+                open[i] = false;
+                continue;
+            };
+            let ended = view.state.finished() || view.state == crate::jobs::JobState::Paused;
+            // The rate and ETA change all the time; a line goes out when anything shown
+            // changed.
+            if last[i].as_ref() != Some(&view) {
+                last[i] = Some(view.clone());
+                send(write, &ControlEvent::Job { job: view }).await?;
+            }
+            if ended {
+                open[i] = false;
             }
         }
     }
+    send(write, &ControlEvent::End).await
 }
 
 /// Sends `request` to the node running with `data_dir`; `None` if no node is running there.

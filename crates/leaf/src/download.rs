@@ -35,7 +35,7 @@ mod contacts;
 mod dial;
 pub mod manifest;
 pub mod pace;
-mod partial;
+pub mod partial;
 mod run;
 pub mod scheduler;
 mod worker;
@@ -134,6 +134,10 @@ pub struct Job {
 pub struct Progress {
     /// Verified bytes (including resumed ones).
     pub bytes_done: u64,
+    /// Of those, bytes already on disk when this run started (a resumed download): rates
+    /// and ETAs count only `bytes_done - resumed_bytes`.
+    #[serde(default)]
+    pub resumed_bytes: u64,
     /// File size (0 until the manifest arrived).
     pub total: u64,
     /// Sources currently delivering.
@@ -175,7 +179,7 @@ pub enum Path {
 }
 
 /// The outcome of a finished download (also the `kazoo get --json` object).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// Content id.
     pub hash: ContentId,

@@ -6,6 +6,7 @@
 //! * [`share`] — the shared files, the hash cache, rescans.
 //! * [`serve`] — answering manifest and piece requests.
 //! * [`download`] — the parallel, verified, resumable downloader.
+//! * [`jobs`] — the downloads the node manages (queue, wait for sources, pause, resume).
 //! * [`control`] — the local control socket the CLI talks to.
 //! * [`demo`] — a three-node network in one process (`kazoo demo`).
 //! * [`names`] — keeping names from the network inside the download folder.
@@ -16,6 +17,7 @@ pub mod client;
 pub mod control;
 pub mod demo;
 pub mod download;
+pub mod jobs;
 pub mod names;
 pub mod node;
 pub mod reachability;

@@ -106,7 +106,7 @@ pub enum NodeError {
 }
 
 /// What `kazoo status` shows.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// `"leaf"` or `"supernode"`.
     pub role: String,
@@ -151,6 +151,9 @@ pub struct Status {
     /// Supernode: relay circuits open now and bytes relayed since it became a supernode.
     #[serde(default)]
     pub relay: Option<RelayStats>,
+    /// Download jobs not finished yet: queued, running, waiting for sources or paused.
+    #[serde(default)]
+    pub downloads: Vec<crate::jobs::JobView>,
 }
 
 /// What a supernode relays (see `supernode_role/relaying.rs`).
@@ -247,6 +250,8 @@ struct Inner {
     downloads: Mutex<HashSet<ContentId>>,
     /// The node's own tasks (accept loop, rescans).
     tasks: Tasks,
+    /// Download jobs handed to the node (see [`crate::jobs`]).
+    jobs: crate::jobs::Jobs,
     /// Which addresses may be dialled now (see [`dial_guard`]).
     dials: dial_guard::DialGuard,
     /// Reverse connections awaited, and the rate of dialling back (see [`reverse`]).
@@ -393,6 +398,7 @@ impl Node {
             setting,
             downloads: Mutex::new(HashSet::new()),
             tasks: Tasks::default(),
+            jobs: crate::jobs::Jobs::default(),
             reverse: reverse::Reverse::default(),
             relay,
             dials: dial_guard::DialGuard::new(
@@ -545,6 +551,7 @@ impl Node {
             index_files: sn.map(|s| s.files),
             problems: self.problems(),
             relay: self.supernode().map(|sn| sn.relay_stats()),
+            downloads: self.inner.jobs.unfinished(),
         }
     }
 
@@ -740,15 +747,35 @@ impl Node {
         }
     }
 
-    /// Downloads `id` to `destination` (or the download folder), publishing progress.
+    /// Downloads `id` to `output` (or the download folder), publishing progress; looks its
+    /// sources up again while none answer (see [`Self::providers_retrying`]).
     pub async fn get(
         &self,
         id: ContentId,
         output: Option<PathBuf>,
         progress: watch::Sender<Progress>,
     ) -> Result<Report, NodeError> {
-        let _active = ActiveDownload::claim(&self.inner.downloads, id)?;
         let found = self.providers_retrying(id).await?;
+        self.fetch(id, found, output, progress).await
+    }
+
+    /// One lookup of `id`'s name, size and sources (other than this node); `None` when nobody
+    /// in reach shares it.
+    pub async fn lookup(&self, id: ContentId) -> Result<Option<(Hit, Vec<Provider>)>, NodeError> {
+        self.providers(id).await
+    }
+
+    /// Downloads `id` from the sources `found` by a lookup (none: fails with
+    /// [`DownloadError::NoSources`]) to `output` (or the download folder), publishing
+    /// progress; the finished file is shared. One download per content id at a time.
+    pub async fn fetch(
+        &self,
+        id: ContentId,
+        found: Option<(Hit, Vec<Provider>)>,
+        output: Option<PathBuf>,
+        progress: watch::Sender<Progress>,
+    ) -> Result<Report, NodeError> {
+        let _active = ActiveDownload::claim(&self.inner.downloads, id)?;
         let (name, size, sources) = match found {
             Some((hit, sources)) => (hit.name, Some(hit.size), sources),
             None => (String::new(), None, Vec::new()),
@@ -775,11 +802,17 @@ impl Node {
         Ok(report)
     }
 
+    /// The downloads this node manages (`kazoo get` through the control socket).
+    pub fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.inner.jobs
+    }
+
     /// Stops the node: closes every connection and ends its tasks.
     pub async fn shutdown(&self) {
         if let Some(sn) = self.supernode() {
             supernode_role::peering::save_hosts(&self.inner.config.node.data_dir, &sn);
         }
+        self.inner.jobs.stop_all();
         let current = self.inner.current().role.clone();
         current.stop("shutting down");
         self.inner.tasks.abort_all();

@@ -3,7 +3,9 @@
 //! A leaf whose download could not dial some sources tells its supernode which. A report is a
 //! claim from a peer that may lie, so it never removes a source for anyone but the reporter:
 //! * **the reporter** no longer gets the reported providers in its own answers (searches and
-//!   lookups) for [`REPORT_WINDOW`]; that costs nobody else anything;
+//!   lookups) for [`REPORT_WINDOW`], or until the provider joins again
+//!   ([`Reports::forget_provider`]: a source that died and came back is found again by a
+//!   download waiting for it); that costs nobody else anything;
 //! * **everyone** gets a provider that at least [`DERANK_REPORTERS`] distinct leaves reported
 //!   within the window at the *end* of its provider lists — de-ranked, never removed, so a
 //!   lying leaf (or a few) cannot hide a source from the network, while a source that really
@@ -203,6 +205,19 @@ impl Reports {
         });
     }
 
+    /// Forgets every report of `provider`: it has just joined (again), so what made it
+    /// unreachable — a dead node, an old address — may be over. A joining node is
+    /// authenticated and joins are rate-limited, so a liar gains one more dial per join.
+    pub fn forget_provider(&mut self, provider: &NodeId) {
+        if let Some(reporters) = self.by_provider.remove(provider) {
+            for (reporter, _) in reporters {
+                if let Some(r) = self.by_reporter.get_mut(&reporter) {
+                    r.hidden.remove(provider);
+                }
+            }
+        }
+    }
+
     fn forget_reporter(&mut self, reporter: NodeId) {
         if let Some(gone) = self.by_reporter.remove(&reporter) {
             for provider in gone.hidden.into_keys() {
@@ -224,6 +239,21 @@ impl Reports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_that_joins_again_is_no_longer_hidden() {
+        let now = Instant::now();
+        let mut reports = Reports::new();
+        reports.report(node(1), &[node(9), node(8)], now);
+        reports.report(node(2), &[node(9)], now);
+        assert!(reports.hides(&node(1), &node(9), now) && reports.deranked(&node(9), now));
+        reports.forget_provider(&node(9));
+        assert!(!reports.hides(&node(1), &node(9), now));
+        assert!(!reports.hides(&node(2), &node(9), now));
+        assert!(!reports.deranked(&node(9), now));
+        assert!(reports.hides(&node(1), &node(8), now));
+        assert_eq!(reports.len(), 1);
+    }
 
     fn node(n: u16) -> NodeId {
         let mut id = [0u8; 32];

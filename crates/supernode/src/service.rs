@@ -434,6 +434,8 @@ impl Supernode {
         if let Some(old) = old {
             self.index.detach_leaf(old);
         }
+        // Reports of it were about a session that is over.
+        self.reports.forget_provider(&node);
         let key = self.index.add_leaf(node, addr);
         self.leaves.insert(
             node,

@@ -1,13 +1,15 @@
 //! The partial file of a download and its bitfield: where they live, opening them (pieces
 //! marked done are re-verified on resume), recording finished pieces, and moving the finished
-//! file into place.
+//! file into place; listing and removing the partial files of a folder (`kazoo downloads
+//! --partials`, `kazoo clean-partials`).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kazoo_common::hash::Manifest;
+use kazoo_common::hash::{piece_count, piece_size_for, Manifest};
 use kazoo_common::ContentId;
+use serde::{Deserialize, Serialize};
 
 use super::scheduler::Scheduler;
 use super::{io, Destination, DownloadError};
@@ -137,5 +139,97 @@ pub(super) fn persist_bit(have: &Mutex<std::fs::File>, sched: &Mutex<Scheduler>,
     let byte = crate::lock(sched).bitfield()[piece as usize / 8];
     if let Err(e) = have.write_all_at(&[byte], u64::from(piece / 8)) {
         tracing::warn!(error = %e, "could not record a finished piece; it will be fetched again on resume");
+    }
+}
+
+/// Most partial files [`list`] reports (the folder holds only what this node wrote).
+pub const MAX_LISTED: usize = 1000;
+
+/// A partial download on disk.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartialFile {
+    /// Content id.
+    pub hash: ContentId,
+    /// The `.part` file.
+    pub path: PathBuf,
+    /// File size (the `.part` file is sized to it once the manifest arrived).
+    pub size: u64,
+    /// Bytes of the pieces marked verified in the `.have` bitfield.
+    pub verified_bytes: u64,
+    /// The download job using it, if any (see [`crate::jobs`]).
+    #[serde(default)]
+    pub job: Option<u32>,
+}
+
+/// The partial files in `dir` (at most [`MAX_LISTED`], by content id); a missing folder has
+/// none.
+pub fn list(dir: &Path) -> std::io::Result<Vec<PartialFile>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".part"))
+            .and_then(|hex| hex.parse::<ContentId>().ok())
+        else {
+            continue;
+        };
+        let size = entry.metadata()?.len();
+        let (path, have) = paths(dir, &id);
+        found.push(PartialFile {
+            hash: id,
+            path,
+            size,
+            verified_bytes: verified_bytes(&have, size),
+            job: None,
+        });
+        if found.len() >= MAX_LISTED {
+            break;
+        }
+    }
+    found.sort_by_key(|p| p.hash);
+    Ok(found)
+}
+
+/// Bytes of the pieces marked in the bitfield at `have` for a file of `size` bytes.
+fn verified_bytes(have: &Path, size: u64) -> u64 {
+    let piece = piece_size_for(size);
+    let pieces = piece_count(size, piece);
+    // At most MAX_PIECES bits: a longer file is not ours, and only its start is read.
+    let mut bits = Vec::new();
+    let read = std::fs::File::open(have).and_then(|f| {
+        use std::io::Read;
+        f.take(pieces.div_ceil(8)).read_to_end(&mut bits)
+    });
+    if read.is_err() {
+        return 0;
+    }
+    (0..pieces)
+        .filter(|i| {
+            bits.get(*i as usize / 8)
+                .is_some_and(|b| b & (1 << (i % 8)) != 0)
+        })
+        .map(|i| piece.min(size - i * piece))
+        .sum()
+}
+
+/// Removes the partial file of `id` in `dir` and its bitfield; whether there was one.
+pub fn remove(dir: &Path, id: &ContentId) -> std::io::Result<bool> {
+    let (part, have) = paths(dir, id);
+    let removed = match std::fs::remove_file(&part) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    match std::fs::remove_file(&have) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(removed),
+        Err(e) => Err(e),
     }
 }

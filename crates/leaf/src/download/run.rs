@@ -48,11 +48,13 @@ pub(super) async fn download(
         wake: Notify::new(),
         memory: Semaphore::new(inflight_pieces),
         bytes_done: AtomicU64::new(resumed_bytes),
+        resumed_bytes,
         progress,
         sources: Mutex::new(Vec::new()),
         lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
         manifest,
     });
+    ctx.publish();
     let mut slots = JoinSet::new();
     ctx.add_sources(usable, &mut slots);
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);

@@ -71,6 +71,8 @@ pub(super) struct Ctx {
     pub(super) wake: Notify,
     pub(super) memory: Semaphore,
     pub(super) bytes_done: AtomicU64,
+    /// Bytes already verified on disk when this run started.
+    pub(super) resumed_bytes: u64,
     pub(super) progress: watch::Sender<Progress>,
     pub(super) sources: Mutex<Vec<Arc<Source>>>,
     /// Request slots per source: [`super::SLOTS_PER_SOURCE`], or half the pieces that fit in memory
@@ -103,6 +105,7 @@ impl Ctx {
     pub(super) fn publish(&self) {
         self.progress.send_replace(Progress {
             bytes_done: self.bytes_done.load(Ordering::SeqCst),
+            resumed_bytes: self.resumed_bytes,
             total: self.manifest.size,
             sources_active: self.live().len(),
         });
