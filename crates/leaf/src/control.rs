@@ -9,6 +9,8 @@
 //! ← {"event":"hit","hit":{...}} ... [{"event":"more","max":200}] {"event":"end"}
 //! → {"op":"get","hash":"<64 hex>","out":null}
 //! ← {"event":"progress","progress":{...}} ... {"event":"done","report":{...}}
+//! → {"op":"browse","target":{"node":"<64 hex>","addr":null},"max":1000}
+//! ← {"event":"listing","listing":{...}}
 //! ```
 //! Any request may end with `{"event":"error","message":"..."}`.
 
@@ -24,6 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::download::{Progress, Report};
+use crate::node::browse::{BrowseTarget, Listing};
 use crate::node::{Node, Status};
 
 /// File name of the socket in `data_dir`.
@@ -52,6 +55,13 @@ pub enum ControlRequest {
         hash: ContentId,
         /// Output path (absolute), or the download folder when null.
         out: Option<PathBuf>,
+    },
+    /// List another node's shared files.
+    Browse {
+        /// The node.
+        target: BrowseTarget,
+        /// Most files listed.
+        max: u32,
     },
 }
 
@@ -131,6 +141,11 @@ pub enum ControlEvent {
     },
     /// End of search results.
     End,
+    /// Answer to `browse`.
+    Listing {
+        /// The node's files.
+        listing: Listing,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -269,6 +284,10 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
                 Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
             }
         }
+        ControlRequest::Browse { target, max } => match node.browse(target, max as usize).await {
+            Ok(listing) => send(&mut write, &ControlEvent::Listing { listing }).await,
+            Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
+        },
         ControlRequest::Get { hash, out } => {
             let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
             let get = node.get(hash, out, tx);

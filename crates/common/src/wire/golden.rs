@@ -236,6 +236,21 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 max_results: 9,
             }),
         ),
+        // Browse and allowlists.
+        ("Request::Browse", enc(&Request::Browse { start: 1000 })),
+        (
+            "Response::Files",
+            enc(&Response::Files {
+                entries: vec![ShareEntry {
+                    id: ContentId(id(2)),
+                    size: 5,
+                    name: "d/a".into(),
+                }],
+                total: 1001,
+            }),
+        ),
+        ("ErrorCode::NotAllowed", enc(&ErrorCode::NotAllowed)),
+        ("ErrorCode::NotBrowsable", enc(&ErrorCode::NotBrowsable)),
     ]
 }
 
@@ -301,6 +316,10 @@ const GOLDEN: &[(&str, &str)] = &[
         "Request::Search (syntax)",
         "02050161022d6204696e3a630a747970653a617564696f0873697a653a3c316b09",
     ),
+    ("Request::Browse", "08e807"),
+    ("Response::Files", "0801{2}0503642f61e907"),
+    ("ErrorCode::NotAllowed", "0b"),
+    ("ErrorCode::NotBrowsable", "0c"),
 ];
 
 fn expand(pattern: &str) -> String {

@@ -60,6 +60,10 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         Ok(pending) => pending,
         Err(e @ transport::TransportError::WrongNetwork(_)) => {
             tracing::warn!(%remote, reason = %e, "refused a node of another network (network.secret)");
+            let node = Node {
+                inner: Arc::clone(inner),
+            };
+            node.note_error(format!("refused a node at {remote}: {e}"));
             return;
         }
         Err(e) => {
@@ -71,6 +75,20 @@ async fn handle_connection(inner: &Arc<Inner>, incoming: quinn::Incoming) {
         inner: Arc::clone(inner),
     };
     let peer = pending.hello().node_id;
+    if !inner.config.network.allows(&peer) {
+        tracing::warn!(peer = %peer, %remote, "refused a node not in network.allow");
+        node.note_error(format!(
+            "refused node {} at {remote}: not in network.allow",
+            peer.short()
+        ));
+        pending
+            .refuse(
+                ErrorCode::NotAllowed,
+                &format!("node {peer} is not in this node's network.allow"),
+            )
+            .await;
+        return;
+    }
     match pending.hello().intent {
         Intent::Reverse => {
             if !inner.reverse.awaits(&peer) {
