@@ -38,7 +38,11 @@ pub fn render(out: &mut impl Write, status: &Status) -> std::io::Result<()> {
                 l.node.short(),
                 l.addr,
                 l.entries,
-                if l.reachable { "reachable  " } else { "unreachable" },
+                if l.reachable {
+                    "reachable  "
+                } else {
+                    "unreachable"
+                },
                 clock::since(l.since, now)
             )?;
         }

@@ -19,7 +19,7 @@ use kazoo_common::{ContentId, NodeId};
 use quinn::SendStream;
 use tokio::sync::Semaphore;
 
-use crate::share::{SharedFile, ShareStore};
+use crate::share::{ShareStore, SharedFile};
 
 /// Most piece uploads in progress at once on this node.
 pub const MAX_CONCURRENT_UPLOADS: usize = 32;
@@ -210,7 +210,9 @@ impl Uploads {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match data {
             Ok(data) => {
-                match tokio::time::timeout(SEND_TIMEOUT, self.send_piece(send, data, peer, &file)).await {
+                match tokio::time::timeout(SEND_TIMEOUT, self.send_piece(send, data, peer, &file))
+                    .await
+                {
                     Ok(sent) => sent?,
                     Err(_) => {
                         // A peer that stops reading must not hold upload slots forever.

@@ -635,7 +635,7 @@ impl Supernode {
             )],
             Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => {
                 vec![Response::error(
-                ErrorCode::BadRequest,
+                    ErrorCode::BadRequest,
                     "not an index request",
                 )]
             }

@@ -56,7 +56,15 @@ pub struct Activity {
 
 impl Activity {
     /// Records `bytes` of `hash` (shared as `name`, `size` bytes) sent to `peer` at `now`.
-    pub fn sent(&self, peer: NodeId, hash: ContentId, name: &str, size: u64, bytes: u64, now: Instant) {
+    pub fn sent(
+        &self,
+        peer: NodeId,
+        hash: ContentId,
+        name: &str,
+        size: u64,
+        bytes: u64,
+        now: Instant,
+    ) {
         let mut uploads = crate::lock(&self.uploads);
         if !uploads.contains_key(&(peer, hash)) && uploads.len() >= MAX_TRACKED_UPLOADS {
             uploads.retain(|_, u| now.saturating_duration_since(u.last) < UPLOAD_IDLE);
@@ -106,7 +114,8 @@ impl Activity {
                 } else {
                     now.saturating_duration_since(u.started)
                 };
-                let rate = (current + previous) as f64 / span.as_secs_f64().max(0.001);
+                // Over a second at least: a first burst is not a rate.
+                let rate = (current + previous) as f64 / span.as_secs_f64().max(1.0);
                 UploadView {
                     peer: *peer,
                     hash: *hash,
@@ -147,14 +156,25 @@ mod tests {
         let hash = ContentId::from(blake3::hash(b"x"));
         let t0 = Instant::now();
         for s in 0..10 {
-            activity.sent(id(1), hash, "a/b.ogg", 10_000_000, 1_000_000, t0 + Duration::from_secs(s));
+            activity.sent(
+                id(1),
+                hash,
+                "a/b.ogg",
+                10_000_000,
+                1_000_000,
+                t0 + Duration::from_secs(s),
+            );
         }
         let list = activity.uploads(t0 + Duration::from_secs(10));
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].bytes, 10_000_000);
         assert_eq!(list[0].name, "a/b.ogg");
         // One MB a second.
-        assert!((800_000..=1_200_000).contains(&list[0].rate), "{}", list[0].rate);
+        assert!(
+            (800_000..=1_200_000).contains(&list[0].rate),
+            "{}",
+            list[0].rate
+        );
         assert!(activity.uploads(t0 + Duration::from_secs(20)).is_empty());
     }
 
@@ -166,6 +186,9 @@ mod tests {
             let hash = ContentId::from(blake3::hash(&n.to_le_bytes()));
             activity.sent(id(1), hash, "f", 1, 1, t0 + Duration::from_millis(n.into()));
         }
-        assert_eq!(activity.uploads(t0 + Duration::from_secs(1)).len(), MAX_TRACKED_UPLOADS);
+        assert_eq!(
+            activity.uploads(t0 + Duration::from_secs(1)).len(),
+            MAX_TRACKED_UPLOADS
+        );
     }
 }
