@@ -398,7 +398,7 @@ impl Model {
                     }
                 }
             }
-            Request::GetManifest { .. } | Request::GetPiece { .. } => {
+            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => {
                 assert_eq!(error, Some(ErrorCode::BadRequest));
             }
         }
