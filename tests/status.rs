@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::bin::{json, kazoo, run, spawn, until, write_config};
+use common::bin::{json, kazoo, run, spawn, until, write_config, Proc};
 
 /// Config of a `kazoo run` node `name` under `dir` (data in `dir/name/data`), with `extra`
 /// TOML appended.
@@ -21,6 +21,20 @@ fn node(dir: &Path, name: &str, role: &str, extra: &str) -> PathBuf {
             "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n{extra}"
         ),
     )
+}
+
+/// A running supernode `sn` under `dir`: the process, its config, its status, and the
+/// `[network]` section that bootstraps from it.
+fn supernode(dir: &Path) -> (Proc, PathBuf, serde_json::Value, String) {
+    let cfg = node(dir, "sn", "supernode", "");
+    let proc = spawn(&cfg);
+    let status = json(&until(&cfg, &["status", "--json"], |o| o.status.success()));
+    let boot = format!(
+        "[network]\nbootstrap = [\"{}@{}\"]\n",
+        status["node_id"].as_str().unwrap(),
+        status["listen"].as_str().unwrap()
+    );
+    (proc, cfg, status, boot)
 }
 
 /// A file of `len` deterministic bytes at `dir/rel`; returns its content id.
@@ -74,16 +88,7 @@ fn civil(unix: i64, offset: i64) -> String {
 fn status_lists_leaves_peers_folders_uploads_and_reads_in_local_time() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let sn_cfg = node(dir, "sn", "supernode", "");
-    let _sn = spawn(&sn_cfg);
-    let sn = json(&until(&sn_cfg, &["status", "--json"], |o| {
-        o.status.success()
-    }));
-    let sn_id = sn["node_id"].as_str().unwrap().to_owned();
-    let boot = format!(
-        "[network]\nbootstrap = [\"{sn_id}@{}\"]\n",
-        sn["listen"].as_str().unwrap()
-    );
+    let (_sn, sn_cfg, _, boot) = supernode(dir);
     let sn2_cfg = node(dir, "sn2", "supernode", &boot);
     let _sn2 = spawn(&sn2_cfg);
 
@@ -257,16 +262,7 @@ fn status_lists_leaves_peers_folders_uploads_and_reads_in_local_time() {
 fn browse_lists_a_nodes_files_by_address_or_id_and_honours_the_opt_out() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let sn_cfg = node(dir, "sn", "supernode", "");
-    let _sn = spawn(&sn_cfg);
-    let sn = json(&until(&sn_cfg, &["status", "--json"], |o| {
-        o.status.success()
-    }));
-    let boot = format!(
-        "[network]\nbootstrap = [\"{}@{}\"]\n",
-        sn["node_id"].as_str().unwrap(),
-        sn["listen"].as_str().unwrap()
-    );
+    let (_sn, _, _, boot) = supernode(dir);
     // A name with a terminal escape sequence in it must reach the terminal escaped.
     let evil = "evil \u{1b}[31mred.txt";
     let mut expected = vec![

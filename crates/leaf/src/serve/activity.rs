@@ -48,6 +48,19 @@ struct Upload {
     window: (u64, u64, Instant),
 }
 
+impl Upload {
+    fn new(name: &str, size: u64, now: Instant) -> Self {
+        Upload {
+            name: name.to_owned(),
+            size,
+            bytes: 0,
+            started: now,
+            last: now,
+            window: (0, 0, now),
+        }
+    }
+}
+
 /// The uploads in progress.
 #[derive(Debug, Default)]
 pub struct Activity {
@@ -74,24 +87,12 @@ impl Activity {
                 }
             }
         }
-        let upload = uploads.entry((peer, hash)).or_insert_with(|| Upload {
-            name: name.to_owned(),
-            size,
-            bytes: 0,
-            started: now,
-            last: now,
-            window: (0, 0, now),
-        });
+        let upload = uploads
+            .entry((peer, hash))
+            .or_insert_with(|| Upload::new(name, size, now));
         if now.saturating_duration_since(upload.last) >= UPLOAD_IDLE {
             // A new upload of the same file to the same peer.
-            *upload = Upload {
-                name: name.to_owned(),
-                size,
-                bytes: 0,
-                started: now,
-                last: now,
-                window: (0, 0, now),
-            };
+            *upload = Upload::new(name, size, now);
         }
         roll(&mut upload.window, now);
         upload.window.0 += bytes;
