@@ -20,6 +20,10 @@ use kazoo_leaf::jobs::{JobState, JobView, Target, Tracker, MAX_PER_REQUEST};
 use kazoo_leaf::node::partial_dir;
 use kazoo_leaf::{Node, StartOptions, Status};
 
+mod browse;
+mod clock;
+mod status;
+
 /// A two-tier peer-to-peer file-sharing network over QUIC with BLAKE3 content ids.
 #[derive(Parser)]
 #[command(name = "kazoo", version, about)]
@@ -116,6 +120,19 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// List a node's shared files (path, size, hash). NODE is `IP:PORT`, `NODEID@IP:PORT`
+    /// (the id is checked) or a `NODEID` alone (looked up through the supernode, as a
+    /// download's sources are). A node with `share.browsable = false` refuses.
+    Browse {
+        /// One JSON object (`node`, `addr`, `total`, `files: [{name, size, hash}]`).
+        #[arg(long)]
+        json: bool,
+        /// Most files listed (at most 100000, the most a node shares).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max: u32,
+        /// The node: NODEID, IP:PORT or NODEID@IP:PORT.
+        node: kazoo_leaf::node::browse::BrowseTarget,
     },
     /// Run a three-node demo network on loopback: share, search, download, verify.
     Demo,
@@ -228,6 +245,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel { jobs } => act(config, ControlRequest::Cancel { jobs }).await,
         Command::CleanPartials { hashes } => clean_partials(config, hashes).await,
         Command::Status { json } => status(config, json).await,
+        Command::Browse { json, max, node } => browse::run(config, json, max, node).await,
         Command::Demo => kazoo_leaf::demo::run(&mut std::io::stdout()).await,
         Command::Hash { .. } => Ok(()),
     }
@@ -306,6 +324,13 @@ async fn short_lived_leaf(config: Config) -> anyhow::Result<Node> {
             config.node.data_dir.display()
         );
     }
+    let node = short_lived_node(config).await?;
+    node.wait_ready(Duration::from_secs(10)).await?;
+    Ok(node)
+}
+
+/// Starts a node for one command: a leaf on a port of its own that shares nothing.
+async fn short_lived_node(config: Config) -> anyhow::Result<Node> {
     let listen = match config.node.listen {
         SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
@@ -316,11 +341,10 @@ async fn short_lived_leaf(config: Config) -> anyhow::Result<Node> {
         listen: Some(listen),
         ..StartOptions::default()
     };
-    let node = Node::start(config, options).await?;
-    node.wait_ready(Duration::from_secs(10)).await?;
-    Ok(node)
+    Ok(Node::start(config, options).await?)
 }
 
+/// `bytes` in B, KiB, MiB, GiB or TiB.
 fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -995,62 +1019,7 @@ async fn status(config: Config, json: bool) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string(&status)?)?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "role:          {} (since unix {}; {})",
-        status.role,
-        status.since,
-        escape_for_terminal(&status.reason)
-    )?;
-    writeln!(out, "node_id:       {}", status.node_id)?;
-    writeln!(out, "listen:        {}", status.listen)?;
-    if status.role == "leaf" {
-        match (status.supernode, status.supernode_addr) {
-            (Some(sn), Some(addr)) => {
-                writeln!(out, "supernode:     {sn} at {addr}")?;
-                if let Some(reason) = &status.uplink_reason {
-                    writeln!(out, "               ({})", escape_for_terminal(reason))?;
-                }
-            }
-            _ => writeln!(out, "supernode:     none (joining)")?,
-        }
-        let heirs: Vec<String> = status
-            .succession
-            .iter()
-            .flatten()
-            .map(|n| n.short())
-            .collect();
-        writeln!(out, "succession:    {}", heirs.join(", "))?;
-        match &status.reachability {
-            Some(r) => writeln!(
-                out,
-                "reachability:  {} (seen at {})",
-                r.class.describe(),
-                r.observed
-            )?,
-            None => writeln!(out, "reachability:  not known yet")?,
-        }
-    }
-    if let Some(leaves) = status.leaves {
-        writeln!(out, "leaves:        {leaves}")?;
-    }
-    if let Some(peers) = status.peers {
-        writeln!(out, "peers:         {peers}")?;
-    }
-    writeln!(out, "shared files:  {}", status.shared_files)?;
-    if let (Some(entries), Some(files)) = (status.index_entries, status.index_files) {
-        writeln!(out, "index:         {entries} entries, {files} files")?;
-    }
-    if let Some(relay) = status.relay {
-        writeln!(
-            out,
-            "relay:         {} circuits open, {} bytes relayed",
-            relay.circuits, relay.relayed_bytes
-        )?;
-    }
-    for problem in &status.problems {
-        writeln!(out, "warning:       {}", escape_for_terminal(problem))?;
-    }
+    status::render(&mut out, &status)?;
     status_downloads(&mut out, &status.downloads)?;
     Ok(())
 }

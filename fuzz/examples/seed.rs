@@ -68,6 +68,7 @@ fn requests() -> Vec<Request> {
         Request::ReportUnreachable {
             nodes: vec![NodeId([5; 32])],
         },
+        Request::Browse { start: 1000 },
     ]
 }
 
@@ -81,6 +82,11 @@ fn responses() -> Vec<Response> {
         Response::Manifest(manifest),
         Response::Piece { len: 262_144 },
         Response::error(ErrorCode::Busy, "no room"),
+        Response::Files {
+            entries: vec![entry("x")],
+            total: 1001,
+        },
+        Response::error(ErrorCode::NotBrowsable, "share.browsable = false"),
     ]
 }
 

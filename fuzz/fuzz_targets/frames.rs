@@ -12,7 +12,7 @@ use kazoo_fuzz::{block_on, check_round_trip, Trickle};
 use libfuzzer_sys::fuzz_target;
 
 /// Variants of `Request` (a kind at or past this is unknown, not malformed).
-const REQUEST_KINDS: u64 = 7;
+const REQUEST_KINDS: u64 = 9;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knob, stream)) = data.split_first() else {

@@ -414,7 +414,7 @@ impl Model {
             Request::RelayAccept { .. } => {
                 assert_eq!(error, Some(ErrorCode::Internal));
             }
-            Request::GetManifest { .. } | Request::GetPiece { .. } => {
+            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => {
                 assert_eq!(error, Some(ErrorCode::BadRequest));
             }
         }

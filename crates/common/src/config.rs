@@ -15,12 +15,14 @@
 //! share_downloads = true        # the download folder is shared
 //! share_saved_elsewhere = false # files saved with `get -o` outside the share folders are not
 //! follow_symlinks = false       # symlinks to files outside the share folders are skipped
+//! browsable = true              # others may list this node's shared files (`kazoo browse`)
 //!
 //! [network]
 //! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@198.51.100.2:4710"]
 //! idle_timeout_ms = 2000        # a silent peer is dead after this; keep-alive every 1/4
 //! bootstrap_wait_secs = 60      # an auto node whose bootstraps never answered waits this long
 //! secret = "…"                  # a private network: only nodes with this secret connect
+//! allow = ["<64 hex digits>"]   # only these nodes may join, peer or download (unset: anyone)
 //!
 //! [supernode]
 //! max_leaves = 200
@@ -184,6 +186,11 @@ pub struct ShareConfig {
     /// (a link to `/etc/passwd` dropped into a share folder stays private); links to files
     /// inside a share folder are always followed, symlinked directories never are.
     pub follow_symlinks: bool,
+    /// Whether other nodes may list this node's shared files (`kazoo browse`). Default
+    /// `true`: what is shared can be found by search anyway, and browsing a source is how a
+    /// user finds more of what they like; `false` answers every browse with
+    /// `NotBrowsable`.
+    pub browsable: bool,
 }
 
 impl Default for ShareConfig {
@@ -196,6 +203,7 @@ impl Default for ShareConfig {
             share_downloads: true,
             share_saved_elsewhere: false,
             follow_symlinks: false,
+            browsable: true,
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum TransportError {
     /// not in the peer's.
     #[error("not the same network: {0}")]
     WrongNetwork(String),
+    /// The peer is not in this node's `network.allow`: the dialler closed the connection.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     /// The peer refused us.
     #[error("refused by peer ({code:?}): {reason}")]
     Refused {

@@ -101,6 +101,7 @@
 //! | `RelayAccept` (leaf → its SN, asked by [`Notice::Relay`]) | `Relaying`, then relay frames both ways; or `Error(NotFound)` |
 //! | `GetManifest` (any → a provider) | `Manifest` |
 //! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
+//! | `Browse` (any → any node) | `Files`, or `Error(NotBrowsable)` |
 //!
 //! Any request may instead be answered by [`Response::Error`]. At most
 //! [`MAX_CONCURRENT_STREAMS`] streams, the control stream included, may be open at once on
@@ -153,6 +154,24 @@
 //! (`relay.max_secs`, then both streams are reset). A frame of length 0 or over
 //! [`MAX_RELAY_PACKET`] ends the circuit.
 //!
+//! # Browsing
+//! `Browse { start }` asks a node for its shared files (`kazoo browse`): the answer lists at
+//! most [`BROWSE_PAGE`] of them, one per content id, sorted by name (then id), from position
+//! `start` of that order, with the `total` the node shares; the asker sends the next
+//! `start` for more. A node with `share.browsable = false` answers
+//! `Error(NotBrowsable)`. Browse requests on a connection count against the same budget as
+//! a leaf's searches ([`LEAF_QUERY_RATE`] per second; beyond it `Error(Busy)`). The
+//! listing is what the node registers with its supernode, so browsing reveals nothing a
+//! search could not find; an asker checks every entry like a search hit (names escaped,
+//! at most [`MAX_NAME_LEN`] bytes, at most [`BROWSE_PAGE`] entries per answer).
+//!
+//! # Allowlists
+//! A node with `network.allow` set accepts connections (any intent) only from the node ids
+//! listed: any other dialler is refused after the `Hello` exchange with
+//! [`ErrorCode::NotAllowed`] and the connection closed with [`CloseCode::REFUSED`]. It also
+//! dials only nodes on its list: an acceptor whose proven id is not listed is closed with
+//! [`CloseCode::REFUSED`] ("not in network.allow") before any request.
+//!
 //! `ReportUnreachable` tells the supernode which sources of a download could not be dialled
 //! or served a bad manifest or piece. It is a claim, not a proof: the supernode leaves those sources out of the reporter's own
 //! answers for a while, and moves a source that several distinct leaves reported to the end
@@ -176,6 +195,8 @@
 //! | results per search | [`MAX_RESULTS`] | excess results are not sent |
 //! | providers per hit | [`MAX_PROVIDERS`] | excess providers are not sent |
 //! | nodes per `ReportUnreachable` | [`MAX_REPORTED`] | request refused, [`ErrorCode::BadRequest`] |
+//! | entries per `Files` answer | [`BROWSE_PAGE`] | asker drops the answer (the browse fails) |
+//! | `Browse` requests per second on a connection | [`LEAF_QUERY_RATE`] (shared with searches) | request refused, [`ErrorCode::Busy`] |
 //! | pieces per manifest | [`crate::hash::MAX_PIECES`] | manifest rejected |
 //! | concurrent requests per connection | [`MAX_CONCURRENT_STREAMS`] | QUIC flow control |
 //! | supernodes per gossip message | [`MAX_GOSSIP`] | peer disconnected |
@@ -263,6 +284,9 @@ pub const MAX_PROVIDERS: usize = 64;
 pub const MAX_REPORTED: usize = MAX_PROVIDERS;
 /// Most hits per `Hits` frame.
 pub const HITS_PER_FRAME: usize = 64;
+/// Most shared files listed in one `Files` answer to `Browse` (1000 × at most ~300 bytes
+/// of entry < [`MAX_FRAME`]).
+pub const BROWSE_PAGE: usize = 1000;
 /// Most concurrently open request streams per connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 64;
 
@@ -743,6 +767,12 @@ pub enum Request {
         /// The circuit's id from the notice.
         circuit: u64,
     },
+    /// The acceptor's shared files (`kazoo browse`), from position `start` of its sorted
+    /// listing; answered `Files`, or `Error(NotBrowsable)`.
+    Browse {
+        /// Position of the first file wanted.
+        start: u32,
+    },
 }
 
 /// Machine-readable error codes.
@@ -773,6 +803,10 @@ pub enum ErrorCode {
     /// The dialler is not in the acceptor's private network, or the acceptor is not in the
     /// dialler's (a missing, unexpected or wrong `Hello.network_proof`).
     WrongNetwork,
+    /// The dialler's node id is not in the acceptor's `network.allow`.
+    NotAllowed,
+    /// The node does not let others list its files (`share.browsable = false`).
+    NotBrowsable,
 }
 
 /// An answer to a [`Request`].
@@ -814,6 +848,14 @@ pub enum Response {
     },
     /// `Relay` / `RelayAccept` accepted: relay frames follow on this stream, both ways.
     Relaying,
+    /// A page of the node's shared files (answer to `Browse`): at most [`BROWSE_PAGE`]
+    /// entries, sorted by name, starting at the requested position.
+    Files {
+        /// The entries (path below the share root, size, content id).
+        entries: Vec<ShareEntry>,
+        /// How many files the node shares in all.
+        total: u32,
+    },
 }
 
 impl Response {
@@ -827,7 +869,7 @@ impl Response {
 }
 
 /// Number of variants of [`Request`], to tell an unknown message from a malformed one.
-const REQUEST_KINDS: u64 = 10;
+const REQUEST_KINDS: u64 = 11;
 
 /// Errors reading or writing frames.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,8 @@
 //! → {"op":"pause","jobs":["3","af1349b9"]} ← {"event":"jobs","jobs":[...]}  (also resume, cancel)
 //! → {"op":"partials"}                      ← {"event":"partials","partials":[...]}
 //! → {"op":"clean_partials","hashes":[]}    ← {"event":"cleaned","removed":[...],"kept":[...]}
+//! → {"op":"browse","target":{"node":"<64 hex>","addr":null},"max":1000}
+//! ← {"event":"listing","listing":{...}}
 //! ```
 //! Any request may end with `{"event":"error","message":"..."}`. A `get` hands its files to
 //! the node's jobs ([`crate::jobs`]) and follows them: a `job` line whenever one changes
@@ -35,6 +37,7 @@ use crate::download::partial::PartialFile;
 use crate::jobs::last_search::{LastSearch, Remembered};
 use crate::jobs::{JobView, Target};
 use crate::node::{partial_dir, Node, Status};
+use crate::node::browse::{BrowseTarget, Listing};
 
 /// File name of the socket in `data_dir`.
 pub const SOCKET: &str = "control.sock";
@@ -90,6 +93,13 @@ pub enum ControlRequest {
         /// Content ids (empty: every unused partial file).
         #[serde(default)]
         hashes: Vec<ContentId>,
+    },
+    /// List another node's shared files.
+    Browse {
+        /// The node.
+        target: BrowseTarget,
+        /// Most files listed.
+        max: u32,
     },
 }
 
@@ -186,6 +196,11 @@ pub enum ControlEvent {
     },
     /// End of search results.
     End,
+    /// Answer to `browse`.
+    Listing {
+        /// The node's files.
+        listing: Listing,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -330,6 +345,10 @@ async fn serve_client(node: Node, stream: UnixStream) -> std::io::Result<()> {
                 Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
             }
         }
+        ControlRequest::Browse { target, max } => match node.browse(target, max as usize).await {
+            Ok(listing) => send(&mut write, &ControlEvent::Listing { listing }).await,
+            Err(e) => send(&mut write, &ControlEvent::failed(e)).await,
+        },
         ControlRequest::Get { targets, out } => {
             if out.as_ref().is_some_and(|o| o.is_relative()) {
                 let message = "the output path must be absolute".to_owned();

@@ -10,6 +10,7 @@
 //! the tests drive.
 
 mod accept;
+pub mod browse;
 pub mod dial_guard;
 pub mod leaf_role;
 mod relay;
@@ -38,7 +39,6 @@ use kazoo_common::wire::{
 use kazoo_common::{ContentId, NodeId};
 use kazoo_supernode::election::score::capacity_score;
 use kazoo_supernode::hits::{merge_results, Found};
-use kazoo_supernode::overlay::PeerView;
 use kazoo_supernode::query::Query;
 use kazoo_supernode::{check_query, validate_hit};
 use quinn::{Connection, Endpoint};
@@ -48,8 +48,9 @@ use tokio::task::JoinHandle;
 
 use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
+use crate::serve::activity::UploadView;
 use crate::serve::Uploads;
-use crate::share::{ShareLayout, ShareStore};
+use crate::share::{FolderView, ShareLayout, ShareStore};
 
 /// What a search found (see [`Node::find`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,8 +127,11 @@ pub struct Status {
     pub leaves: Option<usize>,
     /// Supernode: connected peer supernodes.
     pub peers: Option<usize>,
-    /// Supernode: its peers (`--json` only shows them all).
-    pub peer_list: Option<Vec<PeerView>>,
+    /// Supernode: its peers, by node id (the human output shows a few).
+    pub peer_list: Option<Vec<PeerStatus>>,
+    /// Supernode: its joined leaves, by node id (the human output shows a few).
+    #[serde(default)]
+    pub leaf_list: Option<Vec<LeafStatus>>,
     /// Supernode: supernodes known (host cache).
     pub known_supernodes: Option<usize>,
     /// Leaf: its supernode's succession list (heirs, best first).
@@ -140,6 +144,12 @@ pub struct Status {
     pub uplink_reason: Option<String>,
     /// Distinct files shared by this node.
     pub shared_files: usize,
+    /// Each share folder with its file and byte counts (see [`ShareStore::folders`]).
+    #[serde(default)]
+    pub folders: Vec<FolderView>,
+    /// Uploads in progress: who downloads what from this node, how fast.
+    #[serde(default)]
+    pub uploads: Vec<UploadView>,
     /// Supernode: index entries (leaf, file).
     pub index_entries: Option<usize>,
     /// Supernode: distinct files in the index.
@@ -154,6 +164,10 @@ pub struct Status {
     /// Download jobs not finished yet: queued, running, waiting for sources or paused.
     #[serde(default)]
     pub downloads: Vec<crate::jobs::JobView>,
+    /// The last thing that went wrong, and when (it may be over: see `problems` for what
+    /// is wrong now).
+    #[serde(default)]
+    pub last_error: Option<LastError>,
 }
 
 /// What a supernode relays (see `supernode_role/relaying.rs`).
@@ -165,6 +179,46 @@ pub struct RelayStats {
     pub relayed_bytes: u64,
 }
 
+/// A peer supernode in [`Status::peer_list`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Unix seconds since the peering is up.
+    pub since: u64,
+    /// Positions set in its routing filter.
+    pub filter_positions: usize,
+    /// Its own peer count, as it last told.
+    pub peers: usize,
+    /// Its load, as it last told.
+    pub load: Option<kazoo_supernode::Load>,
+}
+
+/// A joined leaf in [`Status::leaf_list`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeafStatus {
+    /// Its node id.
+    pub node: NodeId,
+    /// Where its files are listed.
+    pub addr: SocketAddr,
+    /// Unix seconds since its session began.
+    pub since: u64,
+    /// Files (index entries) it has registered.
+    pub entries: usize,
+    /// Whether its listen address answered the dial back.
+    pub reachable: bool,
+}
+
+/// The last error a node met (see [`Status::last_error`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastError {
+    /// Unix seconds when it happened (first, if it repeated since).
+    pub at: u64,
+    /// What happened.
+    pub message: String,
+}
 /// The connection to this leaf's supernode.
 #[derive(Clone, Debug)]
 struct Uplink {
@@ -264,6 +318,8 @@ struct Inner {
     network: Option<transport::NetworkKey>,
     /// Configured bootstrap addresses not answering now: since when (unix seconds) and why.
     bootstrap_down: Mutex<std::collections::BTreeMap<SocketAddr, (u64, String)>>,
+    /// The last error met (see [`Status::last_error`]).
+    last_error: Mutex<Option<LastError>>,
 }
 
 impl Inner {
@@ -302,6 +358,9 @@ impl Drop for ActiveDownload<'_> {
         crate::lock(self.set).remove(&self.id);
     }
 }
+
+/// The reason of a leaf until it has joined (then [`Node::note_attached`] replaces it).
+const JOINING: &str = "joining a supernode";
 
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
 pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
@@ -407,6 +466,7 @@ impl Node {
             ),
             started: std::time::Instant::now(),
             bootstrap_down: Mutex::default(),
+            last_error: Mutex::default(),
             network: config.network.network_key(),
             config,
         });
@@ -425,7 +485,7 @@ impl Node {
             }
             RoleSetting::Auto | RoleSetting::Leaf => {
                 let leaf = LeafRole::new(Vec::new());
-                node.set_role(Role::Leaf(Arc::clone(&leaf)), "joining a supernode");
+                node.set_role(Role::Leaf(Arc::clone(&leaf)), JOINING);
                 leaf_role::start(&node, &leaf, None);
             }
         }
@@ -517,12 +577,37 @@ impl Node {
             (current.role.clone(), current.since, current.reason.clone())
         };
         let uplink = self.inner.uplink.borrow().clone();
-        let (peer_list, sn) = match &role {
+        let now = std::time::Instant::now();
+        let unix_now = now_secs();
+        // Unix seconds of an instant in the past.
+        let unix = |at: std::time::Instant| {
+            unix_now.saturating_sub(now.saturating_duration_since(at).as_secs())
+        };
+        let (peer_list, leaf_list, sn) = match &role {
             Role::Supernode(sn) => {
                 let core = sn.core();
-                (Some(core.overlay().peers()), Some(core.stats()))
+                let peers = core.overlay().peers().into_iter().map(|p| PeerStatus {
+                    node: p.node,
+                    addr: p.addr,
+                    since: unix(p.since),
+                    filter_positions: p.filter_positions,
+                    peers: p.peers,
+                    load: p.load,
+                });
+                let leaves = core.leaf_list().into_iter().map(|l| LeafStatus {
+                    node: l.node,
+                    addr: l.addr,
+                    since: unix(l.since),
+                    entries: l.entries,
+                    reachable: l.reachable,
+                });
+                (
+                    Some(peers.collect()),
+                    Some(leaves.collect()),
+                    Some(core.stats()),
+                )
             }
-            Role::Leaf(_) => (None, None),
+            Role::Leaf(_) => (None, None, None),
         };
         let (succession, reachability) = match &role {
             Role::Leaf(leaf) => (
@@ -542,16 +627,44 @@ impl Node {
             leaves: sn.map(|s| s.leaves),
             peers: sn.map(|s| s.peers),
             peer_list,
+            leaf_list,
             known_supernodes: sn.map(|s| s.known),
             uplink_reason: uplink.as_ref().map(|u| u.reason.clone()),
             succession,
             reachability,
             shared_files: self.inner.shares.len(),
+            folders: self.inner.shares.folders(),
+            uploads: self.inner.uploads.in_progress(),
             index_entries: sn.map(|s| s.entries),
             index_files: sn.map(|s| s.files),
             problems: self.problems(),
             relay: self.supernode().map(|sn| sn.relay_stats()),
             downloads: self.inner.jobs.unfinished(),
+            last_error: crate::lock(&self.inner.last_error).clone(),
+        }
+    }
+
+    /// Records `message` as the last error (see [`Status::last_error`]); the same message
+    /// again keeps its first time.
+    pub(crate) fn note_error(&self, message: String) {
+        let mut last = crate::lock(&self.inner.last_error);
+        if last.as_ref().is_some_and(|l| l.message == message) {
+            return;
+        }
+        *last = Some(LastError {
+            at: now_secs(),
+            message,
+        });
+    }
+
+    /// Once joined: a leaf whose reason still says it is joining says why it is a leaf.
+    pub(crate) fn note_attached(&self) {
+        let mut current = self.inner.current();
+        if matches!(current.role, Role::Leaf(_)) && current.reason == JOINING {
+            current.reason = match self.inner.setting {
+                RoleSetting::Leaf => "configured as leaf".into(),
+                _ => "auto: joined a supernode of the network".into(),
+            };
         }
     }
 
@@ -590,6 +703,7 @@ impl Node {
             Err(why) => {
                 if !down.contains_key(&addr) {
                     tracing::warn!(%addr, error = %why, "bootstrap supernode not answering");
+                    self.note_error(format!("bootstrap {addr} not answering: {why}"));
                 }
                 let since = down.get(&addr).map_or_else(now_secs, |(since, _)| *since);
                 down.insert(addr, (since, why));
@@ -895,7 +1009,13 @@ impl Node {
         )
         .await;
         pending.finish(&result);
-        result
+        let link = result?;
+        if !self.inner.config.network.allows(&link.peer()) {
+            let reason = format!("node {} is not in this node's network.allow", link.peer());
+            transport::close(&link.conn, CloseCode::REFUSED, &reason);
+            return Err(transport::TransportError::NotAllowed(reason));
+        }
+        Ok(link)
     }
 }
 

@@ -7,16 +7,19 @@
 //! rate cap (`share.upload_rate_kib`) paces piece data. Before each piece the file's size and
 //! mtime are checked against what was hashed: a file changed on disk is not served (the
 //! downloader would reject it anyway) and is dropped from the share list for re-hashing.
+//! What goes out is counted per peer and file ([`activity`], shown by `kazoo status`).
+
+pub mod activity;
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use kazoo_common::wire::{self, ErrorCode, FrameError, Response};
-use kazoo_common::ContentId;
+use kazoo_common::{ContentId, NodeId};
 use quinn::SendStream;
 use tokio::sync::Semaphore;
 
-use crate::share::ShareStore;
+use crate::share::{ShareStore, SharedFile};
 
 /// Most piece uploads in progress at once on this node.
 pub const MAX_CONCURRENT_UPLOADS: usize = 32;
@@ -97,6 +100,7 @@ pub struct Uploads {
     shares: Arc<ShareStore>,
     slots: Semaphore,
     limit: Option<RateLimit>,
+    activity: activity::Activity,
 }
 
 impl Uploads {
@@ -110,11 +114,24 @@ impl Uploads {
                 let rate = rate_kib * 1024;
                 RateLimit::new(rate, (rate / 10).max(PACE_CHUNK as u64))
             }),
+            activity: activity::Activity::default(),
         }
     }
 
-    /// Sends a piece header and its bytes, paced by the rate cap.
-    async fn send_piece(&self, send: &mut SendStream, data: Vec<u8>) -> Result<(), ServeError> {
+    /// The uploads in progress now (see [`activity`]).
+    pub fn in_progress(&self) -> Vec<activity::UploadView> {
+        self.activity.uploads(std::time::Instant::now())
+    }
+
+    /// Sends a piece header and its bytes, paced by the rate cap; each chunk is counted as
+    /// sent to `peer` once quinn has taken it.
+    async fn send_piece(
+        &self,
+        send: &mut SendStream,
+        data: Vec<u8>,
+        peer: NodeId,
+        file: &SharedFile,
+    ) -> Result<(), ServeError> {
         let len = data.len() as u64;
         wire::write_frame(send, &Response::Piece { len }).await?;
         let mut data = bytes::Bytes::from(data);
@@ -127,8 +144,17 @@ impl Uploads {
                     chunk
                 }
             };
+            let len = chunk.len() as u64;
             // Hands the buffer to quinn without copying it.
             send.write_chunk(chunk).await?;
+            self.activity.sent(
+                peer,
+                file.id,
+                &file.name,
+                file.size,
+                len,
+                std::time::Instant::now(),
+            );
         }
         Ok(())
     }
@@ -143,9 +169,10 @@ impl Uploads {
         Ok(())
     }
 
-    /// Answers `GetPiece`; `peer_slots` bounds this peer's concurrent uploads.
+    /// Answers `GetPiece` from `peer`; `peer_slots` bounds this peer's concurrent uploads.
     pub async fn piece(
         &self,
+        peer: NodeId,
         id: &ContentId,
         index: u32,
         peer_slots: &Semaphore,
@@ -183,7 +210,9 @@ impl Uploads {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match data {
             Ok(data) => {
-                match tokio::time::timeout(SEND_TIMEOUT, self.send_piece(send, data)).await {
+                match tokio::time::timeout(SEND_TIMEOUT, self.send_piece(send, data, peer, &file))
+                    .await
+                {
                     Ok(sent) => sent?,
                     Err(_) => {
                         // A peer that stops reading must not hold upload slots forever.

@@ -145,6 +145,21 @@ pub struct ShareStore {
     version: watch::Sender<u64>,
     /// Serialises rescans.
     scanning: tokio::sync::Mutex<()>,
+    /// The sorted listing (`kazoo browse`) and the version it was built at.
+    listing: std::sync::Mutex<Option<(u64, Arc<Vec<ShareEntry>>)>>,
+}
+
+/// A share folder as `kazoo status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderView {
+    /// The folder as configured (empty: files saved elsewhere).
+    pub path: PathBuf,
+    /// Files shared from it now.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Why it cannot be shared now (missing, unreadable, inside a data dir).
+    pub problem: Option<String>,
 }
 
 impl ShareStore {
@@ -172,6 +187,7 @@ impl ShareStore {
             problems: Default::default(),
             version: watch::channel(0).0,
             scanning: tokio::sync::Mutex::new(()),
+            listing: std::sync::Mutex::new(None),
         }
     }
 
@@ -214,6 +230,70 @@ impl ShareStore {
             .iter()
             .map(|(dir, why)| format!("share folder {}: {why}", dir.display()))
             .collect()
+    }
+
+    /// Each share folder (then the download folder, when shared) with the files and bytes
+    /// shared from it now, and why it cannot be shared if it cannot; files shared from
+    /// elsewhere (`get -o` with `share.share_saved_elsewhere`) last, with an empty path.
+    pub fn folders(&self) -> Vec<FolderView> {
+        let layout = self.layout();
+        let problems = crate::lock(&self.problems).clone();
+        let mut folders: Vec<(FolderView, PathBuf)> = layout
+            .dirs
+            .iter()
+            .chain(&layout.download_dir)
+            .map(|dir| {
+                let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+                let view = FolderView {
+                    path: dir.clone(),
+                    files: 0,
+                    bytes: 0,
+                    problem: problems.get(dir).cloned(),
+                };
+                (view, real)
+            })
+            .collect();
+        let mut elsewhere = FolderView {
+            path: PathBuf::new(),
+            files: 0,
+            bytes: 0,
+            problem: None,
+        };
+        for file in self.read().by_path.values() {
+            // The deepest folder holding it (a download folder inside a share folder).
+            let holder = folders
+                .iter_mut()
+                .filter(|(_, real)| file.path.starts_with(real))
+                .max_by_key(|(_, real)| real.components().count());
+            let view = match holder {
+                Some((view, _)) => view,
+                None => &mut elsewhere,
+            };
+            view.files += 1;
+            view.bytes += file.size;
+        }
+        let mut list: Vec<FolderView> = folders.into_iter().map(|(view, _)| view).collect();
+        if elsewhere.files > 0 {
+            list.push(elsewhere);
+        }
+        list
+    }
+
+    /// The shared files as `kazoo browse` lists them: one per content id (as registered),
+    /// sorted by name. Rebuilt only when the share list has changed since the last call.
+    pub fn listing(&self) -> Arc<Vec<ShareEntry>> {
+        let version = *self.version.borrow();
+        let mut cached = crate::lock(&self.listing);
+        if let Some((at, list)) = &*cached {
+            if *at == version {
+                return Arc::clone(list);
+            }
+        }
+        let mut entries = self.entries();
+        entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let list = Arc::new(entries);
+        *cached = Some((version, Arc::clone(&list)));
+        list
     }
 
     /// Watches the share list's version (bumped on every change).

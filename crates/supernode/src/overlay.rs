@@ -169,8 +169,8 @@ struct Peer {
     since: Instant,
 }
 
-/// A peer as shown by `kazoo status --json`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A peer as `kazoo status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerView {
     /// Its node id.
     pub node: NodeId,
@@ -182,6 +182,8 @@ pub struct PeerView {
     pub peers: usize,
     /// Its load, as it last told us.
     pub load: Option<Load>,
+    /// When the peering came up.
+    pub since: Instant,
 }
 
 /// One supernode's overlay state.

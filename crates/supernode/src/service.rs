@@ -109,6 +109,22 @@ pub struct Supernode {
     reports: Reports,
 }
 
+/// A joined leaf as `kazoo status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafView {
+    /// Its node id.
+    pub node: NodeId,
+    /// Where its files are listed (where it answered the dial back, else its observed
+    /// address).
+    pub addr: SocketAddr,
+    /// Whether its listen address answered this supernode's dial back.
+    pub reachable: bool,
+    /// When its current session began.
+    pub since: Instant,
+    /// Index entries it has registered.
+    pub entries: usize,
+}
+
 /// Counts shown by `kazoo status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SupernodeStats {
@@ -343,6 +359,21 @@ impl Supernode {
         self.index
             .leaf_addr(joined.key)
             .map(|addr| Provider::new(*node, addr))
+    }
+
+    /// Where node `node` can be reached, as far as this supernode knows: its own leaf where
+    /// it is listed, a peer supernode, or a source whose hits came through a peer (at the
+    /// address the hits gave).
+    pub fn locate(&self, node: &NodeId, now: Instant) -> Option<Provider> {
+        if let Some(listed) = self.listed_leaf(node) {
+            return Some(listed);
+        }
+        if let Some(peer) = self.overlay.peers().into_iter().find(|p| p.node == *node) {
+            return Some(Provider::new(peer.node, peer.addr));
+        }
+        self.overlay
+            .route_to(node, now)
+            .map(|(_, addr)| Provider::new(*node, addr))
     }
 
     /// Starts a routed search for a local leaf (or this node).
@@ -590,6 +621,25 @@ impl Supernode {
         }
     }
 
+    /// The joined leaves, by node id.
+    pub fn leaf_list(&self) -> Vec<LeafView> {
+        let mut list: Vec<LeafView> = self
+            .leaves
+            .iter()
+            .filter_map(|(node, joined)| {
+                Some(LeafView {
+                    node: *node,
+                    addr: self.index.leaf_addr(joined.key)?,
+                    reachable: joined.reachable_at.is_some(),
+                    since: joined.since,
+                    entries: self.index.leaf_entries(joined.key),
+                })
+            })
+            .collect();
+        list.sort_by_key(|l| l.node);
+        list
+    }
+
     /// Accounted bytes of the index (see [`crate::index::Budget`]).
     pub fn accounted_bytes(&self) -> usize {
         self.index.accounted_bytes()
@@ -652,7 +702,7 @@ impl Supernode {
                 ErrorCode::Internal,
                 "relays are streams the runtime joins (Supernode::relay_route)",
             )],
-            Request::GetManifest { .. } | Request::GetPiece { .. } => vec![Response::error(
+            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => vec![Response::error(
                 ErrorCode::BadRequest,
                 "not an index request",
             )],

@@ -29,7 +29,15 @@ pub struct NetworkConfig {
     /// `transport::private`). Default: none (an open network). At least
     /// [`MIN_SECRET_LEN`] bytes.
     pub secret: Option<String>,
+    /// An allowlist of node ids: when set, only these nodes may join, peer with or download
+    /// from this node, and this node connects to no other (refused on both sides with
+    /// `NotAllowed`). Default: none (any node of the network). Non-empty, at most
+    /// [`MAX_ALLOW`] ids.
+    pub allow: Option<Vec<NodeId>>,
 }
+
+/// Most node ids in `network.allow`.
+pub const MAX_ALLOW: usize = 10_000;
 
 /// Shortest `network.secret` accepted.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -41,6 +49,7 @@ impl Default for NetworkConfig {
             idle_timeout_ms: 2000,
             bootstrap_wait_secs: 60,
             secret: None,
+            allow: None,
         }
     }
 }
@@ -51,6 +60,11 @@ impl NetworkConfig {
         self.secret
             .as_deref()
             .map(crate::transport::NetworkKey::from_secret)
+    }
+
+    /// Whether `node` may connect with this node (see [`Self::allow`]).
+    pub fn allows(&self, node: &NodeId) -> bool {
+        self.allow.as_ref().is_none_or(|allow| allow.contains(node))
     }
 
     /// See [`Self::bootstrap_wait_secs`].

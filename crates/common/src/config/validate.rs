@@ -129,6 +129,19 @@ impl Config {
         checks
             .iter()
             .try_for_each(|(bounds, value)| bounds.check(*value, origin))?;
+        if let Some(allow) = &self.network.allow {
+            if allow.is_empty() || allow.len() > super::network::MAX_ALLOW {
+                return Err(ConfigError::Range {
+                    path: origin.to_owned(),
+                    key: "network.allow",
+                    value: format!("({} ids)", allow.len()),
+                    reason: format!(
+                        "1 to {} node ids (remove the key to allow any node)",
+                        super::network::MAX_ALLOW
+                    ),
+                });
+            }
+        }
         match &self.network.secret {
             Some(secret) if secret.len() < super::network::MIN_SECRET_LEN => {
                 Err(ConfigError::Range {
@@ -165,6 +178,21 @@ mod tests {
             err.to_string(),
             "x: share.upload_rate_kib = 18014398509481984: 0-4294967296"
         );
+    }
+
+    #[test]
+    fn an_empty_allowlist_is_refused() {
+        let err = Config::from_toml("[network]\nallow = []\n", "x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x: network.allow = (0 ids): 1 to 10000 node ids (remove the key to allow any node)"
+        );
+        let id = "ab".repeat(32);
+        let ok = Config::from_toml(&format!("[network]\nallow = [\"{id}\"]\n"), "x").unwrap();
+        assert!(ok.network.allows(&id.parse().unwrap()));
+        assert!(!ok.network.allows(&"cd".repeat(32).parse().unwrap()));
+        let err = Config::from_toml("[network]\nallow = [\"nope\"]\n", "x").unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
     }
 
     #[test]

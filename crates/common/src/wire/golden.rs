@@ -286,6 +286,21 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 from: NodeId(id(4)),
             }),
         ),
+        // Browse and allowlists.
+        ("Request::Browse", enc(&Request::Browse { start: 1000 })),
+        (
+            "Response::Files",
+            enc(&Response::Files {
+                entries: vec![ShareEntry {
+                    id: ContentId(id(2)),
+                    size: 5,
+                    name: "d/a".into(),
+                }],
+                total: 1001,
+            }),
+        ),
+        ("ErrorCode::NotAllowed", enc(&ErrorCode::NotAllowed)),
+        ("ErrorCode::NotBrowsable", enc(&ErrorCode::NotBrowsable)),
     ]
 }
 
@@ -364,6 +379,10 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Request::RelayAccept", "0909"),
     ("Response::Relaying", "08"),
     ("Notice::Relay", "0509{4}"),
+    ("Request::Browse", "0ae807"),
+    ("Response::Files", "0901{2}0503642f61e907"),
+    ("ErrorCode::NotAllowed", "0b"),
+    ("ErrorCode::NotBrowsable", "0c"),
 ];
 
 fn expand(pattern: &str) -> String {

@@ -45,6 +45,7 @@ async fn messages_round_trip() {
             requester: NodeId([5; 32]),
         },
         Request::RelayAccept { circuit: u64::MAX },
+        Request::Browse { start: 1000 },
     ];
     assert_eq!(requests.len() as u64, REQUEST_KINDS);
     for request in requests {
@@ -119,6 +120,9 @@ fn a_full_batch_fits_a_frame() {
     let name = "n".repeat(MAX_NAME_LEN);
     let entries = (0..MAX_BATCH).map(|_| entry(&name)).collect();
     assert!(encode_frame(&Request::Register { entries }).is_ok());
+    let entries = (0..BROWSE_PAGE).map(|_| entry(&name)).collect();
+    let total = u32::MAX;
+    assert!(encode_frame(&Response::Files { entries, total }).is_ok());
     let cvs = vec![[0xffu8; 32]; crate::hash::MAX_PIECES as usize];
     let manifest = Manifest {
         size: u64::MAX,

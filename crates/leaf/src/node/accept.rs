@@ -67,6 +67,10 @@ pub(super) async fn handle_connection(
         Ok(pending) => pending,
         Err(e @ transport::TransportError::WrongNetwork(_)) => {
             tracing::warn!(%remote, reason = %e, "refused a node of another network (network.secret)");
+            let node = Node {
+                inner: Arc::clone(inner),
+            };
+            node.note_error(format!("refused a node at {remote}: {e}"));
             return;
         }
         Err(e) => {
@@ -78,6 +82,20 @@ pub(super) async fn handle_connection(
         inner: Arc::clone(inner),
     };
     let peer = pending.hello().node_id;
+    if !inner.config.network.allows(&peer) {
+        tracing::warn!(peer = %peer, %remote, "refused a node not in network.allow");
+        node.note_error(format!(
+            "refused node {} at {remote}: not in network.allow",
+            peer.short()
+        ));
+        pending
+            .refuse(
+                ErrorCode::NotAllowed,
+                &format!("node {peer} is not in this node's network.allow"),
+            )
+            .await;
+        return;
+    }
     if let Some(expected) = relayed {
         if peer != expected || pending.hello().intent != Intent::Fetch {
             tracing::info!(peer = %peer.short(), expected = %expected.short(), "relayed connection refused: not the announced downloader");

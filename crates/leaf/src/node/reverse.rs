@@ -203,7 +203,7 @@ impl Node {
 
     /// Asks this leaf's supernode for a reverse connection from `target`; the target as its
     /// supernode lists it.
-    async fn ask_connect(&self, target: NodeId) -> Result<Provider, String> {
+    pub(super) async fn ask_connect(&self, target: NodeId) -> Result<Provider, String> {
         let uplink = self.inner.uplink.borrow().clone();
         let Some(uplink) = uplink else {
             return Err("no supernode to ask".into());

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use kazoo_common::transport::{self, Link};
 use kazoo_common::wire::{
-    self, CloseCode, ErrorCode, Intent, Request, Response, FETCH_IDLE, INDEX_RATE, LEAF_QUERY_RATE,
-    REQUEST_TIMEOUT,
+    self, CloseCode, ErrorCode, Intent, Request, Response, BROWSE_PAGE, FETCH_IDLE, INDEX_RATE,
+    LEAF_QUERY_RATE, REQUEST_TIMEOUT,
 };
 use kazoo_common::NodeId;
 use quinn::{RecvStream, SendStream};
@@ -136,7 +136,7 @@ async fn serve_stream(
             .map_err(|e| StreamError::Stream(e.to_string()))?,
         Request::GetPiece { id, index } => inner
             .uploads
-            .piece(id, *index, limits.uploads, &mut send)
+            .piece(peer, id, *index, limits.uploads, &mut send)
             .await
             .map_err(|e| StreamError::Stream(e.to_string()))?,
         Request::Relay { target, requester } => {
@@ -151,6 +151,10 @@ async fn serve_stream(
                 return refuse_relay(&mut send).await;
             };
             return relaying::accept(&session.sn, peer, *circuit, send, recv).await;
+        }
+        Request::Browse { start } => {
+            let answer = browse_page(inner, *start, limits.queries);
+            wire::write_frame(&mut send, &answer).await?;
         }
         Request::Register { .. }
         | Request::Unregister { .. }
@@ -173,4 +177,29 @@ async fn refuse_relay(send: &mut SendStream) -> Result<(), StreamError> {
     );
     wire::write_frame(send, &refusal).await?;
     Ok(())
+}
+
+/// The answer to `Browse { start }`: a page of this node's sorted listing, unless it opted
+/// out (`share.browsable = false`) or the connection is over its request rate.
+fn browse_page(inner: &Inner, start: u32, rate: &RateLimit) -> Response {
+    if !inner.config.share.browsable {
+        return Response::error(
+            ErrorCode::NotBrowsable,
+            "this node does not let others list its files (share.browsable = false)",
+        );
+    }
+    if !rate.try_take(1) {
+        return Response::error(ErrorCode::Busy, "request rate exceeded; slow down");
+    }
+    let listing = inner.shares.listing();
+    let entries = listing
+        .iter()
+        .skip(start as usize)
+        .take(BROWSE_PAGE)
+        .cloned()
+        .collect();
+    Response::Files {
+        entries,
+        total: u32::try_from(listing.len()).unwrap_or(u32::MAX),
+    }
 }

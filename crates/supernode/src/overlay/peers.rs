@@ -33,6 +33,7 @@ impl Overlay {
                 filter_positions: p.filter.len(),
                 peers: p.peers.len(),
                 load: p.load,
+                since: p.since,
             })
             .collect();
         list.sort_by_key(|p| p.node);

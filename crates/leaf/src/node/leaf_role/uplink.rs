@@ -138,6 +138,7 @@ pub(super) async fn uplink_loop(
         };
         let registered = || {
             tracing::info!(node = %me.short(), supernode = %sn.short(), "attached: shares registered");
+            node.note_attached();
             node.inner.uplink.send_replace(Some(attached));
         };
         let end = stay_joined(&node, &role, link, eligible_at_join, registered).await;
@@ -216,6 +217,11 @@ async fn join_first(
                     tracing::warn!(%addr, %reason, "join refused: not the same network (network.secret)");
                     continue;
                 }
+                if code == ErrorCode::NotAllowed {
+                    tracing::warn!(%addr, %reason, "join refused: not in the supernode's network.allow");
+                    node.note_error(format!("join refused by {addr}: {reason}"));
+                    continue;
+                }
                 refusals.answered = true;
                 tracing::debug!(%addr, %reason, "join refused");
                 if code == wire::ErrorCode::Busy {
@@ -225,8 +231,9 @@ async fn join_first(
                     .redirect
                     .extend(redirect.into_iter().take(MAX_SUCCESSION));
             }
-            Ok(Err(e @ TransportError::WrongNetwork(_))) => {
+            Ok(Err(e @ (TransportError::WrongNetwork(_) | TransportError::NotAllowed(_)))) => {
                 tracing::warn!(%addr, reason = %e, "could not join supernode");
+                node.note_error(format!("could not join {addr}: {e}"));
             }
             Ok(Err(e)) => tracing::debug!(%addr, reason = %e, "could not join supernode"),
             Err(_) => tracing::debug!(%addr, "join attempt timed out"),
