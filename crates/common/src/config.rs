@@ -40,6 +40,9 @@
 //! demote_below_pct = 25         # an auto supernode under this % of max_leaves is under-used
 //! demote_after_secs = 30        # … and demotes after being under-used this long (0 % = never)
 //!
+//! [metrics]
+//! listen = "127.0.0.1:9710"     # Prometheus text format at GET /metrics; unset (default): off
+//!
 //! The schema (the sections and their defaults) is here; reading a file or text and resolving
 //! its paths is in `parse`, the range checks in [`validate`], the `[network]` section and its
 //! QUIC timing in `network`, and the `[election]` section and the capacity score in `election`.
@@ -110,6 +113,8 @@ pub struct Config {
     pub supernode: SupernodeConfig,
     /// `[election]`
     pub election: ElectionConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
 }
 
 /// Which role a node takes.
@@ -246,6 +251,16 @@ impl Default for SupernodeConfig {
             routing: Routing::Filters,
         }
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// TCP address serving the metrics in Prometheus text format at `GET /metrics` (plain
+    /// HTTP, no authentication: keep it on loopback, e.g. `127.0.0.1:9710`). Default: unset,
+    /// no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Config {

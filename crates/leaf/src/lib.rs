@@ -9,6 +9,7 @@
 //! * [`control`] — the local control socket the CLI talks to.
 //! * [`demo`] — a three-node network in one process (`kazoo demo`).
 //! * [`names`] — keeping names from the network inside the download folder.
+//! * [`metrics`] — the Prometheus metrics endpoint (`[metrics] listen`).
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod client;
 pub mod control;
 pub mod demo;
 pub mod download;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod reachability;

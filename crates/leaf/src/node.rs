@@ -47,6 +47,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
+use crate::metrics::{Counters, Counts};
 use crate::serve::Uploads;
 use crate::share::{ShareLayout, ShareStore};
 
@@ -244,6 +245,8 @@ struct Inner {
     network: Option<transport::NetworkKey>,
     /// Configured bootstrap addresses not answering now: since when (unix seconds) and why.
     bootstrap_down: Mutex<std::collections::BTreeMap<SocketAddr, (u64, String)>>,
+    /// Event counters for the metrics endpoint (see [`crate::metrics`]).
+    counters: Arc<Counters>,
 }
 
 impl Inner {
@@ -282,6 +285,9 @@ impl Drop for ActiveDownload<'_> {
         crate::lock(self.set).remove(&self.id);
     }
 }
+
+/// The reason of the placeholder role a node has before its first real one.
+const STARTING: &str = "starting";
 
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
 pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
@@ -368,7 +374,7 @@ impl Node {
             role: Mutex::new(Current {
                 role: Role::Leaf(LeafRole::new(Vec::new())),
                 since: now_secs(),
-                reason: "starting".into(),
+                reason: STARTING.into(),
             }),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
@@ -384,6 +390,7 @@ impl Node {
             started: std::time::Instant::now(),
             bootstrap_down: Mutex::default(),
             network: config.network.network_key(),
+            counters: Arc::default(),
             config,
         });
         let node = Node { inner };
@@ -420,6 +427,14 @@ impl Node {
             reason: reason.to_owned(),
         };
         let old = std::mem::replace(&mut *self.inner.current(), new);
+        let counters = &self.inner.counters;
+        match (&old.role, &self.inner.current().role) {
+            (Role::Leaf(_), Role::Supernode(_)) if old.reason != STARTING => {
+                Counters::add(&counters.promotions, 1)
+            }
+            (Role::Supernode(_), Role::Leaf(_)) => Counters::add(&counters.demotions, 1),
+            _ => {}
+        }
         old.role.stop(reason);
     }
 
@@ -526,6 +541,20 @@ impl Node {
             index_files: sn.map(|s| s.files),
             problems: self.problems(),
         }
+    }
+
+    /// The counters and transfer figures the metrics endpoint shows.
+    pub fn counts(&self) -> Counts {
+        Counts::read(
+            &self.inner.counters,
+            self.inner.uploads.bytes_sent(),
+            crate::lock(&self.inner.downloads).len() as u64,
+        )
+    }
+
+    /// The node's event counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// What is wrong now (see [`Status::problems`]).
@@ -849,6 +878,10 @@ impl download::Network for Node {
                 _ => Vec::new(),
             }
         })
+    }
+
+    fn counters(&self) -> Option<Arc<Counters>> {
+        Some(Arc::clone(&self.inner.counters))
     }
 
     fn report_unreachable(&self, nodes: Vec<NodeId>) {

@@ -9,6 +9,7 @@
 //! downloader would reject it anyway) and is dropped from the share list for re-hashing.
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kazoo_common::wire::{self, ErrorCode, FrameError, Response};
@@ -97,6 +98,8 @@ pub struct Uploads {
     shares: Arc<ShareStore>,
     slots: Semaphore,
     limit: Option<RateLimit>,
+    /// Piece bytes handed to QUIC since start.
+    sent: AtomicU64,
 }
 
 impl Uploads {
@@ -110,7 +113,13 @@ impl Uploads {
                 let rate = rate_kib * 1024;
                 RateLimit::new(rate, (rate / 10).max(PACE_CHUNK as u64))
             }),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// Piece bytes sent since start (written to QUIC streams).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Sends a piece header and its bytes, paced by the rate cap.
@@ -128,7 +137,9 @@ impl Uploads {
                 }
             };
             // Hands the buffer to quinn without copying it.
+            let len = chunk.len() as u64;
             send.write_chunk(chunk).await?;
+            self.sent.fetch_add(len, Ordering::Relaxed);
         }
         Ok(())
     }
