@@ -1,5 +1,6 @@
-//! Documents generated from the CLI definition, for packagers: shell completion scripts
-//! (`kazoo completions SHELL`) and the man pages (`kazoo man [--dir DIR]`).
+//! Documents generated from the CLI definition: shell completion scripts
+//! (`kazoo completions SHELL`) and the man pages (`kazoo man [--dir DIR]`), for users and
+//! packagers (`.ci/deb` puts them in the Debian package).
 
 use std::io::Write;
 use std::path::Path;
@@ -58,7 +59,7 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
 pub fn man(dir: Option<&Path>) -> anyhow::Result<()> {
     let Some(dir) = dir else {
         let mut out = std::io::stdout().lock();
-        clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+        clap_mangen::Man::new(Cli::command().disable_help_subcommand(true)).render(&mut out)?;
         out.write_all(EXTRA_SECTIONS.as_bytes())?;
         out.flush()?;
         return Ok(());

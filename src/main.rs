@@ -80,14 +80,13 @@ enum Command {
     },
     /// Run a three-node demo network on loopback: share, search, download, verify.
     Demo,
-    /// Print a shell completion script for SHELL (for packagers; see the README).
-    #[command(hide = true)]
+    /// Print the completion script for SHELL (e.g. `kazoo completions bash >
+    /// ~/.local/share/bash-completion/completions/kazoo`).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page kazoo(1), in roff (for packagers; see the README).
-    #[command(hide = true)]
+    /// Print the man page kazoo(1) in roff (`kazoo man | man -l -`), or write every page.
     Man {
         /// Write kazoo.1 and a page per command (kazoo-run.1, …) into this folder instead.
         #[arg(long, value_name = "DIR")]
