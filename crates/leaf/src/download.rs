@@ -203,7 +203,7 @@ pub trait Network: Send + Sync {
     /// not be reached; returns at once (the report is sent in the background, best effort).
     fn report_unreachable(&self, nodes: Vec<NodeId>);
     /// Where verified piece bytes are counted (`downloaded_bytes`), if anywhere.
-    fn counters(&self) -> Option<std::sync::Arc<crate::metrics::Counters>> {
+    fn download_counters(&self) -> Option<std::sync::Arc<crate::metrics::Counters>> {
         None
     }
 }

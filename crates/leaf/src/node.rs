@@ -421,6 +421,7 @@ impl Node {
     /// Swaps in `role`; the old one ends (its tasks stop, a supernode's peerings close).
     fn set_role(&self, role: Role, reason: &str) {
         tracing::info!(node = %self.node_id().short(), role = role.wire().as_str(), reason, "role set");
+        let to_supernode = matches!(role, Role::Supernode(_));
         let new = Current {
             role,
             since: now_secs(),
@@ -428,11 +429,11 @@ impl Node {
         };
         let old = std::mem::replace(&mut *self.inner.current(), new);
         let counters = &self.inner.counters;
-        match (&old.role, &self.inner.current().role) {
-            (Role::Leaf(_), Role::Supernode(_)) if old.reason != STARTING => {
+        match (&old.role, to_supernode) {
+            (Role::Leaf(_), true) if old.reason != STARTING => {
                 Counters::add(&counters.promotions, 1)
             }
-            (Role::Supernode(_), Role::Leaf(_)) => Counters::add(&counters.demotions, 1),
+            (Role::Supernode(_), false) => Counters::add(&counters.demotions, 1),
             _ => {}
         }
         old.role.stop(reason);
@@ -880,7 +881,7 @@ impl download::Network for Node {
         })
     }
 
-    fn counters(&self) -> Option<Arc<Counters>> {
+    fn download_counters(&self) -> Option<Arc<Counters>> {
         Some(Arc::clone(&self.inner.counters))
     }
 

@@ -51,7 +51,7 @@ pub(super) async fn download(
         progress,
         sources: Mutex::new(Vec::new()),
         lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
-        counters: network.counters(),
+        counters: network.download_counters(),
         manifest,
     });
     let mut slots = JoinSet::new();
