@@ -1,6 +1,8 @@
 //! `kazoo`: run a node of the kazoo network, or talk to one (search, get, status), or hash
 //! files the way the network does. See the README for the commands and config keys.
 
+mod docs;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use kazoo_leaf::download::{Progress, Report};
 use kazoo_leaf::jobs::last_search::LastSearch;
 use kazoo_leaf::jobs::{JobState, JobView, Target, Tracker, MAX_PER_REQUEST};
 use kazoo_leaf::node::partial_dir;
+use kazoo_leaf::metrics::MetricsServer;
 use kazoo_leaf::{Node, StartOptions, Status};
 
 mod browse;
@@ -136,6 +139,18 @@ enum Command {
     },
     /// Run a three-node demo network on loopback: share, search, download, verify.
     Demo,
+    /// Print the completion script for SHELL (e.g. `kazoo completions bash >
+    /// ~/.local/share/bash-completion/completions/kazoo`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page kazoo(1) in roff (`kazoo man | man -l -`), or write every page.
+    Man {
+        /// Write kazoo.1 and a page per command (kazoo-run.1, …) into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Logs to `file` (appended), or to stderr; colours only on a terminal.
@@ -224,8 +239,11 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Hash { files } = &cli.command {
-        return hash(files);
+    match &cli.command {
+        Command::Hash { files } => return hash(files),
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man { dir } => return docs::man(dir.as_deref()),
+        _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
@@ -247,7 +265,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => status(config, json).await,
         Command::Browse { json, max, node } => browse::run(config, json, max, node).await,
         Command::Demo => kazoo_leaf::demo::run(&mut std::io::stdout()).await,
-        Command::Hash { .. } => Ok(()),
+        Command::Hash { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }
 
@@ -285,6 +303,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             return Err(e).context("serving the control socket");
         }
     };
+    let metrics = match node.config().metrics.listen {
+        Some(addr) => match MetricsServer::serve(node.clone(), addr).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e).with_context(|| format!("serving metrics on {addr}"));
+            }
+        },
+        None => None,
+    };
     let status = node.status();
     // Nobody may be reading (a service): the node runs on.
     let _ = writeln!(
@@ -294,10 +322,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         status.role,
         status.listen
     );
+    if let Some(metrics) = &metrics {
+        let _ = writeln!(
+            std::io::stdout(),
+            "metrics at http://{}/metrics",
+            metrics.local_addr()
+        );
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     drop(control);
+    drop(metrics);
     node.shutdown().await;
     Ok(())
 }

@@ -56,6 +56,8 @@ async fn the_first_auto_node_promotes_and_the_next_joins_it() {
         "{}",
         first.status().reason
     );
+    // Its start as a supernode is no promotion (the metrics' `kazoo_promotions_total`).
+    assert_eq!(first.counts().promotions, 0);
     let second = auto_leaf(&net, "second", &first).await;
     assert_eq!(second.status().supernode, Some(first.node_id()));
     second.shutdown().await;
@@ -97,6 +99,12 @@ async fn an_heir_takes_over_and_every_share_is_searchable_again() {
     }
     // Every leaf re-registered: all three files are found again.
     search_until(&l, &["file"], |h| h.len() == 3).await;
+    // What the metrics count: one promotion, and every leaf lost its supernode.
+    assert_eq!(heir.counts().promotions, 1);
+    for node in [heir, other, &l] {
+        assert!(node.counts().failovers >= 1, "{:?}", node.counts());
+    }
+    assert_eq!(l.counts().promotions, 0);
     assert_eq!(l.status().role, "leaf", "a leaf-only node never promotes");
     assert_eq!(other.status().role, "leaf");
     for node in [l, b, a] {
@@ -301,6 +309,12 @@ async fn an_underused_supernode_demotes_and_its_leaves_follow() {
     let why = status.uplink_reason.unwrap_or_default();
     assert!(why.contains("demoted"), "{why}");
     search_until(&auto, &["lima"], |h| h.len() == 1).await;
+    let counts = auto.counts();
+    assert!(
+        counts.promotions >= 1 && counts.demotions >= 1,
+        "{counts:?}"
+    );
+    assert_eq!(sn.counts().demotions, 0);
     for node in [l, auto, sn] {
         node.shutdown().await;
     }

@@ -46,6 +46,8 @@
 //! max_circuits = 32             # at once (0: relay nothing)
 //! rate_kib = 4096               # KiB/s, all circuits together
 //! max_secs = 600                # a circuit's longest life
+//! [metrics]
+//! listen = "127.0.0.1:9710"     # Prometheus text format at GET /metrics; unset (default): off
 //!
 //! The schema (the sections and their defaults) is here; reading a file or text and resolving
 //! its paths is in `parse`, the range checks in [`validate`], the `[network]` section and its
@@ -122,6 +124,8 @@ pub struct Config {
     pub election: ElectionConfig,
     /// `[relay]`
     pub relay: RelayConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
 }
 
 /// Which role a node takes.
@@ -264,6 +268,16 @@ impl Default for SupernodeConfig {
             routing: Routing::Filters,
         }
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// TCP address serving the metrics in Prometheus text format at `GET /metrics` (plain
+    /// HTTP, no authentication: keep it on loopback, e.g. `127.0.0.1:9710`). Default: unset,
+    /// no endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Config {

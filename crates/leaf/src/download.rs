@@ -206,6 +206,10 @@ pub trait Network: Send + Sync {
     /// Tells the supernode that `nodes` (at most [`kazoo_common::wire::MAX_REPORTED`]) could
     /// not be reached; returns at once (the report is sent in the background, best effort).
     fn report_unreachable(&self, nodes: Vec<NodeId>);
+    /// Where verified piece bytes are counted (`downloaded_bytes`), if anywhere.
+    fn download_counters(&self) -> Option<std::sync::Arc<crate::metrics::Counters>> {
+        None
+    }
 }
 
 /// A boxed future, for the object-safe [`Network`].

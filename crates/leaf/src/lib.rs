@@ -10,6 +10,7 @@
 //! * [`control`] — the local control socket the CLI talks to.
 //! * [`demo`] — a three-node network in one process (`kazoo demo`).
 //! * [`names`] — keeping names from the network inside the download folder.
+//! * [`metrics`] — the Prometheus metrics endpoint (`[metrics] listen`).
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod control;
 pub mod demo;
 pub mod download;
 pub mod jobs;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod reachability;

@@ -49,6 +49,7 @@ use tokio::task::JoinHandle;
 use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
 use crate::serve::activity::UploadView;
+use crate::metrics::{Counters, Counts};
 use crate::serve::Uploads;
 use crate::share::{FolderView, ShareLayout, ShareStore};
 
@@ -320,6 +321,8 @@ struct Inner {
     bootstrap_down: Mutex<std::collections::BTreeMap<SocketAddr, (u64, String)>>,
     /// The last error met (see [`Status::last_error`]).
     last_error: Mutex<Option<LastError>>,
+    /// Event counters for the metrics endpoint (see [`crate::metrics`]).
+    counters: Arc<Counters>,
 }
 
 impl Inner {
@@ -361,6 +364,8 @@ impl Drop for ActiveDownload<'_> {
 
 /// The reason of a leaf until it has joined (then [`Node::note_attached`] replaces it).
 const JOINING: &str = "joining a supernode";
+/// The reason of the placeholder role a node has before its first real one.
+const STARTING: &str = "starting";
 
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
 pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
@@ -449,7 +454,7 @@ impl Node {
             role: Mutex::new(Current {
                 role: Role::Leaf(LeafRole::new(Vec::new())),
                 since: now_secs(),
-                reason: "starting".into(),
+                reason: STARTING.into(),
             }),
             uplink: watch::channel(None).0,
             connections: AtomicUsize::new(0),
@@ -468,6 +473,7 @@ impl Node {
             bootstrap_down: Mutex::default(),
             last_error: Mutex::default(),
             network: config.network.network_key(),
+            counters: Arc::default(),
             config,
         });
         let node = Node { inner };
@@ -499,12 +505,21 @@ impl Node {
     /// Swaps in `role`; the old one ends (its tasks stop, a supernode's peerings close).
     fn set_role(&self, role: Role, reason: &str) {
         tracing::info!(node = %self.node_id().short(), role = role.wire().as_str(), reason, "role set");
+        let to_supernode = matches!(role, Role::Supernode(_));
         let new = Current {
             role,
             since: now_secs(),
             reason: reason.to_owned(),
         };
         let old = std::mem::replace(&mut *self.inner.current(), new);
+        let counters = &self.inner.counters;
+        match (&old.role, to_supernode) {
+            (Role::Leaf(_), true) if old.reason != STARTING => {
+                Counters::add(&counters.promotions, 1)
+            }
+            (Role::Supernode(_), false) => Counters::add(&counters.demotions, 1),
+            _ => {}
+        }
         old.role.stop(reason);
     }
 
@@ -666,6 +681,20 @@ impl Node {
                 _ => "auto: joined a supernode of the network".into(),
             };
         }
+    }
+
+    /// The counters and transfer figures the metrics endpoint shows.
+    pub fn counts(&self) -> Counts {
+        Counts::read(
+            &self.inner.counters,
+            self.inner.uploads.bytes_sent(),
+            crate::lock(&self.inner.downloads).len() as u64,
+        )
+    }
+
+    /// The node's event counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// What is wrong now (see [`Status::problems`]).
@@ -1044,6 +1073,10 @@ impl download::Network for Node {
                 _ => Vec::new(),
             }
         })
+    }
+
+    fn download_counters(&self) -> Option<Arc<Counters>> {
+        Some(Arc::clone(&self.inner.counters))
     }
 
     fn report_unreachable(&self, nodes: Vec<NodeId>) {

@@ -12,6 +12,7 @@
 pub mod activity;
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kazoo_common::wire::{self, ErrorCode, FrameError, Response};
@@ -101,6 +102,8 @@ pub struct Uploads {
     slots: Semaphore,
     limit: Option<RateLimit>,
     activity: activity::Activity,
+    /// Piece bytes handed to QUIC since start.
+    sent: AtomicU64,
 }
 
 impl Uploads {
@@ -115,7 +118,13 @@ impl Uploads {
                 RateLimit::new(rate, (rate / 10).max(PACE_CHUNK as u64))
             }),
             activity: activity::Activity::default(),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// Piece bytes sent since start (written to QUIC streams).
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// The uploads in progress now (see [`activity`]).
@@ -144,8 +153,8 @@ impl Uploads {
                     chunk
                 }
             };
-            let len = chunk.len() as u64;
             // Hands the buffer to quinn without copying it.
+            let len = chunk.len() as u64;
             send.write_chunk(chunk).await?;
             self.activity.sent(
                 peer,
@@ -155,6 +164,7 @@ impl Uploads {
                 len,
                 std::time::Instant::now(),
             );
+            self.sent.fetch_add(len, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -52,6 +52,7 @@ pub(super) async fn download(
         progress,
         sources: Mutex::new(Vec::new()),
         lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
+        counters: network.download_counters(),
         manifest,
     });
     ctx.publish();

@@ -78,6 +78,8 @@ pub(super) struct Ctx {
     /// Request slots per source: [`super::SLOTS_PER_SOURCE`], or half the pieces that fit in memory
     /// if fewer (large pieces), so one stalled source cannot hold every memory permit.
     pub(super) lanes: usize,
+    /// The node's counters (verified bytes are added to `downloaded_bytes`).
+    pub(super) counters: Option<Arc<crate::metrics::Counters>>,
 }
 
 impl Ctx {
@@ -291,6 +293,9 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
                 if first {
                     src.bytes.fetch_add(len, Ordering::SeqCst);
                     ctx.bytes_done.fetch_add(len, Ordering::SeqCst);
+                    if let Some(counters) = &ctx.counters {
+                        crate::metrics::Counters::add(&counters.downloaded_bytes, len);
+                    }
                     partial::persist_bit(&ctx.have, &ctx.sched, piece);
                     ctx.publish();
                 }

@@ -162,6 +162,7 @@ pub(super) async fn uplink_loop(
             }
             Ended::Lost(reason) => {
                 tracing::warn!(node = %me.short(), supernode = %sn.short(), %reason, "lost supernode; re-homing");
+                crate::metrics::Counters::add(&node.counters().failovers, 1);
                 election.on_lost(lost, Instant::now());
             }
         }

@@ -295,6 +295,7 @@ impl Node {
         mut on_hits: impl FnMut(Vec<Hit>),
     ) {
         let (tx, mut rx) = mpsc::channel(QUERY_QUEUE);
+        crate::metrics::Counters::add(&self.counters().queries, 1);
         let (query, actions) = sn.core().start_query(words, max, Instant::now());
         sn.peering.queries().insert(query, tx);
         self.execute(sn, actions);

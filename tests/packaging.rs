@@ -1,0 +1,165 @@
+//! What the Debian package ships, checked from the real binary and the repository: shell
+//! completions and man pages generated from the CLI name every command; the LICENSE files
+//! match Cargo.toml's `license`; the package metadata names files that exist and a unit that
+//! starts the packaged binary. (`.ci/run` builds, installs and checks the package itself.)
+
+use std::path::Path;
+use std::process::Command;
+
+fn kazoo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kazoo"))
+        .args(args)
+        .env("KAZOO_CONFIG", "/nonexistent/kazoo.toml")
+        .output()
+        .expect("kazoo runs");
+    assert!(
+        out.status.success(),
+        "kazoo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// The commands `kazoo --help` lists (without `help`).
+fn commands() -> Vec<String> {
+    let help = kazoo(&["--help"]);
+    let listed: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect();
+    for c in [
+        "run",
+        "search",
+        "get",
+        "hash",
+        "status",
+        "demo",
+        "completions",
+        "man",
+    ] {
+        assert!(listed.iter().any(|l| l == c), "{c} missing from --help");
+    }
+    listed
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn completions_name_every_command_and_option() {
+    let commands = commands();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = kazoo(&["completions", shell]);
+        for c in &commands {
+            // How each shell's script offers a command after `kazoo `.
+            let offered = match shell {
+                "bash" => format!("kazoo,{c})"),
+                "zsh" => format!("'{c}:"),
+                _ => format!("-a \"{c}\""),
+            };
+            assert!(script.contains(&offered), "{shell}: no {offered}");
+        }
+        for option in ["--config", "--json", "--max", "--output"] {
+            let bare = option.trim_start_matches('-');
+            assert!(script.contains(bare), "{shell}: no {option}");
+        }
+    }
+    assert!(kazoo(&["completions", "bash"]).contains("complete -F _kazoo"));
+    assert!(kazoo(&["completions", "zsh"]).starts_with("#compdef kazoo"));
+    assert!(kazoo(&["completions", "fish"]).contains("complete -c kazoo"));
+}
+
+#[test]
+fn man_pages_cover_every_command() {
+    let commands = commands();
+    let page = kazoo(&["man"]);
+    assert!(page.contains(".TH kazoo 1"), "{page}");
+    for section in [
+        ".SH SYNOPSIS",
+        ".SH SUBCOMMANDS",
+        ".SH FILES",
+        ".SH ENVIRONMENT",
+    ] {
+        assert!(page.contains(section), "no {section}");
+    }
+    for c in &commands {
+        assert!(
+            page.contains(&format!("kazoo\\-{c}(1)")),
+            "kazoo(1) names no {c}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    kazoo(&["man", "--dir", dir.path().to_str().unwrap()]);
+    let main = std::fs::read_to_string(dir.path().join("kazoo.1")).unwrap();
+    assert_eq!(main, page, "--dir writes the same kazoo(1)");
+    for c in &commands {
+        let sub = std::fs::read_to_string(dir.path().join(format!("kazoo-{c}.1")))
+            .unwrap_or_else(|e| panic!("kazoo-{c}.1: {e}"));
+        assert!(sub.contains(&format!(".TH kazoo-{c} 1")), "{sub}");
+    }
+    let get = std::fs::read_to_string(dir.path().join("kazoo-get.1")).unwrap();
+    assert!(get.contains("\\-\\-output"), "{get}");
+}
+
+#[test]
+fn license_files_match_cargo_toml() {
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains("\nlicense = \"MIT OR Apache-2.0\"\n"),
+        "the workspace license changed: update LICENSE-* and this test"
+    );
+    let mit = read("LICENSE-MIT");
+    assert!(mit.starts_with("MIT License\n"));
+    assert!(mit.contains("Copyright (c) 2026 the kazoo developers"));
+    assert!(mit.contains("THE SOFTWARE IS PROVIDED \"AS IS\""));
+    let apache = read("LICENSE-APACHE");
+    assert!(apache.contains("Apache License\n                           Version 2.0, January 2004"));
+    assert!(apache.contains("END OF TERMS AND CONDITIONS"));
+    for krate in ["common", "supernode", "leaf", "testnet"] {
+        let toml = read(&format!("crates/{krate}/Cargo.toml"));
+        assert!(toml.contains("license.workspace = true"), "crates/{krate}");
+    }
+    assert!(read("fuzz/Cargo.toml").contains("license = \"MIT OR Apache-2.0\""));
+}
+
+#[test]
+fn the_debian_package_metadata_names_real_files() {
+    let manifest = read("Cargo.toml");
+    let deb = manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("a [package.metadata.deb] table");
+    let build = read(".ci/deb");
+    let mut generated = 0;
+    for line in deb.lines().filter(|l| l.trim_start().starts_with("[\"")) {
+        let source = line.split('"').nth(1).unwrap();
+        match source.strip_prefix("target/release/") {
+            Some("kazoo") => {}
+            // Written by .ci/deb from the binary.
+            Some(made) => {
+                let name = made.trim_start_matches("packaging/");
+                let name = name.split('/').next().unwrap();
+                assert!(build.contains(name), ".ci/deb does not write {made}");
+                generated += 1;
+            }
+            None => assert!(root().join(source).is_file(), "{source} missing"),
+        }
+    }
+    assert_eq!(generated, 4, "man pages and three completion scripts");
+    assert!(deb.contains("[\"target/release/kazoo\", \"usr/bin/\""));
+    let unit = read("config/kazoo.service");
+    assert!(
+        unit.contains("\nExecStart=/usr/bin/kazoo run --config /etc/kazoo/kazoo.toml\n"),
+        "the unit must start the packaged binary"
+    );
+}
