@@ -170,7 +170,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Run => run(config).await,
+        Command::Run => run(config, config_path(cli.config.as_deref())).await,
         Command::Search { json, max, words } => {
             let (json, max, words) = search_flags(json, max, words)?;
             search(config, json, max, words).await
@@ -205,7 +205,11 @@ fn hash(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs a node until Ctrl-C or SIGTERM; SIGHUP reloads `path` (see [`reload`]).
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("watching for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
     let node = Node::start(config, StartOptions::default())
         .await
         .context("starting the node")?;
@@ -225,12 +229,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
         status.role,
         status.listen
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    loop {
+        tokio::select! {
+            stop = tokio::signal::ctrl_c() => {
+                stop.context("waiting for Ctrl-C")?;
+                break;
+            }
+            _ = terminate.recv() => break,
+            _ = hangups.recv() => reload(&node, path.as_deref()),
+        }
+    }
     drop(control);
     node.shutdown().await;
     Ok(())
+}
+
+/// Reloads the config file (SIGHUP): share folders and rate caps take effect at once (see
+/// `Node::reload`); a config with errors is logged and the running one kept.
+fn reload(node: &Node, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no config file to reload (running with the defaults)");
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            node.reload(&new);
+        }
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "SIGHUP: config not reloaded; keeping the running one")
+        }
+    }
 }
 
 /// Asks the node running with this config; `None` when none runs.
@@ -239,7 +267,7 @@ async fn ask(
     request: &ControlRequest,
 ) -> anyhow::Result<Option<Vec<ControlEvent>>> {
     let mut events = Vec::new();
-    match control::request(&config.node.data_dir, request, |e| events.push(e)).await {
+    match control::request(&config.node, request, |e| events.push(e)).await {
         None => Ok(None),
         Some(Ok(())) => Ok(Some(events)),
         Some(Err(e)) => Err(e).context("talking to the running node"),
@@ -255,9 +283,10 @@ async fn short_lived_leaf(config: Config) -> anyhow::Result<Node> {
             config.node.data_dir.display()
         );
     }
-    let listen = match config.node.listen {
-        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    // Any free port, of the configured family (`[::]`: both).
+    let listen = match config.node.listen.ip() {
+        Some(SocketAddr::V4(_)) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        _ => SocketAddr::from(([0u16; 8], 0)),
     };
     let options = StartOptions {
         share: false,
@@ -475,7 +504,7 @@ async fn get(
         out: output.clone(),
     };
     let mut report: Option<anyhow::Result<Report>> = None;
-    let asked = control::request(&config.node.data_dir, &request, |event| match event {
+    let asked = control::request(&config.node, &request, |event| match event {
         ControlEvent::Progress { progress } => bar.update(&progress),
         ControlEvent::Done { report: r } => report = Some(Ok(r)),
         ControlEvent::Error { message } => report = Some(Err(anyhow::anyhow!(message))),

@@ -5,6 +5,7 @@
 //! * [`node`] — start a node, its tasks, status, search, get.
 //! * [`share`] — the shared files, the hash cache, rescans.
 //! * [`serve`] — answering manifest and piece requests.
+//! * [`rate_cap`] — the node-wide upload and download rate caps.
 //! * [`download`] — the parallel, verified, resumable downloader.
 //! * [`control`] — the local control socket the CLI talks to.
 //! * [`demo`] — a three-node network in one process (`kazoo demo`).
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod download;
 pub mod names;
 pub mod node;
+pub mod rate_cap;
 pub mod reachability;
 pub mod serve;
 pub mod share;

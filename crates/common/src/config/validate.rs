@@ -89,6 +89,8 @@ pub const SHARE_RESCAN_SECS: Bounded = bounded("share.rescan_secs", 1, 3600);
 /// `share.upload_rate_kib` (0: unlimited): at most 2^32 KiB/s (4 TiB/s), so the rate in
 /// bytes per second the uploader paces by cannot overflow.
 pub const SHARE_UPLOAD_RATE_KIB: Bounded = bounded("share.upload_rate_kib", 0, 1 << 32);
+/// `share.download_rate_kib` (0: unlimited): the same bound as the upload cap.
+pub const SHARE_DOWNLOAD_RATE_KIB: Bounded = bounded("share.download_rate_kib", 0, 1 << 32);
 
 impl Config {
     /// Checks every bounded key, in this order; the first one out of range is the error.
@@ -116,6 +118,7 @@ impl Config {
             (ELECTION_DEMOTE_AFTER_SECS, e.demote_after_secs),
             (SHARE_RESCAN_SECS, self.share.rescan_secs),
             (SHARE_UPLOAD_RATE_KIB, self.share.upload_rate_kib),
+            (SHARE_DOWNLOAD_RATE_KIB, self.share.download_rate_kib),
         ];
         checks
             .iter()
@@ -177,6 +180,7 @@ mod tests {
             NETWORK_BOOTSTRAP_WAIT_SECS,
             SHARE_RESCAN_SECS,
             SHARE_UPLOAD_RATE_KIB,
+            SHARE_DOWNLOAD_RATE_KIB,
         ] {
             for value in [b.min, b.max] {
                 let (section, key) = b.key.split_once('.').unwrap_or_default();

@@ -51,6 +51,7 @@ pub(super) async fn download(
         progress,
         sources: Mutex::new(Vec::new()),
         lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
+        rate_cap: network.download_cap(),
         manifest,
     });
     let mut slots = JoinSet::new();
