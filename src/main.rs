@@ -349,6 +349,9 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
             let line = serde_json::json!({
                 "hash": r.hash, "name": r.name, "folder": r.folder, "size": r.size,
                 "sources": r.sources, "other_names": r.other_names,
+                "providers": r.providers.iter().map(|p| serde_json::json!({
+                    "node": p.node.to_string(), "addr": p.addr.to_string(),
+                })).collect::<Vec<_>>(),
             });
             writeln!(out, "{line}")?;
         }
