@@ -59,13 +59,13 @@ fn status(config: &Path) -> Option<serde_json::Value> {
 fn leaf_config(root: &Path, name: &str, role: RoleSetting, sn: SocketAddr) -> Config {
     let mut config = Config::default();
     config.node.role = role;
-    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0)).into();
     config.node.data_dir = root.join(name).join("data");
     config.share.dirs = vec![root.join(name).join("shared")];
     config.share.rescan_secs = 60;
     config.network.bootstrap = vec![BootstrapEntry {
         node: None,
-        addr: sn,
+        addr: sn.into(),
     }];
     config
 }

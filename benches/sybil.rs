@@ -99,7 +99,7 @@ async fn run(kind: Kind, n: usize, content: &[u8]) -> Outcome {
     for (name, subnet) in [("h1", 1u8), ("h2", 2u8)] {
         write(&net.share_dir(name), "payload.bin", content);
         let mut config = net.config(name, RoleSetting::Leaf, Some(sn.listen_addr()));
-        config.node.listen = SocketAddr::from(([127, 0, subnet, 1], 0));
+        config.node.listen = SocketAddr::from(([127, 0, subnet, 1], 0)).into();
         config.share.upload_rate_kib = 0;
         let node = net.start(config).await;
         node.wait_ready(testnet::DEADLINE)
@@ -108,7 +108,7 @@ async fn run(kind: Kind, n: usize, content: &[u8]) -> Outcome {
         honest.push(node);
     }
     let mut config = net.config("d", RoleSetting::Leaf, Some(sn.listen_addr()));
-    config.node.listen = SocketAddr::from(([127, 0, 9, 1], 0));
+    config.node.listen = SocketAddr::from(([127, 0, 9, 1], 0)).into();
     let d = net.start(config).await;
     d.wait_ready(testnet::DEADLINE)
         .await

@@ -176,12 +176,17 @@ fn node_config(
 ) -> Config {
     let mut config = Config::default();
     config.node.role = role;
-    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0)).into();
     config.node.data_dir = root.join(name);
     config.share.dirs = share.map(|p| vec![p.to_path_buf()]).unwrap_or_default();
     config.share.rescan_secs = 3600;
     config.network.bootstrap = sn
-        .map(|addr| vec![BootstrapEntry { node: None, addr }])
+        .map(|addr| {
+            vec![BootstrapEntry {
+                node: None,
+                addr: addr.into(),
+            }]
+        })
         .unwrap_or_default();
     config
 }

@@ -19,8 +19,8 @@ use kazoo_leaf::download::partial::{self, PartialFile};
 use kazoo_leaf::download::{Progress, Report};
 use kazoo_leaf::jobs::last_search::LastSearch;
 use kazoo_leaf::jobs::{JobState, JobView, Target, Tracker, MAX_PER_REQUEST};
-use kazoo_leaf::node::partial_dir;
 use kazoo_leaf::metrics::MetricsServer;
+use kazoo_leaf::node::partial_dir;
 use kazoo_leaf::{Node, StartOptions, Status};
 
 mod browse;
@@ -247,7 +247,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Run => run(config).await,
+        Command::Run => run(config, config_path(cli.config.as_deref())).await,
         Command::Search { json, max, words } => {
             let (json, max, words) = search_flags(json, max, words)?;
             search(config, json, max, words).await
@@ -292,7 +292,11 @@ fn hash(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs a node until Ctrl-C or SIGTERM; SIGHUP reloads `path` (see [`reload`]).
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("watching for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
     let node = Node::start(config, StartOptions::default())
         .await
         .context("starting the node")?;
@@ -329,13 +333,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
             metrics.local_addr()
         );
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    loop {
+        tokio::select! {
+            stop = tokio::signal::ctrl_c() => {
+                stop.context("waiting for Ctrl-C")?;
+                break;
+            }
+            _ = terminate.recv() => break,
+            _ = hangups.recv() => reload(&node, path.as_deref()),
+        }
+    }
     drop(control);
     drop(metrics);
     node.shutdown().await;
     Ok(())
+}
+
+/// Reloads the config file (SIGHUP): share folders and rate caps take effect at once (see
+/// `Node::reload`); a config with errors is logged and the running one kept.
+fn reload(node: &Node, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no config file to reload (running with the defaults)");
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            node.reload(&new);
+        }
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "SIGHUP: config not reloaded; keeping the running one")
+        }
+    }
 }
 
 /// Asks the node running with this config; `None` when none runs.
@@ -344,7 +372,7 @@ async fn ask(
     request: &ControlRequest,
 ) -> anyhow::Result<Option<Vec<ControlEvent>>> {
     let mut events = Vec::new();
-    match control::request(&config.node.data_dir, request, |e| events.push(e)).await {
+    match control::request(&config.node, request, |e| events.push(e)).await {
         None => Ok(None),
         Some(Ok(())) => Ok(Some(events)),
         Some(Err(e)) => Err(e).context("talking to the running node"),
@@ -367,9 +395,10 @@ async fn short_lived_leaf(config: Config) -> anyhow::Result<Node> {
 
 /// Starts a node for one command: a leaf on a port of its own that shares nothing.
 async fn short_lived_node(config: Config) -> anyhow::Result<Node> {
-    let listen = match config.node.listen {
-        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    // Any free port, of the configured family (`[::]`: both).
+    let listen = match config.node.listen.ip() {
+        Some(SocketAddr::V4(_)) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        _ => SocketAddr::from(([0u16; 8], 0)),
     };
     let options = StartOptions {
         share: false,
@@ -434,6 +463,9 @@ async fn search(config: Config, json: bool, max: u32, words: Vec<String>) -> any
             let line = serde_json::json!({
                 "hash": r.hash, "name": r.name, "folder": r.folder, "size": r.size,
                 "sources": r.sources, "other_names": r.other_names,
+                "providers": r.providers.iter().map(|p| serde_json::json!({
+                    "node": p.node.to_string(), "addr": p.addr.to_string(),
+                })).collect::<Vec<_>>(),
             });
             writeln!(out, "{line}")?;
         }
@@ -692,7 +724,7 @@ async fn get(
     let mut last: Vec<JobView> = Vec::new();
     let mut told_waiting = std::collections::HashSet::new();
     let mut failed: Option<String> = None;
-    let asked = control::request(&config.node.data_dir, &request, |event| match event {
+    let asked = control::request(&config.node, &request, |event| match event {
         ControlEvent::Job { job } => {
             bars.update(&job);
             if job.state == JobState::WaitingForSources && told_waiting.insert(job.id) {

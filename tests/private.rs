@@ -127,7 +127,10 @@ async fn only_nodes_with_the_secret_join_download_and_peer() {
         Some(SECRET),
     );
     config.network.bootstrap = [sn.listen_addr(), open_sn.listen_addr()]
-        .map(|addr| kazoo_common::config::BootstrapEntry { node: None, addr })
+        .map(|addr| kazoo_common::config::BootstrapEntry {
+            node: None,
+            addr: addr.into(),
+        })
         .to_vec();
     let sn2 = net.start(config).await;
     eventually("the two private supernodes peer", || {

@@ -439,9 +439,13 @@ async fn control(
     timeout: Duration,
 ) -> Result<Vec<ControlEvent>, String> {
     let mut events = Vec::new();
+    let node = kazoo_common::config::NodeConfig {
+        data_dir: data.to_path_buf(),
+        ..Default::default()
+    };
     let asked = tokio::time::timeout(
         timeout,
-        control::request(data, &request, |e| events.push(e)),
+        control::request(&node, &request, |e| events.push(e)),
     )
     .await;
     match asked {

@@ -73,11 +73,11 @@ pub fn run(sns: usize, leaves: usize, queries: usize) {
         for n in 0..sns {
             let mut config = Config::default();
             config.node.role = RoleSetting::Supernode;
-            config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0)).into();
             config.node.data_dir = dir.path().join(format!("sn{n}"));
             config.supernode.max_leaves = leaves;
             config.network.bootstrap = (0..3.min(n))
-                .map(|_| BootstrapEntry { node: None, addr: nodes[rng.below(n)].listen_addr() })
+                .map(|_| BootstrapEntry { node: None, addr: nodes[rng.below(n)].listen_addr().into() })
                 .collect();
             let options = StartOptions { share: false, ..StartOptions::default() };
             nodes.push(Node::start(config, options).await.expect("supernode starts"));

@@ -62,13 +62,18 @@ impl Net {
     pub fn config(&self, node: &str, role: RoleSetting, bootstrap: Option<SocketAddr>) -> Config {
         let mut config = Config::default();
         config.node.role = role;
-        config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0)).into();
         config.node.data_dir = self.root.path().join(node).join("data");
         config.share.dirs = vec![self.share_dir(node)];
         config.share.download_dir = Some(self.download_dir(node));
         config.share.rescan_secs = 1;
         config.network.bootstrap = bootstrap
-            .map(|addr| vec![BootstrapEntry { node: None, addr }])
+            .map(|addr| {
+                vec![BootstrapEntry {
+                    node: None,
+                    addr: addr.into(),
+                }]
+            })
             .unwrap_or_default();
         config
     }
@@ -105,7 +110,10 @@ pub async fn bootstrapped_supernode(net: &Net, name: &str, bootstrap: &[SocketAd
     let mut config = net.config(name, RoleSetting::Supernode, None);
     config.network.bootstrap = bootstrap
         .iter()
-        .map(|&addr| BootstrapEntry { node: None, addr })
+        .map(|&addr| BootstrapEntry {
+            node: None,
+            addr: addr.into(),
+        })
         .collect();
     net.start(config).await
 }

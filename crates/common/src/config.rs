@@ -4,21 +4,24 @@
 //! ```toml
 //! [node]
 //! role = "auto"                 # "auto" | "leaf" | "supernode"
-//! listen = "0.0.0.0:4710"       # UDP address for QUIC
+//! listen = "[::]:4710"          # UDP address for QUIC (IP or host name; dual-stack default)
 //! data_dir = "~/.local/share/kazoo"
+//! control_socket = "/run/kazoo/control.sock"  # default <data_dir>/control.sock
+//! control_group = "kazoo"       # the socket's group (mode 0660): its members may use the CLI
 //!
 //! [share]
 //! dirs = ["~/Music"]
 //! download_dir = "~/.local/share/kazoo/downloads"
 //! rescan_secs = 2
 //! upload_rate_kib = 0           # 0 = unlimited
+//! download_rate_kib = 0         # 0 = unlimited
 //! share_downloads = true        # the download folder is shared
 //! share_saved_elsewhere = false # files saved with `get -o` outside the share folders are not
 //! follow_symlinks = false       # symlinks to files outside the share folders are skipped
 //! browsable = true              # others may list this node's shared files (`kazoo browse`)
 //!
 //! [network]
-//! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@198.51.100.2:4710"]
+//! bootstrap = ["203.0.113.7:4710", "<64 hex digits>@home.example.net:4710", "[2001:db8::7]:4710"]
 //! idle_timeout_ms = 2000        # a silent peer is dead after this; keep-alive every 1/4
 //! bootstrap_wait_secs = 60      # an auto node whose bootstraps never answered waits this long
 //! secret = "…"                  # a private network: only nodes with this secret connect
@@ -55,6 +58,7 @@
 //! and the `[relay]` section in `relay`.
 
 mod election;
+pub mod host;
 mod network;
 mod parse;
 mod relay;
@@ -66,6 +70,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use election::ElectionConfig;
+pub use host::HostAddr;
 pub use network::{BootstrapEntry, NetworkConfig};
 use parse::default_data_dir;
 pub use relay::RelayConfig;
@@ -147,19 +152,41 @@ pub enum RoleSetting {
 pub struct NodeConfig {
     /// Role setting. Default `"auto"`.
     pub role: RoleSetting,
-    /// UDP address to listen on. Default `0.0.0.0:4710`; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// Key, hash cache, partial downloads and the control socket.
+    /// UDP address to listen on: an IP literal or `HOST:PORT` (resolved at start). Default
+    /// `[::]:4710`, every interface over IPv4 and IPv6 (`0.0.0.0:4710` where IPv6 is
+    /// unavailable); port 0 picks a free port.
+    pub listen: HostAddr,
+    /// Key, hash cache, partial downloads and (by default) the control socket.
     /// Default `$XDG_DATA_HOME/kazoo` or `~/.local/share/kazoo`.
     pub data_dir: PathBuf,
+    /// The control socket the CLI talks to. Default `<data_dir>/control.sock`.
+    pub control_socket: Option<PathBuf>,
+    /// Group of the control socket (a name or a numeric id): the socket is created mode
+    /// 0660 and its members may use the CLI against this node. Default: the node user's
+    /// own group (only that user, as the data dir is private anyway).
+    pub control_group: Option<String>,
 }
+
+impl NodeConfig {
+    /// Where the control socket is (see [`Self::control_socket`]).
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(CONTROL_SOCKET))
+    }
+}
+
+/// File name of the control socket in `data_dir`, unless `node.control_socket` says otherwise.
+pub const CONTROL_SOCKET: &str = "control.sock";
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             role: RoleSetting::Auto,
-            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            listen: HostAddr::Ip(SocketAddr::from(([0u16; 8], DEFAULT_PORT))),
             data_dir: default_data_dir(),
+            control_socket: None,
+            control_group: None,
         }
     }
 }
@@ -179,6 +206,9 @@ pub struct ShareConfig {
     /// Upload rate cap for the whole node, in KiB/s; 0 (default) means unlimited. Range
     /// [`validate::SHARE_UPLOAD_RATE_KIB`].
     pub upload_rate_kib: u64,
+    /// Download rate cap for the whole node (all downloads together), in KiB/s; 0 (default)
+    /// means unlimited. Range [`validate::SHARE_DOWNLOAD_RATE_KIB`].
+    pub download_rate_kib: u64,
     /// Whether the download folder is shared (as if listed in `dirs`). Default `true`: what a
     /// node fetched, it offers (KaZaA's "My Shared Folder"); `false` keeps it private even
     /// when it lies inside a share folder.
@@ -204,6 +234,7 @@ impl Default for ShareConfig {
             download_dir: None,
             rescan_secs: 2,
             upload_rate_kib: 0,
+            download_rate_kib: 0,
             share_downloads: true,
             share_saved_elsewhere: false,
             follow_symlinks: false,

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod config;
 pub mod hash;
 pub mod id;

@@ -151,10 +151,44 @@ pub fn endpoint(
     timeouts: Timeouts,
 ) -> Result<Endpoint, TransportError> {
     let server = server_config(identity, timeouts)?;
-    Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
-        addr: listen,
-        source,
-    })
+    let bound = |addr: SocketAddr| {
+        let socket = bind_udp(addr).map_err(|source| TransportError::Bind { addr, source })?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        Endpoint::new(Default::default(), Some(server.clone()), socket, runtime)
+            .map_err(|source| TransportError::Bind { addr, source })
+    };
+    match bound(listen) {
+        // No IPv6 on this host: every IPv4 interface instead.
+        Err(TransportError::Bind { source, .. })
+            if listen.ip() == std::net::Ipv6Addr::UNSPECIFIED && no_ipv6(&source) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
+            tracing::warn!(%listen, error = %source, fallback = %v4, "IPv6 unavailable; listening on IPv4 only");
+            bound(v4)
+        }
+        result => result,
+    }
+}
+
+/// Binds a UDP socket at `addr`; an IPv6 socket is dual-stack (`IPV6_V6ONLY` off, whatever
+/// the system default), so `[::]` also takes IPv4 peers, seen as v4-mapped addresses (see
+/// [`crate::addr`]).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Whether a bind failed because the host has no IPv6.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// A QUIC endpoint like [`endpoint`] over `socket` instead of a UDP socket (the leaf's
@@ -227,7 +261,7 @@ impl Link {
 
     /// The peer's address as seen by us.
     pub fn remote(&self) -> SocketAddr {
-        self.conn.remote_address()
+        crate::addr::canonical(self.conn.remote_address())
     }
 
     /// Where the peer accepts connections (see [`advertised_addr`]).
@@ -376,7 +410,7 @@ impl Pending {
 
     /// The peer's address.
     pub fn remote(&self) -> SocketAddr {
-        self.conn.remote_address()
+        crate::addr::canonical(self.conn.remote_address())
     }
 
     /// Where the dialler accepts connections (see [`advertised_addr`]).

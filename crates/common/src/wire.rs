@@ -75,8 +75,10 @@
 //!   per gossiping peer, [`MAX_CANDIDATES`] in all); one enters the host cache (and the
 //!   saved `hostcache.json`) only once a peering handshake with it has succeeded;
 //! * every hit a peer sends back is validated: providers with an implausible address are
-//!   dropped (multicast, broadcast, port 0, the other IP family than the peer's connection,
-//!   loopback from a peer that is not; an unspecified IP means "the peer that answered"),
+//!   dropped (multicast, broadcast, port 0, loopback from a peer that is not; an
+//!   unspecified IP means "the peer that answered"; either IP family is fine whatever the
+//!   peer's connection, as dual-stack supernodes index both, and a v4-mapped IPv6 address is
+//!   taken as the IPv4 address it maps),
 //!   at most [`MAX_PROVIDERS`] kept, a hit left with none is dropped; names have control,
 //!   bidi and other format characters replaced and are cut to [`MAX_NAME_LEN`] bytes; a hit's
 //!   `sources` is not believed — the origin shows the number of distinct providers it got;

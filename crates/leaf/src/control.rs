@@ -1,6 +1,9 @@
-//! The local control channel: a Unix socket at `<data_dir>/control.sock` (mode 0600) over
-//! which the CLI talks to a running node. One JSON request line per connection; the node
-//! answers with JSON event lines and closes.
+//! The local control channel: a Unix socket over which the CLI talks to a running node, at
+//! `node.control_socket` (default `<data_dir>/control.sock`), mode 0660 and, with
+//! `node.control_group`, owned by that group, so that the group's members can use the CLI
+//! against a node run by another user (a service's `DynamicUser`). The data dir is private
+//! (0700), so a socket meant for a group lives outside it (e.g. `/run/kazoo/control.sock`).
+//! One JSON request line per connection; the node answers with JSON event lines and closes.
 //!
 //! ```text
 //! → {"op":"status"}
@@ -25,6 +28,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kazoo_common::config::NodeConfig;
 use kazoo_common::wire::{Hit, Provider, MAX_RESULTS};
 use kazoo_common::ContentId;
 use kazoo_supernode::hits::Found;
@@ -36,11 +40,13 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::download::partial::PartialFile;
 use crate::jobs::last_search::{LastSearch, Remembered};
 use crate::jobs::{JobView, Target};
-use crate::node::{partial_dir, Node, Status};
 use crate::node::browse::{BrowseTarget, Listing};
+use crate::node::{partial_dir, Node, Status};
 
-/// File name of the socket in `data_dir`.
-pub const SOCKET: &str = "control.sock";
+/// File name of the socket in `data_dir` (unless `node.control_socket` says otherwise).
+pub const SOCKET: &str = kazoo_common::config::CONTROL_SOCKET;
+/// Mode of the socket file: its owner and its group may connect.
+pub const SOCKET_MODE: u32 = 0o660;
 /// Longest request line accepted.
 const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// Control connections served at once (a following `get` holds one until its jobs end).
@@ -224,9 +230,43 @@ fn json_line(value: &impl Serialize) -> std::io::Result<Vec<u8>> {
     Ok(line)
 }
 
-/// Path of the control socket for `data_dir`.
-pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(SOCKET)
+/// Path of the control socket of a node with this `[node]` config.
+pub fn socket_path(node: &NodeConfig) -> PathBuf {
+    node.control_socket_path()
+}
+
+/// The group id of `group`: a number, or a group name looked up through the system's
+/// group database (NSS).
+pub fn group_id(group: &str) -> std::io::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in group name"))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: every pointer is valid for the call: `name` is NUL-terminated, `grp` and
+    // `found` are locals, `buf` is writable for its length; `found` is null or points to
+    // `grp`, whose fields point into `buf`, and only `gr_gid` (a plain integer) is read.
+    let (rc, gid) = unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        );
+        (rc, (!found.is_null()).then_some(grp.gr_gid))
+    };
+    match (rc, gid) {
+        (0, Some(gid)) => Ok(gid),
+        (0, None) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no group named {group:?}"),
+        )),
+        (rc, _) => Err(std::io::Error::from_raw_os_error(rc)),
+    }
 }
 
 /// The control socket of a running node, served while this value lives; dropping it stops
@@ -238,11 +278,16 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds the control socket in `node`'s data_dir and serves it (fails if another node
-    /// already serves one there).
+    /// Binds the control socket of `node`'s config and serves it (fails if another node
+    /// already serves one there, or the configured group cannot be given to it).
     pub async fn serve(node: Node) -> std::io::Result<ControlSocket> {
-        let path = socket_path(&node.config().node.data_dir);
-        let serving = bind(&path, node).await?;
+        let config = &node.config().node;
+        let path = socket_path(config);
+        let gid = config.control_group.as_deref().map(group_id).transpose()?;
+        if gid.is_some() && path.starts_with(&config.data_dir) {
+            tracing::warn!(socket = %path.display(), "node.control_group is set but the control socket is inside the private data_dir, where the group cannot reach it; set node.control_socket elsewhere (e.g. /run/kazoo/control.sock)");
+        }
+        let serving = bind(&path, gid, node).await?;
         Ok(ControlSocket {
             path,
             task: tokio::spawn(serving),
@@ -260,8 +305,12 @@ impl Drop for ControlSocket {
 /// Binds the control socket at `path` and returns the task that serves it.
 async fn bind(
     path: &Path,
+    gid: Option<u32>,
     node: Node,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     if path.exists() {
         if UnixStream::connect(&path).await.is_ok() {
             return Err(std::io::Error::new(
@@ -275,10 +324,17 @@ async fn bind(
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("giving {} to group {gid}: {e}", path.display()),
+                )
+            })?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))?;
     }
     let clients = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONTROL_CLIENTS));
     Ok(async move {
@@ -467,14 +523,27 @@ async fn follow(
     send(write, &ControlEvent::End).await
 }
 
-/// Sends `request` to the node running with `data_dir`; `None` if no node is running there.
-/// Each answer line is passed to `on_event`.
+/// Sends `request` to the node running with this `[node]` config; `None` if no node is
+/// running there. Each answer line is passed to `on_event`. A socket this user may not use
+/// is an error that says so (not "no node").
 pub async fn request(
-    data_dir: &Path,
+    node: &NodeConfig,
     request: &ControlRequest,
     mut on_event: impl FnMut(ControlEvent),
 ) -> Option<std::io::Result<()>> {
-    let stream = UnixStream::connect(socket_path(data_dir)).await.ok()?;
+    let path = socket_path(node);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let message = format!(
+                "the node's control socket {} is not open to this user ({e}); \
+                 it is open to the group in node.control_group (check `ls -l` and `id`)",
+                path.display()
+            );
+            return Some(Err(std::io::Error::new(e.kind(), message)));
+        }
+        Err(_) => return None,
+    };
     let result = async {
         let (read, mut write) = stream.into_split();
         write.write_all(&json_line(request)?).await?;

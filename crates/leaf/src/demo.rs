@@ -19,12 +19,17 @@ const DEMO_FILE_SIZE: usize = 8 << 20;
 fn config(root: &Path, name: &str, role: RoleSetting, bootstrap: Option<SocketAddr>) -> Config {
     let mut config = Config::default();
     config.node.role = role;
-    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.node.listen = SocketAddr::from(([127, 0, 0, 1], 0)).into();
     config.node.data_dir = root.join(name).join("data");
     config.share.dirs = vec![root.join(name).join("shared")];
     config.share.download_dir = Some(root.join(name).join("downloads"));
     config.network.bootstrap = bootstrap
-        .map(|addr| vec![BootstrapEntry { node: None, addr }])
+        .map(|addr| {
+            vec![BootstrapEntry {
+                node: None,
+                addr: addr.into(),
+            }]
+        })
         .unwrap_or_default();
     config
 }

@@ -26,6 +26,12 @@
 //!    network is asked for sources again and new ones join.
 //! 5. When every piece is verified the `.part` file is renamed into place.
 //!
+//! The node-wide download cap (`share.download_rate_kib`, [`Network::download_cap`]) is kept
+//! by the request slots: a slot takes a piece's bytes from the cap before it asks for the
+//! piece, so waiting for the cap does not count towards the piece's time (the slow-source
+//! checks and [`PIECE_TIMEOUT`] see only the transfer). Pieces then arrive at link speed:
+//! the cap holds on average over pieces (a piece is 16 KiB–4 MiB).
+//!
 //! Where each part lives: dialling in `dial`, who may be dialled and who is banned in
 //! `contacts`, the manifest race in [`manifest`], the piece phase's loop in `run`, the request
 //! slots of each source in `worker` (paced by [`pace`], fed by [`scheduler`]), and the
@@ -208,6 +214,11 @@ pub trait Network: Send + Sync {
     fn report_unreachable(&self, nodes: Vec<NodeId>);
     /// Where verified piece bytes are counted (`downloaded_bytes`), if anywhere.
     fn download_counters(&self) -> Option<std::sync::Arc<crate::metrics::Counters>> {
+        None
+    }
+
+    /// The node-wide download rate cap, if the node has one (see the module doc).
+    fn download_cap(&self) -> Option<std::sync::Arc<crate::rate_cap::RateCap>> {
         None
     }
 }

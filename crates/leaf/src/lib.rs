@@ -5,6 +5,7 @@
 //! * [`node`] — start a node, its tasks, status, search, get.
 //! * [`share`] — the shared files, the hash cache, rescans.
 //! * [`serve`] — answering manifest and piece requests.
+//! * [`rate_cap`] — the node-wide upload and download rate caps.
 //! * [`download`] — the parallel, verified, resumable downloader.
 //! * [`jobs`] — the downloads the node manages (queue, wait for sources, pause, resume).
 //! * [`control`] — the local control socket the CLI talks to.
@@ -22,6 +23,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod rate_cap;
 pub mod reachability;
 pub mod serve;
 pub mod share;

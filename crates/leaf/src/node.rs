@@ -10,10 +10,12 @@
 //! the tests drive.
 
 mod accept;
+mod bootstrap;
 pub mod browse;
 pub mod dial_guard;
 pub mod leaf_role;
 mod relay;
+pub mod reload;
 mod request_limits;
 pub mod reverse;
 mod streams;
@@ -48,8 +50,8 @@ use tokio::task::JoinHandle;
 
 use crate::client::{self, RequestError};
 use crate::download::{self, Destination, DownloadError, Job, Progress, Report};
-use crate::serve::activity::UploadView;
 use crate::metrics::{Counters, Counts};
+use crate::serve::activity::UploadView;
 use crate::serve::Uploads;
 use crate::share::{FolderView, ShareLayout, ShareStore};
 
@@ -323,6 +325,12 @@ struct Inner {
     last_error: Mutex<Option<LastError>>,
     /// Event counters for the metrics endpoint (see [`crate::metrics`]).
     counters: Arc<Counters>,
+    /// The bootstrap entries and the listen address as resolved (see [`bootstrap`]).
+    resolver: bootstrap::Resolver,
+    /// The node-wide download cap (`share.download_rate_kib`; a reload changes it).
+    download_cap: Arc<crate::rate_cap::RateCap>,
+    /// Whether this node shares its folders (not a short-lived CLI leaf).
+    sharing: bool,
 }
 
 impl Inner {
@@ -418,7 +426,11 @@ impl Node {
         }
         let identity =
             Identity::load_or_create(&data_dir).map_err(|e| NodeError::Start(e.to_string()))?;
-        let listen = options.listen.unwrap_or(config.node.listen);
+        let resolver = bootstrap::Resolver::new(config.network.bootstrap.clone());
+        let listen = match options.listen {
+            Some(listen) => listen,
+            None => resolver.listen_addr(&config.node.listen).await,
+        };
         let timeouts = options
             .timeouts
             .unwrap_or_else(|| config.network.timeouts());
@@ -466,9 +478,14 @@ impl Node {
             reverse: reverse::Reverse::default(),
             relay,
             dials: dial_guard::DialGuard::new(
-                config.network.bootstrap.iter().map(|b| b.addr),
+                config.network.bootstrap.iter().filter_map(|b| b.addr.ip()),
                 std::time::Instant::now(),
             ),
+            resolver,
+            download_cap: Arc::new(crate::rate_cap::RateCap::new(
+                config.share.download_rate_kib,
+            )),
+            sharing: options.share,
             started: std::time::Instant::now(),
             bootstrap_down: Mutex::default(),
             last_error: Mutex::default(),
@@ -533,11 +550,12 @@ impl Node {
 
     /// The supernode this leaf is joined to, as a place to send others.
     fn uplink_provider(&self) -> Option<Provider> {
-        self.inner
-            .uplink
-            .borrow()
-            .as_ref()
-            .map(|u| Provider::new(u.node, u.conn.remote_address()))
+        self.inner.uplink.borrow().as_ref().map(|u| {
+            Provider::new(
+                u.node,
+                kazoo_common::addr::canonical(u.conn.remote_address()),
+            )
+        })
     }
 
     /// The last succession notice while a leaf: (heirs, other supernodes).
@@ -638,7 +656,9 @@ impl Node {
             since,
             reason,
             supernode: uplink.as_ref().map(|u| u.node),
-            supernode_addr: uplink.as_ref().map(|u| u.conn.remote_address()),
+            supernode_addr: uplink
+                .as_ref()
+                .map(|u| kazoo_common::addr::canonical(u.conn.remote_address())),
             leaves: sn.map(|s| s.leaves),
             peers: sn.map(|s| s.peers),
             peer_list,
@@ -700,9 +720,11 @@ impl Node {
     /// What is wrong now (see [`Status::problems`]).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = self.inner.shares.problems();
+        problems.extend(self.inner.resolver.problems());
         for (addr, (since, why)) in crate::lock(&self.inner.bootstrap_down).iter() {
             problems.push(format!(
-                "bootstrap {addr} not answering since {} ({why})",
+                "bootstrap {} not answering since {} ({why})",
+                self.inner.resolver.describe(*addr),
                 utc_time_of_day(*since)
             ));
         }
@@ -712,27 +734,21 @@ impl Node {
     /// Records whether a configured bootstrap address answered a dial (`Err`: why not); a
     /// bootstrap that stops answering is logged at once, and again when it is back.
     fn note_bootstrap(&self, addr: SocketAddr, answer: Result<(), String>) {
-        if !self
-            .inner
-            .config
-            .network
-            .bootstrap
-            .iter()
-            .any(|b| b.addr == addr)
-        {
+        if !self.inner.resolver.is_bootstrap(addr) {
             return;
         }
         let mut down = crate::lock(&self.inner.bootstrap_down);
+        let name = self.inner.resolver.describe(addr);
         match answer {
             Ok(()) => {
                 if down.remove(&addr).is_some() {
-                    tracing::info!(%addr, "bootstrap supernode answers again");
+                    tracing::info!(addr = %name, "bootstrap supernode answers again");
                 }
             }
             Err(why) => {
                 if !down.contains_key(&addr) {
-                    tracing::warn!(%addr, error = %why, "bootstrap supernode not answering");
-                    self.note_error(format!("bootstrap {addr} not answering: {why}"));
+                    tracing::warn!(addr = %name, error = %why, "bootstrap supernode not answering");
+                    self.note_error(format!("bootstrap {name} not answering: {why}"));
                 }
                 let since = down.get(&addr).map_or_else(now_secs, |(since, _)| *since);
                 down.insert(addr, (since, why));
@@ -756,6 +772,12 @@ impl Node {
         tokio::time::timeout(timeout, ready)
             .await
             .map_err(|_| NodeError::NoSupernode(self.bootstrap_list()))
+    }
+
+    /// Whom to dial among the bootstrap entries this round (names resolved now).
+    async fn bootstrap_targets(&self) -> Vec<(SocketAddr, Option<NodeId>)> {
+        let inner = &self.inner;
+        inner.resolver.targets(inner.listen, &inner.dials).await
     }
 
     /// The configured bootstrap entries, comma-separated (or "none configured").
@@ -835,7 +857,7 @@ impl Node {
                 }
             }
             // What the supernode sent is checked like a peer's hits, then merged.
-            let sn_addr = uplink.conn.remote_address();
+            let sn_addr = kazoo_common::addr::canonical(uplink.conn.remote_address());
             let hits = hits.into_iter().filter_map(|h| validate_hit(h, sn_addr));
             let mut results = merge_results(Some(&query), hits.collect());
             for found in &mut results {
@@ -1077,6 +1099,10 @@ impl download::Network for Node {
 
     fn download_counters(&self) -> Option<Arc<Counters>> {
         Some(Arc::clone(&self.inner.counters))
+    }
+
+    fn download_cap(&self) -> Option<Arc<crate::rate_cap::RateCap>> {
+        Some(Arc::clone(&self.inner.download_cap))
     }
 
     fn report_unreachable(&self, nodes: Vec<NodeId>) {

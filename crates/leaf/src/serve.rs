@@ -4,7 +4,7 @@
 //! memory at once) and per peer connection ([`MAX_UPLOADS_PER_PEER`]), so one greedy
 //! downloader cannot take every slot; request streams per connection are bounded by QUIC
 //! stream credit ([`kazoo_common::wire::MAX_CONCURRENT_STREAMS`]). An optional node-wide
-//! rate cap (`share.upload_rate_kib`) paces piece data. Before each piece the file's size and
+//! rate cap (`share.upload_rate_kib`, changeable on a config reload) paces piece data. Before each piece the file's size and
 //! mtime are checked against what was hashed: a file changed on disk is not served (the
 //! downloader would reject it anyway) and is dropped from the share list for re-hashing.
 //! What goes out is counted per peer and file ([`activity`], shown by `kazoo status`).
@@ -20,6 +20,7 @@ use kazoo_common::{ContentId, NodeId};
 use quinn::SendStream;
 use tokio::sync::Semaphore;
 
+use crate::rate_cap::RateCap;
 use crate::share::{ShareStore, SharedFile};
 
 /// Most piece uploads in progress at once on this node.
@@ -100,7 +101,7 @@ pub enum ServeError {
 pub struct Uploads {
     shares: Arc<ShareStore>,
     slots: Semaphore,
-    limit: Option<RateLimit>,
+    limit: RateCap,
     activity: activity::Activity,
     /// Piece bytes handed to QUIC since start.
     sent: AtomicU64,
@@ -112,11 +113,7 @@ impl Uploads {
         Uploads {
             shares,
             slots: Semaphore::new(MAX_CONCURRENT_UPLOADS),
-            // Bursts of a tenth of a second (at least one pacing step) keep the cap honest.
-            limit: (rate_kib > 0).then(|| {
-                let rate = rate_kib * 1024;
-                RateLimit::new(rate, (rate / 10).max(PACE_CHUNK as u64))
-            }),
+            limit: RateCap::new(rate_kib),
             activity: activity::Activity::default(),
             sent: AtomicU64::new(0),
         }
@@ -132,6 +129,11 @@ impl Uploads {
         self.activity.uploads(std::time::Instant::now())
     }
 
+    /// The upload cap (a reloaded config changes it).
+    pub fn rate_cap(&self) -> &RateCap {
+        &self.limit
+    }
+
     /// Sends a piece header and its bytes, paced by the rate cap; each chunk is counted as
     /// sent to `peer` once quinn has taken it.
     async fn send_piece(
@@ -145,13 +147,12 @@ impl Uploads {
         wire::write_frame(send, &Response::Piece { len }).await?;
         let mut data = bytes::Bytes::from(data);
         while !data.is_empty() {
-            let chunk = match &self.limit {
-                None => data.split_to(data.len()),
-                Some(limit) => {
-                    let chunk = data.split_to(data.len().min(PACE_CHUNK));
-                    limit.take(chunk.len()).await;
-                    chunk
-                }
+            let chunk = if self.limit.is_capped() {
+                let chunk = data.split_to(data.len().min(PACE_CHUNK));
+                self.limit.take(chunk.len()).await;
+                chunk
+            } else {
+                data.split_to(data.len())
             };
             // Hands the buffer to quinn without copying it.
             let len = chunk.len() as u64;

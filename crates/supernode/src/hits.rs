@@ -87,6 +87,9 @@ pub const REPLACEMENT: char = '\u{fffd}';
 pub fn validate_hit(mut hit: Hit, via: SocketAddr) -> Option<Hit> {
     let mut providers = std::mem::take(&mut hit.providers);
     providers.retain(|p| plausible_provider(p.addr, via));
+    for p in &mut providers {
+        p.addr = kazoo_common::addr::canonical(p.addr);
+    }
     let mut seen = std::collections::HashSet::new();
     providers.retain(|p| seen.insert(p.node));
     providers.truncate(MAX_PROVIDERS);
@@ -100,8 +103,9 @@ pub fn validate_hit(mut hit: Hit, via: SocketAddr) -> Option<Hit> {
 }
 
 /// Whether a provider address received from the node at `via` may be real: port ≠ 0, not
-/// multicast or broadcast, the IP family of `via` (IPv4-mapped addresses count as IPv4),
-/// loopback only from a loopback `via`. An unspecified IP is the wire's "the node that
+/// multicast or broadcast, loopback only from a loopback `via` (IPv4-mapped addresses count
+/// as IPv4). Either IP family, whatever `via`'s: a dual-stack supernode reached over IPv6
+/// indexes IPv4 leaves too. An unspecified IP is the wire's "the node that
 /// answered" and stays (the receiver puts the answering node's IP in).
 pub fn plausible_provider(addr: SocketAddr, via: SocketAddr) -> bool {
     let ip = addr.ip().to_canonical();
@@ -113,8 +117,7 @@ pub fn plausible_provider(addr: SocketAddr, via: SocketAddr) -> bool {
         return true;
     }
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    let same_family = ip.is_ipv4() == via_ip.is_ipv4();
-    !ip.is_multicast() && !broadcast && same_family && (!ip.is_loopback() || via_ip.is_loopback())
+    !ip.is_multicast() && !broadcast && (!ip.is_loopback() || via_ip.is_loopback())
 }
 
 /// `name` safe to show: control characters, bidi overrides and isolates, zero-width and
@@ -176,8 +179,8 @@ mod tests {
         );
         let h = validate_hit(h, peer()).unwrap();
         let addrs: Vec<String> = h.providers.iter().map(|p| p.addr.to_string()).collect();
-        assert_eq!(addrs, ["0.0.0.0:4001", "127.0.0.2:4002"]);
-        assert_eq!(h.sources, 2);
+        assert_eq!(addrs, ["[::1]:4000", "0.0.0.0:4001", "127.0.0.2:4002"]);
+        assert_eq!(h.sources, 3);
         // Only a multicast provider: nothing to download from, no hit.
         assert!(validate_hit(hit("a", 1, &["239.1.2.3:80"]), peer()).is_none());
         // Loopback providers only from a loopback peer.
@@ -187,6 +190,27 @@ mod tests {
         // An IPv4-mapped peer address is IPv4.
         let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
         assert!(validate_hit(hit("a", 1, &["198.51.100.7:80"]), mapped).is_some());
+        // Both families from a dual-stack peer; v4-mapped providers become plain IPv4.
+        let v6: SocketAddr = "[2001:db8::5]:4000".parse().unwrap();
+        let h = hit(
+            "a",
+            1,
+            &[
+                "198.51.100.7:80",
+                "[2001:db8::7]:80",
+                "[::ffff:198.51.100.8]:80",
+            ],
+        );
+        let addrs: Vec<String> = validate_hit(h, v6)
+            .unwrap()
+            .providers
+            .iter()
+            .map(|p| p.addr.to_string())
+            .collect();
+        assert_eq!(
+            addrs,
+            ["198.51.100.7:80", "[2001:db8::7]:80", "198.51.100.8:80"]
+        );
     }
 
     #[test]

@@ -702,10 +702,12 @@ impl Supernode {
                 ErrorCode::Internal,
                 "relays are streams the runtime joins (Supernode::relay_route)",
             )],
-            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => vec![Response::error(
-                ErrorCode::BadRequest,
-                "not an index request",
-            )],
+            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => {
+                vec![Response::error(
+                    ErrorCode::BadRequest,
+                    "not an index request",
+                )]
+            }
         }
     }
 

@@ -1,12 +1,12 @@
-//! The `[network]` section: bootstrap supernodes (`ADDR` or `NODEID@ADDR`) and the QUIC timing
-//! it maps to.
+//! The `[network]` section: bootstrap supernodes (`ADDR` or `NODEID@ADDR`, where `ADDR` is an
+//! IP literal or `HOST:PORT`) and the QUIC timing it maps to.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::HostAddr;
 use crate::NodeId;
 
 /// `[network]`
@@ -83,12 +83,12 @@ impl NetworkConfig {
 }
 
 /// A bootstrap supernode: an address, optionally with the node id it must present.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapEntry {
     /// The expected node id, if given as `NODEID@ADDR`.
     pub node: Option<NodeId>,
-    /// The UDP address.
-    pub addr: SocketAddr,
+    /// The UDP address, or a host name resolved whenever it is dialled.
+    pub addr: HostAddr,
 }
 
 impl FromStr for BootstrapEntry {
@@ -98,9 +98,7 @@ impl FromStr for BootstrapEntry {
             Some((id, addr)) => (Some(id.parse::<NodeId>().map_err(|e| e.to_string())?), addr),
             None => (None, s),
         };
-        let addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP:PORT address"))?;
+        let addr = addr.parse()?;
         Ok(BootstrapEntry { node, addr })
     }
 }

@@ -46,6 +46,7 @@ impl Config {
             }
         };
         self.node.data_dir = fix(&self.node.data_dir);
+        self.node.control_socket = self.node.control_socket.as_deref().map(fix);
         self.share.dirs = self.share.dirs.iter().map(|d| fix(d)).collect();
         self.share.download_dir = self.share.download_dir.as_deref().map(fix);
     }
@@ -127,6 +128,26 @@ mod tests {
     fn bad_values_are_errors() {
         assert!(Config::from_toml("[node]\nrole = \"king\"\n", "x").is_err());
         assert!(Config::from_toml("[network]\nbootstrap = [\"nope\"]\n", "x").is_err());
+        assert!(Config::from_toml("[node]\nlisten = \"1.2.3:4\"\n", "x").is_err());
+    }
+
+    #[test]
+    fn host_names_are_kept_for_the_node_to_resolve() {
+        let id = "ab".repeat(32);
+        let text = format!(
+            "[node]\nlisten = \"localhost:0\"\n[network]\nbootstrap = [\"sn.example.net:4710\", \"{id}@[::1]:4711\"]\n"
+        );
+        let c = Config::from_toml(&text, "x").unwrap();
+        assert_eq!(c.node.listen.to_string(), "localhost:0");
+        assert_eq!(
+            c.network.bootstrap[0].addr.to_string(),
+            "sn.example.net:4710"
+        );
+        assert_eq!(c.network.bootstrap[0].addr.ip(), None);
+        assert!(c.network.bootstrap[1].addr.ip().unwrap().is_ipv6());
+        // The default listens on every interface, IPv4 and IPv6.
+        let d = Config::default();
+        assert_eq!(d.node.listen.to_string(), "[::]:4710");
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub const RELAY_MAX_CIRCUITS: Bounded = bounded("relay.max_circuits", 0, 1024);
 pub const RELAY_RATE_KIB: Bounded = bounded("relay.rate_kib", 16, 1 << 22);
 /// `relay.max_secs`.
 pub const RELAY_MAX_SECS: Bounded = bounded("relay.max_secs", 10, 86_400);
+/// `share.download_rate_kib` (0: unlimited): the same bound as the upload cap.
+pub const SHARE_DOWNLOAD_RATE_KIB: Bounded = bounded("share.download_rate_kib", 0, 1 << 32);
 
 impl Config {
     /// Checks every bounded key, in this order; the first one out of range is the error.
@@ -125,6 +127,7 @@ impl Config {
             (RELAY_MAX_CIRCUITS, self.relay.max_circuits as u64),
             (RELAY_RATE_KIB, self.relay.rate_kib),
             (RELAY_MAX_SECS, self.relay.max_secs),
+            (SHARE_DOWNLOAD_RATE_KIB, self.share.download_rate_kib),
         ];
         checks
             .iter()
@@ -214,6 +217,7 @@ mod tests {
             NETWORK_BOOTSTRAP_WAIT_SECS,
             SHARE_RESCAN_SECS,
             SHARE_UPLOAD_RATE_KIB,
+            SHARE_DOWNLOAD_RATE_KIB,
         ] {
             for value in [b.min, b.max] {
                 let (section, key) = b.key.split_once('.').unwrap_or_default();

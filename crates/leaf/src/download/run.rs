@@ -53,6 +53,7 @@ pub(super) async fn download(
         sources: Mutex::new(Vec::new()),
         lanes: SLOTS_PER_SOURCE.min(inflight_pieces / 2).max(1),
         counters: network.download_counters(),
+        rate_cap: network.download_cap(),
         manifest,
     });
     ctx.publish();

@@ -80,6 +80,8 @@ pub(super) struct Ctx {
     pub(super) lanes: usize,
     /// The node's counters (verified bytes are added to `downloaded_bytes`).
     pub(super) counters: Option<Arc<crate::metrics::Counters>>,
+    /// The node's download cap (see the module doc of `download`).
+    pub(super) rate_cap: Option<Arc<crate::rate_cap::RateCap>>,
 }
 
 impl Ctx {
@@ -263,6 +265,11 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
             }
             Next::Piece(piece) => piece,
         };
+        if let Some(cap) = &ctx.rate_cap {
+            // Before the request, so the piece's time counts only its transfer.
+            let (_, len) = ctx.manifest.piece_range(u64::from(piece));
+            cap.take(len as usize).await;
+        }
         let requested = Instant::now();
         match fetch_watched(&ctx, &src, piece).await {
             Watched::Ended(Ok(Fetched::Data(data, verified))) => {

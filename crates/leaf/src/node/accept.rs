@@ -33,12 +33,12 @@ pub(super) async fn accept_loop(inner: Arc<Inner>) {
     let handshakes = RateLimit::new(HANDSHAKE_RATE, 2 * HANDSHAKE_RATE);
     while let Some(incoming) = inner.endpoint.accept().await {
         if inner.connections.load(Ordering::SeqCst) >= limit {
-            tracing::warn!(remote = %incoming.remote_address(), limit, "connection refused: too many connections");
+            tracing::warn!(remote = %kazoo_common::addr::canonical(incoming.remote_address()), limit, "connection refused: too many connections");
             incoming.refuse();
             continue;
         }
         if !incoming.remote_address_validated() && !handshakes.try_take(1) {
-            tracing::debug!(remote = %incoming.remote_address(), "handshake rate exceeded: asking for address validation");
+            tracing::debug!(remote = %kazoo_common::addr::canonical(incoming.remote_address()), "handshake rate exceeded: asking for address validation");
             if let Err(e) = incoming.retry() {
                 e.into_incoming().refuse();
             }
@@ -47,7 +47,7 @@ pub(super) async fn accept_loop(inner: Arc<Inner>) {
         inner.connections.fetch_add(1, Ordering::SeqCst);
         let inner = Arc::clone(&inner);
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
+            let remote = kazoo_common::addr::canonical(incoming.remote_address());
             handle_connection(&inner, incoming, None).await;
             inner.connections.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!(%remote, "connection ended");
@@ -62,7 +62,7 @@ pub(super) async fn handle_connection(
     incoming: quinn::Incoming,
     relayed: Option<NodeId>,
 ) {
-    let remote = incoming.remote_address();
+    let remote = kazoo_common::addr::canonical(incoming.remote_address());
     let pending = match transport::accept_private(incoming, inner.network.clone()).await {
         Ok(pending) => pending,
         Err(e @ transport::TransportError::WrongNetwork(_)) => {

@@ -73,6 +73,11 @@ impl DialGuard {
         }
     }
 
+    /// Trusts `addr` from now on (what a configured bootstrap name resolved to).
+    pub fn prove(&self, addr: SocketAddr, now: Instant) {
+        remember(&mut crate::lock(&self.tables).proven, addr, now);
+    }
+
     /// Whether `addr` may be dialled at `now`; if so the dial is recorded.
     pub fn check(&self, addr: SocketAddr, now: Instant) -> Result<(), DialRefused> {
         let mut tables = crate::lock(&self.tables);

@@ -101,7 +101,7 @@ pub(in crate::node) async fn serve_link(inner: &Arc<Inner>, link: Link, leaf: Op
             match serve_stream(&inner, peer, limits, send, recv, leaf.as_ref()).await {
                 Ok(()) => {}
                 Err(StreamError::Violation(reason)) => {
-                    tracing::warn!(peer = %peer.short(), remote = %conn.remote_address(), %reason, "protocol violation; closing connection");
+                    tracing::warn!(peer = %peer.short(), remote = %kazoo_common::addr::canonical(conn.remote_address()), %reason, "protocol violation; closing connection");
                     transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, &reason);
                 }
                 Err(StreamError::Stream(reason)) => {

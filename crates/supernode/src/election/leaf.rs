@@ -71,6 +71,8 @@ pub struct LeafElection {
     eligible: bool,
     heir_delay: Duration,
     bootstrap: Vec<Target>,
+    /// Whether bootstrap entries are configured (they may resolve to no address for now).
+    bootstrap_configured: bool,
     /// Ids learned on first contact with address-only bootstrap entries.
     pinned: HashMap<SocketAddr, NodeId>,
     lost: Option<(Provider, Instant)>,
@@ -114,6 +116,7 @@ impl LeafElection {
             me,
             eligible,
             heir_delay,
+            bootstrap_configured: !bootstrap.is_empty(),
             bootstrap,
             pinned: HashMap::new(),
             lost: None,
@@ -130,6 +133,15 @@ impl LeafElection {
             answered: false,
             bootstrap_wait: Duration::ZERO,
         }
+    }
+
+    /// Replaces the bootstrap list with what its entries resolve to now (host names are
+    /// resolved again before each round of join attempts); `configured`: entries are
+    /// configured, even if none resolves now (a node whose bootstrap names do not resolve is
+    /// as unanswered as one whose addresses do not answer).
+    pub fn set_bootstrap(&mut self, bootstrap: Vec<Target>, configured: bool) {
+        self.bootstrap = bootstrap;
+        self.bootstrap_configured = configured;
     }
 
     /// Waits `wait` before an eligible node whose bootstrap entries never answered becomes a
@@ -149,7 +161,7 @@ impl LeafElection {
     /// Whether bootstrap entries are configured and no node has answered yet (nor was this
     /// node ever part of a network).
     pub fn unanswered(&self) -> bool {
-        !self.bootstrap.is_empty() && !self.answered && !self.ever_joined
+        self.bootstrap_configured && !self.answered && !self.ever_joined
     }
 
     /// Whether a node stranded for `stranded_for` must still wait for its bootstrap entries.

@@ -71,18 +71,16 @@ pub(super) async fn uplink_loop(
                 .reachability()
                 .is_none_or(|r| r.class == Class::Reachable)
     };
-    let bootstrap = config
-        .network
-        .bootstrap
-        .iter()
-        .map(|b| (b.addr, b.node))
-        .collect();
-    let mut election = LeafElection::new(me, eligible(), config.election.heir_delay(), bootstrap)
+    let configured = !config.network.bootstrap.is_empty();
+    let heir_delay = config.election.heir_delay();
+    let mut election = LeafElection::new(me, eligible(), heir_delay, Vec::new())
         .with_bootstrap_wait(config.network.bootstrap_wait());
     if let Some((from, to, reason)) = first {
         election.on_redirected(from, to, reason);
     }
     loop {
+        // Host names are resolved again for every round of dials (dynamic DNS).
+        election.set_bootstrap(node.bootstrap_targets().await, configured);
         let (heirs, supernodes) = role.succession();
         // The score grows with uptime: a node may become eligible while it runs.
         election.set_eligible(eligible());

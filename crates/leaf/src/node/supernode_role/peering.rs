@@ -6,7 +6,7 @@
 //! overlay. When two supernodes dial each other at once, both keep the connection dialled by
 //! the smaller node id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -335,47 +335,73 @@ impl Node {
                 }
             }
         }
-        let mut unpinned = Vec::new();
-        for entry in &self.inner.config.network.bootstrap {
-            match entry.node {
-                Some(node) => sn.core().overlay_mut().add_host(
-                    Provider::new(node, entry.addr),
-                    Duration::ZERO,
-                    now,
-                ),
-                None => unpinned.push(entry.addr),
-            }
-        }
         let mut tick = tokio::time::interval(OVERLAY_TICK);
         let mut last_save = Instant::now();
         let mut last_bootstrap: Option<Instant> = None;
+        let mut bootstrap_round: Option<tokio::task::JoinHandle<()>> = None;
+        let pinned_known = Arc::new(std::sync::Mutex::new(HashSet::new()));
         loop {
             tick.tick().await;
             let now = Instant::now();
             let actions = sn.core().tick(now);
             self.execute(&sn, actions);
-            if last_bootstrap.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
+            let idle = bootstrap_round.as_ref().is_none_or(|r| r.is_finished());
+            if idle && last_bootstrap.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5))
+            {
                 last_bootstrap = Some(now);
-                let connected: Vec<std::net::SocketAddr> = sn
-                    .peering
-                    .links()
-                    .values()
-                    .map(|l| l.conn.remote_address())
-                    .collect();
-                for addr in unpinned
-                    .iter()
-                    .filter(|a| !connected.contains(a) && **a != self.inner.listen)
-                {
-                    let node = self.clone();
-                    let sn = Arc::clone(&sn);
-                    let addr = *addr;
-                    tokio::spawn(async move { node.dial_peer(sn, addr, None).await });
-                }
+                // In a task of its own: resolving a name may take a while.
+                let round = self
+                    .clone()
+                    .dial_bootstrap(Arc::clone(&sn), Arc::clone(&pinned_known));
+                bootstrap_round = Some(tokio::spawn(round));
             }
             if now.duration_since(last_save) > SAVE_EVERY {
                 last_save = now;
                 save_hosts(&self.inner.config.node.data_dir, &sn);
             }
+        }
+    }
+}
+
+impl Node {
+    /// One round over the bootstrap entries (names resolved again: dynamic DNS): a pinned
+    /// entry at an address not seen before becomes a host like any other; address-only
+    /// ones not peered with are dialled. `pinned_known`: the pinned (address, id) pairs
+    /// added so far (at most one per resolved address of each entry).
+    async fn dial_bootstrap(
+        self,
+        sn: Arc<SupernodeRole>,
+        pinned_known: Arc<std::sync::Mutex<HashSet<(std::net::SocketAddr, NodeId)>>>,
+    ) {
+        let targets = self.bootstrap_targets().await;
+        let now = Instant::now();
+        let mut unpinned = Vec::new();
+        for (addr, node) in targets {
+            match node {
+                Some(node) => {
+                    if crate::lock(&pinned_known).insert((addr, node)) {
+                        let provider = Provider::new(node, addr);
+                        sn.core()
+                            .overlay_mut()
+                            .add_host(provider, Duration::ZERO, now);
+                    }
+                }
+                None => unpinned.push(addr),
+            }
+        }
+        let connected: Vec<std::net::SocketAddr> = sn
+            .peering
+            .links()
+            .values()
+            .map(|l| kazoo_common::addr::canonical(l.conn.remote_address()))
+            .collect();
+        for addr in unpinned
+            .into_iter()
+            .filter(|a| !connected.contains(a) && *a != self.inner.listen)
+        {
+            let node = self.clone();
+            let sn = Arc::clone(&sn);
+            tokio::spawn(async move { node.dial_peer(sn, addr, None).await });
         }
     }
 }
