@@ -94,7 +94,8 @@ fn man_pages_cover_every_command() {
     }
     for c in &commands {
         assert!(
-            page.contains(&format!("kazoo\\-{c}(1)")),
+            // roff escapes every hyphen, the command's own too.
+            page.contains(&format!("kazoo\\-{}(1)", c.replace('-', "\\-"))),
             "kazoo(1) names no {c}"
         );
     }
