@@ -240,10 +240,21 @@ fn status_lists_leaves_peers_folders_uploads_and_reads_in_local_time() {
     );
     assert_eq!(json(&done)["bytes"], 1_500_000);
 
-    // The last error, with when: a download of content nobody has.
+    // The last error, with when: a download of content nobody has (the node's job keeps
+    // waiting for a source; its first failed look is the error).
     let missing = "ab".repeat(32);
-    let failed = run(&bob_cfg, &["get", &missing]);
-    assert!(!failed.status.success());
+    let _waiting = Proc(
+        kazoo(&bob_cfg, &["get", &missing])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kazoo get starts"),
+    );
+    until(&bob_cfg, &["status", "--json"], |o| {
+        json(o)["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("download abababab"))
+    });
     let bob_table = status_in(&bob_cfg, "UTC0");
     let last = bob_table
         .lines()

@@ -734,6 +734,10 @@ async fn drive(jobs: Jobs, node: Node, id: u32, generation: u64) {
         let rx_done = rx.clone();
         let result = run_once(&jobs, &node, id, generation, hash, output.clone(), tx, rx).await;
         drop(permit);
+        if let Err(e) = &result {
+            // `kazoo status` shows it as the last error, with when.
+            node.note_error(format!("download {}: {e}", hash.short()));
+        }
         let err = match result {
             Ok(report) => {
                 tracing::info!(job = id, %hash, path = %report.path.display(), "download done");
