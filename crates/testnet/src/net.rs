@@ -90,7 +90,15 @@ impl Net {
         net.inner.state().dir = Some(dir);
         let inet = &net.inner.inet;
         forwarding(inet)?;
-        inet.ip(&["link", "add", "br0", "type", "bridge"])?;
+        inet.ip(&[
+            "link",
+            "add",
+            "br0",
+            "address",
+            &bridge_mac(0),
+            "type",
+            "bridge",
+        ])?;
         inet.ip(&["addr", "add", &format!("{GATEWAY}/16"), "dev", "br0"])?;
         inet.ip(&["link", "set", "br0", "up"])?;
         Ok(net)
@@ -176,7 +184,15 @@ impl Net {
         self.inner.attach(&ns, "wan", link)?;
         ns.ip(&["addr", "add", &format!("{wan}/16"), "dev", "wan"])?;
         ns.ip(&["route", "add", "default", "via", &GATEWAY.to_string()])?;
-        ns.ip(&["link", "add", "lan", "type", "bridge"])?;
+        ns.ip(&[
+            "link",
+            "add",
+            "lan",
+            "address",
+            &bridge_mac(1 + index),
+            "type",
+            "bridge",
+        ])?;
         ns.ip(&["addr", "add", &format!("{gateway}/24"), "dev", "lan"])?;
         ns.ip(&["link", "set", "lan", "up"])?;
         ns.exec("nft", &["-f", "-"], Some(&nat.ruleset(wan)))?;
@@ -363,6 +379,16 @@ impl Inner {
         self.inet.destroy();
         drop(dir);
     }
+}
+
+/// A fixed, locally administered MAC address for bridge number `n`. A bridge made without
+/// one takes the lowest MAC address among its ports, so adding a host could change the
+/// gateway's MAC address under the hosts that cached it. Their next ARP probe, sent to the
+/// old address, is then dropped. A host whose only route back is through that gateway
+/// (the [`Nat::Firewall`] LANs are routed through the public segment's gateway) lost every
+/// packet for seconds, sometimes for good.
+fn bridge_mac(n: u32) -> String {
+    format!("02:6b:7a:{:02x}:{:02x}:01", (n >> 8) & 0xff, n & 0xff)
 }
 
 /// Turns `ns` into a router that sends no redirects (hosts on one segment reach each other
