@@ -120,7 +120,6 @@ fn find_all(node: &KazooNode, word: &str, files: &[Vec<u8>]) {
 }
 
 #[test]
-#[ignore = "flaky: a leaf behind the Firewall kind sometimes loses its supernode ~2 s after joining and cannot re-join (under investigation, issue 12); run with -- --ignored"]
 fn a_network_behind_mixed_nats_finds_every_share_and_fails_over() {
     let Some(net) = Net::new_or_skip("whole_network") else {
         return;
@@ -251,7 +250,6 @@ fn quiet_for() -> Duration {
 }
 
 #[test]
-#[ignore = "flaky: a leaf behind the Firewall kind sometimes loses its supernode ~2 s after joining and cannot re-join (under investigation, issue 12); run with -- --ignored"]
 fn at_two_percent_loss_nothing_alive_fails_over() {
     let Some(net) = Net::new_or_skip("quiet_network") else {
         return;
