@@ -2,8 +2,9 @@
 //! test network (`crates/testnet`): the real `kazoo` binary downloads each leaf's file from
 //! each other leaf, the bytes verify, and the source was reached the way the pair allows —
 //! a dial when the source is reachable, a reverse connection or a hole punch when the
-//! source's side must help, the supernode's relay when no punch can work. Needs root (a
-//! failure under CI=true; skipped with a notice otherwise).
+//! source's side must help, the supernode's relay when no punch can work — and each leaf's
+//! reachability class is what a dial back from a second supernode (a witness at another IP)
+//! finds. Needs root (a failure under CI=true; skipped with a notice otherwise).
 
 mod common;
 
@@ -47,13 +48,15 @@ impl Site {
         matches!(self, Site::Public | Site::Behind(Nat::FullCone))
     }
 
-    /// The class its supernode's dial back (from a fresh socket) finds. An address-
-    /// restricted NAT lets the supernode's IP in from any port, so it passes.
+    /// The class its supernode finds, by asking its peer (at another IP) to dial it back:
+    /// an address-restricted NAT lets in only IPs the leaf sent to, so it does not pass.
     fn class(self) -> &'static str {
         match self {
-            Site::Public | Site::Behind(Nat::FullCone | Nat::AddressRestricted) => "reachable",
+            Site::Public | Site::Behind(Nat::FullCone) => "reachable",
             Site::Behind(Nat::Symmetric) => "nat",
-            Site::Behind(Nat::PortRestricted | Nat::Firewall) => "firewalled",
+            Site::Behind(Nat::AddressRestricted | Nat::PortRestricted | Nat::Firewall) => {
+                "firewalled"
+            }
         }
     }
 
@@ -139,6 +142,19 @@ fn every_pair_of_nat_kinds_downloads_by_the_path_it_allows() {
         },
     );
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
+    // A second supernode, peered with the first: the dial-back witness, at another IP.
+    let witness_host = net.public_host("witness", wan).unwrap();
+    let _witness = KazooNode::start(
+        &witness_host,
+        NodeSpec {
+            role: "supernode",
+            port: PORT,
+            bootstrap: vec![sn_addr],
+            files: vec![],
+            extra: "",
+        },
+    );
+    sn.status_until(|s| s["peers"].as_u64() >= Some(1));
     // Two homes of each kind, one for sources and one for downloaders, and a fresh host in
     // them for every pair: no pair finds a NAT opened by another pair's traffic.
     let homes = |side: &str| -> Vec<Option<kazoo_testnet::Home>> {

@@ -69,6 +69,10 @@ fn requests() -> Vec<Request> {
             nodes: vec![NodeId([5; 32])],
         },
         Request::Browse { start: 1000 },
+        Request::DialBack {
+            leaf: NodeId([6; 32]),
+            addr: "127.0.0.1:4710".parse().expect("address"),
+        },
     ]
 }
 

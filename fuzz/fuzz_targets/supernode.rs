@@ -414,7 +414,10 @@ impl Model {
             Request::RelayAccept { .. } => {
                 assert_eq!(error, Some(ErrorCode::Internal));
             }
-            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => {
+            Request::GetManifest { .. }
+            | Request::GetPiece { .. }
+            | Request::Browse { .. }
+            | Request::DialBack { .. } => {
                 assert_eq!(error, Some(ErrorCode::BadRequest));
             }
         }

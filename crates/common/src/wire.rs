@@ -49,6 +49,21 @@
 //! with the address its connection comes from, in a [`Notice::Reachability`] (address
 //! discovery: a leaf behind a NAT learns its mapping).
 //!
+//! ## Reachability
+//! The dial back must come from an address the leaf never sent to: a NAT lets in the
+//! answers to the leaf's own packets, and an address-restricted one lets in anything from
+//! an IP the leaf sent to — the supernode's. So a supernode with a peering asks a peer (on
+//! a stream of the peering, like `Relay`) with `DialBack { leaf, addr }`; the peer dials
+//! from a fresh socket of its own and answers `DialedBack { answered }` (AutoNAT-style: a
+//! witness at another IP). A supernode without peers, or whose peer did not answer, dials
+//! from a fresh socket itself, which still tells a firewall or a port-filtering NAT from an
+//! open host. A witness the leaf itself sent to (a bootstrap entry it dialled while
+//! joining) is let in by an address-restricted NAT too, so such a leaf can still pass. A
+//! `DialBack` costs the asking peer a query token ([`PEER_QUERY_RATE`]), and the dial is
+//! subject to the witness's own dial guard (an address that did not answer is left alone
+//! for a while): a peer can make a witness send at most a few handshake packets per
+//! address it names, never more than it could by dialling that address itself.
+
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists
 //! (`Peers`), and routing filters (`Filter`: positions of the routing keys of the sender's
@@ -104,6 +119,7 @@
 //! | `GetManifest` (any → a provider) | `Manifest` |
 //! | `GetPiece` (any → a provider) | `Piece { len }` then exactly `len` raw bytes |
 //! | `Browse` (any → any node) | `Files`, or `Error(NotBrowsable)` |
+//! | `DialBack` (SN → a peer, on a stream of the peering) | `DialedBack`, or `Error(Busy)` |
 //!
 //! Any request may instead be answered by [`Response::Error`]. At most
 //! [`MAX_CONCURRENT_STREAMS`] streams, the control stream included, may be open at once on
@@ -775,6 +791,16 @@ pub enum Request {
         /// Position of the first file wanted.
         start: u32,
     },
+    /// Dial leaf `leaf` at `addr` from a fresh socket and say whether it answered with that
+    /// key (SN → a peer, on a stream of the peering; see "Reachability" above): answered
+    /// `DialedBack`, or `Error(Busy)` when the peer's query rate or this node's dial guard
+    /// refuses.
+    DialBack {
+        /// The leaf's node id; only a connection proving it counts as an answer.
+        leaf: NodeId,
+        /// Where to dial it: the IP the asker sees it at, with its listen port.
+        addr: SocketAddr,
+    },
 }
 
 /// Machine-readable error codes.
@@ -858,6 +884,12 @@ pub enum Response {
         /// How many files the node shares in all.
         total: u32,
     },
+    /// The answer to `DialBack`: whether the leaf answered the dial from a fresh socket
+    /// within [`DIAL_BACK_TIMEOUT`].
+    DialedBack {
+        /// It answered, with the right key.
+        answered: bool,
+    },
 }
 
 impl Response {
@@ -871,7 +903,7 @@ impl Response {
 }
 
 /// Number of variants of [`Request`], to tell an unknown message from a malformed one.
-const REQUEST_KINDS: u64 = 11;
+const REQUEST_KINDS: u64 = 12;
 
 /// Errors reading or writing frames.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     /// Its listen port answered at the IP it is seen at, to a dial from a socket it never
-    /// sent to: anyone can dial it (an address-restricted cone passes too, since the dial
-    /// comes from its supernode's IP).
+    /// sent to: anyone can dial it. The dial comes from a peer of its supernode, at another
+    /// IP; a supernode without peers dials from its own IP, which an address-restricted
+    /// cone lets in, so such a leaf passes then.
     Reachable,
     /// Behind a NAT that remaps its port: not reachable at its listen port (maybe at its
     /// mapping, for an endpoint-independent NAT; it is listed there).

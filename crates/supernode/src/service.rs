@@ -321,6 +321,12 @@ impl Supernode {
         }
     }
 
+    /// Whether peer `peer` may have this supernode dial one of its leaves back
+    /// (`Request::DialBack`): each costs it a query token, like a query.
+    pub fn admit_dial_back(&mut self, peer: NodeId, now: Instant) -> bool {
+        self.overlay.is_peer(&peer) && self.overlay.take_query_token(peer, now)
+    }
+
     /// A peer's `Connect`: checked (see [`Overlay::check_connect`]), then passed to our
     /// leaf, or on towards where the target's hits came from while hops are left.
     fn on_connect(
@@ -702,7 +708,10 @@ impl Supernode {
                 ErrorCode::Internal,
                 "relays are streams the runtime joins (Supernode::relay_route)",
             )],
-            Request::GetManifest { .. } | Request::GetPiece { .. } | Request::Browse { .. } => {
+            Request::GetManifest { .. }
+            | Request::GetPiece { .. }
+            | Request::Browse { .. }
+            | Request::DialBack { .. } => {
                 vec![Response::error(
                     ErrorCode::BadRequest,
                     "not an index request",

@@ -404,6 +404,13 @@ impl Sim {
         Some(sn.core.relay_route(requester, target, via_peer, now))
     }
 
+    /// Whether supernode `at` dials a leaf back for `peer` now (`Request::DialBack`).
+    pub fn admit_dial_back(&mut self, at: NodeId, peer: NodeId) -> Option<bool> {
+        let now = self.clock.instant();
+        let sn = self.sns.get_mut(&at)?;
+        Some(sn.core.admit_dial_back(peer, now))
+    }
+
     /// How long after a kill a connected node notices it.
     fn detect(&mut self) -> Duration {
         let t = self.config.timeouts;

@@ -301,6 +301,18 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("ErrorCode::NotAllowed", enc(&ErrorCode::NotAllowed)),
         ("ErrorCode::NotBrowsable", enc(&ErrorCode::NotBrowsable)),
+        // Dial back from a witness.
+        (
+            "Request::DialBack",
+            enc(&Request::DialBack {
+                leaf: NodeId(id(6)),
+                addr: provider().addr,
+            }),
+        ),
+        (
+            "Response::DialedBack",
+            enc(&Response::DialedBack { answered: true }),
+        ),
     ]
 }
 
@@ -383,6 +395,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Response::Files", "0901{2}0503642f61e907"),
     ("ErrorCode::NotAllowed", "0b"),
     ("ErrorCode::NotBrowsable", "0c"),
+    ("Request::DialBack", "0b{6}007f000001e624"),
+    ("Response::DialedBack", "0a01"),
 ];
 
 fn expand(pattern: &str) -> String {

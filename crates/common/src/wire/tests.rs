@@ -46,6 +46,10 @@ async fn messages_round_trip() {
         },
         Request::RelayAccept { circuit: u64::MAX },
         Request::Browse { start: 1000 },
+        Request::DialBack {
+            leaf: NodeId([6; 32]),
+            addr: "[::1]:4710".parse().unwrap(),
+        },
     ];
     assert_eq!(requests.len() as u64, REQUEST_KINDS);
     for request in requests {

@@ -156,6 +156,13 @@ async fn serve_stream(
             let answer = browse_page(inner, *start, limits.queries);
             wire::write_frame(&mut send, &answer).await?;
         }
+        Request::DialBack { .. } => {
+            let refusal = Response::error(
+                ErrorCode::BadRequest,
+                "DialBack is a peer's request, on a stream of the peering",
+            );
+            wire::write_frame(&mut send, &refusal).await?;
+        }
         Request::Register { .. }
         | Request::Unregister { .. }
         | Request::Search { .. }

@@ -7,15 +7,19 @@
 //! * [`notices`]: succession, redirect and promote notices to joined leaves;
 //! * [`peering`]: peer links to other supernodes, routed searches, the host cache;
 //! * [`relaying`]: relay circuits between leaves that reach each other no other way;
+//! * [`peer_streams`]: the request streams a peer opens on its peering;
+//! * [`witness`]: dial backs asked of a peer (at another IP) and answered for peers;
 //! * [`election`]: growth (asking a leaf to promote, handing leaves over), dial-backs to
 //!   eligible leaves, and demotion.
 
 pub(super) mod admission;
 pub(super) mod election;
 pub(super) mod notices;
+pub(super) mod peer_streams;
 pub(super) mod peering;
 pub(super) mod relaying;
 pub(super) mod requests;
+pub(super) mod witness;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -282,3 +282,19 @@ fn a_relay_goes_to_the_targets_supernode_and_no_further() {
         "not to itself"
     );
 }
+
+#[test]
+fn a_dial_back_is_done_for_peers_only_and_costs_a_query_token() {
+    let mut sim = network(7, 4, 2);
+    assert_eq!(sim.search(node(3), "group1"), 2, "peered");
+    let mut admit = |peer: NodeId| sim.admit_dial_back(node(3), peer).expect("a supernode");
+    assert!(admit(node(1)), "a peer's request");
+    assert!(!admit(node(leaf(7))), "a leaf is no witness's peer");
+    let burst = (0..4 * kazoo_common::wire::PEER_QUERY_RATE)
+        .take_while(|_| admit(node(1)))
+        .count();
+    assert!(
+        burst < 2 * kazoo_common::wire::PEER_QUERY_RATE as usize,
+        "the query rate's burst bounds dial backs: {burst}"
+    );
+}

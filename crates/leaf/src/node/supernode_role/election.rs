@@ -15,7 +15,7 @@ use kazoo_common::NodeId;
 use kazoo_supernode::timing::DEMOTE_CHECK_EVERY;
 use kazoo_supernode::{Demotion, LeafKey};
 
-use super::{peering, SupernodeRole};
+use super::{peering, witness, SupernodeRole};
 use crate::node::leaf_role::{self, LeafRole};
 use crate::node::{Node, Role};
 
@@ -51,13 +51,15 @@ impl SupernodeRole {
 }
 
 impl Node {
-    /// Dials a joined leaf back at the address it advertises (the IP it is seen at). Only a
-    /// leaf that answers (with the right key) is an heir (if eligible) and a verified source;
-    /// one that does not is listed at the address its connection comes from (a NAT's mapping
-    /// of its listening socket, where a reverse connection or punch aims). The leaf is told
-    /// what was found. The observed address itself is not dialled: from this supernode's
-    /// socket that is the join connection's own path, which any NAT lets through, so an
-    /// answer there would prove nothing.
+    /// Dials a joined leaf back at the address it advertises (the IP it is seen at) from a
+    /// socket at an address it never sent to: a peer's, when there is a peering (a witness
+    /// at another IP, see the wire spec's "Reachability"), else a fresh socket of our own.
+    /// Only a leaf that answers (with the right key) is an heir (if eligible) and a verified
+    /// source; one that does not is listed at the address its connection comes from (a
+    /// NAT's mapping of its listening socket, where a reverse connection or punch aims). The
+    /// leaf is told what was found. The observed address itself is not dialled: from this
+    /// supernode's socket that is the join connection's own path, which any NAT lets
+    /// through, so an answer there would prove nothing.
     pub(super) async fn check_reachable(
         &self,
         sn: &SupernodeRole,
@@ -67,21 +69,24 @@ impl Node {
         observed: SocketAddr,
     ) {
         let addr = advertised;
-        let answered =
-            match tokio::time::timeout(DIAL_BACK_TIMEOUT, self.dial_back(addr, leaf)).await {
-                Ok(Ok(link)) => {
-                    transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
-                    Some(addr)
+        let witnessed = match sn.peering.any() {
+            Some((peer, conn)) => match witness::ask(&conn, leaf, addr).await {
+                Ok(answered) => {
+                    tracing::info!(leaf = %leaf.short(), %addr, witness = %peer.short(), answered, "dial back by a peer");
+                    Some(answered)
                 }
-                Ok(Err(e)) => {
-                    tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "dial back failed");
+                Err(reason) => {
+                    tracing::info!(leaf = %leaf.short(), witness = %peer.short(), %reason, "no dial back by a peer; dialling back ourselves");
                     None
                 }
-                Err(_) => {
-                    tracing::info!(leaf = %leaf.short(), %addr, "dial back not answered");
-                    None
-                }
-            };
+            },
+            None => None,
+        };
+        let answered = match witnessed {
+            Some(answered) => answered,
+            None => self.answers_dial_back(addr, leaf).await,
+        };
+        let answered = answered.then_some(addr);
         match answered {
             Some(addr) => sn.core().set_reachable(leaf, key, addr),
             None => {
@@ -93,6 +98,25 @@ impl Node {
             let _ = notices
                 .tx
                 .try_send(Notice::Reachability { observed, answered });
+        }
+    }
+
+    /// Whether `leaf` answers, with its key, a dial to `addr` from a fresh socket within
+    /// [`DIAL_BACK_TIMEOUT`].
+    pub(super) async fn answers_dial_back(&self, addr: SocketAddr, leaf: NodeId) -> bool {
+        match tokio::time::timeout(DIAL_BACK_TIMEOUT, self.dial_back(addr, leaf)).await {
+            Ok(Ok(link)) => {
+                transport::close(&link.conn, CloseCode::NORMAL, "reachability checked");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::info!(leaf = %leaf.short(), %addr, reason = %e, "dial back failed");
+                false
+            }
+            Err(_) => {
+                tracing::info!(leaf = %leaf.short(), %addr, "dial back not answered");
+                false
+            }
         }
     }
 

@@ -75,6 +75,14 @@ impl Peering {
         crate::lock(&self.queries)
     }
 
+    /// Some peer whose peering is up, with its connection (a dial-back witness).
+    pub(super) fn any(&self) -> Option<(NodeId, Connection)> {
+        self.links()
+            .iter()
+            .next()
+            .map(|(id, l)| (*id, l.conn.clone()))
+    }
+
     /// Closes the peering with `peer`, if any.
     fn close(&self, peer: &NodeId, code: u32, reason: &str) {
         if let Some(link) = self.links().get(peer) {
@@ -238,7 +246,8 @@ impl Node {
         let actions = sn.core().peer_up(peer, addr, now);
         self.execute(&sn, actions);
         sn.hand_over(peer, addr);
-        let relay_streams = tokio::spawn(super::relaying::serve_peer_streams(
+        let relay_streams = tokio::spawn(super::peer_streams::serve(
+            self.clone(),
             Arc::clone(&sn),
             peer,
             conn.clone(),

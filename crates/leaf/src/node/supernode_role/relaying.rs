@@ -17,11 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kazoo_common::config::RelayConfig;
-use kazoo_common::transport::{self, HANDSHAKE_TIMEOUT};
-use kazoo_common::wire::{
-    self, CloseCode, ErrorCode, Request, Response, MAX_RELAY_PACKET, RELAY_ACCEPT_WAIT,
-    REQUEST_TIMEOUT,
-};
+use kazoo_common::transport::HANDSHAKE_TIMEOUT;
+use kazoo_common::wire::{self, ErrorCode, Request, Response, MAX_RELAY_PACKET, RELAY_ACCEPT_WAIT};
 use kazoo_common::NodeId;
 use kazoo_supernode::RelayHop;
 use quinn::{Connection, RecvStream, SendStream};
@@ -208,37 +205,6 @@ pub(in crate::node) async fn accept(
     // The asker may have given up meanwhile; the streams are dropped then.
     let _ = announced.accepted.send((send, recv));
     Ok(())
-}
-
-/// Serves `Relay` streams a peer opens on its peering until the connection ends; any other
-/// request is a protocol violation.
-pub(in crate::node) async fn serve_peer_streams(
-    sn: Arc<SupernodeRole>,
-    peer: NodeId,
-    conn: Connection,
-) {
-    while let Ok((send, mut recv)) = conn.accept_bi().await {
-        let sn = Arc::clone(&sn);
-        let conn = conn.clone();
-        tokio::spawn(async move {
-            let request =
-                tokio::time::timeout(REQUEST_TIMEOUT, wire::read_request(&mut recv)).await;
-            let outcome = match request {
-                Ok(Ok(Request::Relay { target, requester })) => {
-                    relay(&sn, Asker::Peer(peer), target, requester, send, recv).await
-                }
-                Ok(Ok(other)) => Err(StreamError::Violation(format!(
-                    "{other:?} on a peering stream"
-                ))),
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(StreamError::Stream("request timed out".into())),
-            };
-            if let Err(StreamError::Violation(reason)) = outcome {
-                tracing::warn!(peer = %peer.short(), %reason, "protocol violation; closing peering");
-                transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, &reason);
-            }
-        });
-    }
 }
 
 /// Copies relay frames both ways until a side ends, breaks the framing, or the circuit's
