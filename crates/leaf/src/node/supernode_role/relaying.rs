@@ -143,7 +143,8 @@ pub(in crate::node) async fn relay(
 
 /// Announces a circuit to our leaf `leaf` and waits for its `RelayAccept`.
 async fn announce(sn: &SupernodeRole, leaf: NodeId, requester: NodeId) -> Result<Leg, Response> {
-    let circuit = random_circuit();
+    // Unpredictable, so no other leaf can open someone else's circuit.
+    let circuit = u64::from_le_bytes(crate::os_random());
     let (accepted, rx) = oneshot::channel();
     crate::lock(&sn.relays.announced).insert(
         circuit,
@@ -280,15 +281,4 @@ async fn copy_frames(recv: &mut RecvStream, send: &mut SendStream, relays: &Rela
         }
         relays.relayed.fetch_add(len as u64, Ordering::Relaxed);
     }
-}
-
-/// A fresh circuit id, unpredictable so no other leaf can open someone else's circuit.
-fn random_circuit() -> u64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Unexpected; the id then only needs to be unique, and the target is checked anyway.
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        return NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    u64::from_le_bytes(bytes)
 }
