@@ -28,6 +28,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::SupernodeRole;
+use crate::client::{self, RequestError};
 use crate::node::request_limits::StreamError;
 use crate::serve::RateLimit;
 
@@ -167,22 +168,14 @@ async fn announce(sn: &SupernodeRole, leaf: NodeId, requester: NodeId) -> Result
 
 /// Passes a relay on to the peer with the target, on a stream of the peering.
 async fn pass_on(conn: &Connection, target: NodeId, requester: NodeId) -> Result<Leg, Response> {
-    let lost = |e: String| Response::error(ErrorCode::NotFound, format!("relay peer: {e}"));
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-    wire::write_frame(&mut send, &Request::Relay { target, requester })
-        .await
-        .map_err(|e| lost(e.to_string()))?;
-    let answer = tokio::time::timeout(
-        RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT,
-        wire::read_frame::<Response>(&mut recv),
-    )
-    .await;
-    match answer {
-        Ok(Ok(Response::Relaying)) => Ok((send, recv)),
-        Ok(Ok(refusal @ Response::Error { .. })) => Err(refusal),
-        Ok(Ok(other)) => Err(lost(format!("unexpected answer {other:?}"))),
-        Ok(Err(e)) => Err(lost(e.to_string())),
-        Err(_) => Err(lost("no answer".into())),
+    let request = Request::Relay { target, requester };
+    match client::relay_stream(conn, &request, RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT).await {
+        Ok(leg) => Ok(leg),
+        Err(RequestError::Remote { code, message }) => Err(Response::Error { code, message }),
+        Err(e) => Err(Response::error(
+            ErrorCode::NotFound,
+            format!("relay peer: {e}"),
+        )),
     }
 }
 
