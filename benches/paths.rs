@@ -48,16 +48,7 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn leaf(host: &Host, sn: SocketAddr, files: Vec<(String, Vec<u8>)>) -> KazooNode {
-    KazooNode::start(
-        host,
-        NodeSpec {
-            role: "leaf",
-            port: 0,
-            bootstrap: vec![sn],
-            files,
-            extra: "",
-        },
-    )
+    KazooNode::start(host, NodeSpec::leaf(vec![sn], files))
 }
 
 /// Seconds of a `get` of `hash` by `node`, and how the source was reached.
@@ -89,11 +80,8 @@ fn main() {
     let sn = KazooNode::start(
         &sn_host,
         NodeSpec {
-            role: "supernode",
-            port: PORT,
-            bootstrap: vec![],
-            files: vec![],
             extra: "[relay]\nrate_kib = 65536\n",
+            ..NodeSpec::supernode(vec![])
         },
     );
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
