@@ -3,9 +3,12 @@
 //! between two leaves), each pair placed so that one path is the one that works — `direct`
 //! (public source), `reverse` (port-restricted source, public downloader), `punched` (both
 //! port-restricted) and `relayed` (symmetric source, port-restricted downloader). For each:
-//! the time to a one-piece file (connection set-up, asking, manifest, one piece) and the
-//! throughput of a 24 MiB file after it, as a ratio to the link rate and to the direct path
-//! measured in the same run; and the supernode's CPU time per relayed MiB.
+//! the time to first byte of a one-piece file (from the download's start, sources known, to
+//! its verified piece: the path's set-up, the manifest, the piece; as a ratio to the least it
+//! can take) and the throughput of a 24 MiB file over its transfer alone (first source
+//! connected to last piece, from `kazoo get --json`'s `connected_secs`), as a ratio to the
+//! link rate and to the direct path measured in the same run; and the supernode's CPU time
+//! per relayed MiB.
 //!
 //! `cargo bench --bench paths`. The supernode relays with `relay.rate_kib = 65536` here, so
 //! the relay's own cost shows, not the default cap (4096 KiB/s, 0.34 of this link).
@@ -15,12 +18,14 @@
 mod kazoo_net;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kazoo_net::{json, KazooNode, NodeSpec, PORT};
 use kazoo_testnet::{Host, Link, Nat, Net};
 
 const LINK_MBIT: u32 = 100;
+/// One way, per access link: two leaves are 2 × 10 ms apart, 40 ms round trip.
+const LINK_DELAY: Duration = Duration::from_millis(10);
 const BIG: usize = 24 << 20;
 const SMALL: usize = 200 << 10;
 
@@ -48,21 +53,26 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 fn leaf(host: &Host, sn: SocketAddr, files: Vec<(String, Vec<u8>)>) -> KazooNode {
-    KazooNode::start(
-        host,
-        NodeSpec {
-            role: "leaf",
-            port: 0,
-            bootstrap: vec![sn],
-            files,
-            extra: "",
-        },
-    )
+    KazooNode::start(host, NodeSpec::leaf(vec![sn], files))
 }
 
-/// Seconds of a `get` of `hash` by `node`, and how the source was reached.
-fn get(node: &KazooNode, hash: &str) -> (f64, String) {
+/// What one `get` measured.
+struct Got {
+    /// Wall time of the `kazoo get` process (lookup of sources included).
+    wall: f64,
+    /// How the source was reached.
+    reached: String,
+    /// Download start (sources known) to the first verified piece.
+    first_piece: f64,
+    /// First source connected to the last piece verified: the transfer alone.
+    transfer: f64,
+}
+
+/// A `get` of `hash` by `node`.
+fn get(node: &KazooNode, hash: &str) -> Got {
+    let started = Instant::now();
     let out = node.get(hash);
+    let wall = started.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
         "get failed: {}\n{}",
@@ -70,30 +80,30 @@ fn get(node: &KazooNode, hash: &str) -> (f64, String) {
         node.log_tail()
     );
     let report = json(&out);
-    let reached = report["sources"][0]["reached"]
-        .as_str()
-        .unwrap_or("?")
-        .to_owned();
-    (report["seconds"].as_f64().unwrap_or(f64::NAN), reached)
+    let secs = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
+    Got {
+        wall,
+        reached: report["sources"][0]["reached"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned(),
+        first_piece: secs("first_piece_secs"),
+        transfer: secs("seconds") - secs("connected_secs"),
+    }
 }
 
 fn main() {
     let Some(net) = Net::new_or_skip("bench_paths") else {
         return;
     };
-    let link = Link::new()
-        .rate_mbit(LINK_MBIT)
-        .delay(Duration::from_millis(10));
+    let link = Link::new().rate_mbit(LINK_MBIT).delay(LINK_DELAY);
     let sn_host = net.public_host("sn", link).unwrap();
     let sn_addr = SocketAddr::from((sn_host.addr(), PORT));
     let sn = KazooNode::start(
         &sn_host,
         NodeSpec {
-            role: "supernode",
-            port: PORT,
-            bootstrap: vec![],
-            files: vec![],
             extra: "[relay]\nrate_kib = 65536\n",
+            ..NodeSpec::supernode(vec![])
         },
     );
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
@@ -109,15 +119,32 @@ fn main() {
         ),
         ("relayed", Some(Nat::Symmetric), Some(Nat::PortRestricted)),
     ];
+    let rtt = 4.0 * LINK_DELAY.as_secs_f64();
+    // The least a first byte can take over a path of round trip `rtt`: the handshake, the
+    // manifest and the piece request (a round trip each), and the one-piece file at the link
+    // rate.
+    let least_first = |rtt: f64| 3.0 * rtt + SMALL as f64 / link_bytes_per_sec;
     println!(
-        "paths: {LINK_MBIT} Mbit/s links, 40 ms RTT between leaves; one-piece file {} KiB, big file {} MiB",
+        "paths: {LINK_MBIT} Mbit/s links, {:.0} ms RTT between leaves; one-piece file {} KiB, big file {} MiB",
+        rtt * 1000.0,
         SMALL >> 10,
         BIG >> 20
     );
     println!(
-        "| path | reached | first file (s) | big file (s) | throughput (MB/s) | ÷ link rate | ÷ direct |"
+        "first byte: the one-piece file's download start (sources known) to its verified piece, \
+         ÷ the least it can take (3 RTT + the piece at the link rate: {:.0} ms; relayed, through \
+         the supernode, twice the RTT: {:.0} ms); `get` wall: the \
+         whole `kazoo get` of it (process, source lookup, download); throughput: the big file \
+         from its first source connected to its last piece verified (each `get` dials afresh, \
+         so the path's set-up is left out), ÷ the configured link rate",
+        least_first(rtt) * 1000.0,
+        least_first(2.0 * rtt) * 1000.0
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!();
+    println!(
+        "| path | reached (small / big) | `get` wall (s) | first byte (s) | ÷ least | transfer (s) | throughput (MB/s) | ÷ link rate | ÷ direct |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut direct_rate = f64::NAN;
     let mut relay_cost = None;
     for (i, (kind, source_nat, downloader_nat)) in kinds.iter().enumerate() {
@@ -149,22 +176,27 @@ fn main() {
         for node in [&source, &downloader] {
             node.status_until(|s| !s["reachability"].is_null());
         }
-        let (first, reached) = get(&downloader, &small_hash);
+        let small = get(&downloader, &small_hash);
         let relayed_before = sn.status()["relay"]["relayed_bytes"].as_u64().unwrap_or(0);
         let cpu_before = cpu_secs(sn.pid());
-        let (secs, big_reached) = get(&downloader, &big_hash);
+        let big = get(&downloader, &big_hash);
         let cpu = cpu_secs(sn.pid()) - cpu_before;
         let relayed = sn.status()["relay"]["relayed_bytes"].as_u64().unwrap_or(0) - relayed_before;
-        // The big file's own transfer: its time less the set-up the first file measured.
-        let rate = BIG as f64 / (secs - first).max(1e-3);
+        let rate = BIG as f64 / big.transfer.max(1e-3);
         if *kind == "direct" {
             direct_rate = rate;
         }
-        if big_reached == "relayed" && relayed > 0 {
+        if big.reached == "relayed" && relayed > 0 {
             relay_cost = Some((cpu, relayed));
         }
         println!(
-            "| {kind} | {reached} / {big_reached} | {first:.2} | {secs:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {kind} | {} / {} | {:.2} | {:.3} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            small.reached,
+            big.reached,
+            small.wall,
+            small.first_piece,
+            small.first_piece / least_first(if *kind == "relayed" { 2.0 * rtt } else { rtt }),
+            big.transfer,
             rate / 1e6,
             rate / link_bytes_per_sec,
             rate / direct_rate

@@ -5,7 +5,9 @@
 //! kazoo handshake, then answers no request) and **bad pieces** (answers with the true
 //! manifest, then with garbage pieces). For each: seconds from `get` to a verified file,
 //! as a ratio to N = 0 (target ≤ 1.5 at N = 100), and datagrams that reached the unreachable
-//! fakes' ports per fake — from the supernode's one dial back at join, and from the download.
+//! fakes per fake — from the supernode's one dial back at join (at the port each advertised),
+//! and from the download (at the address each joined from, where the supernode lists a leaf
+//! that did not answer its dial back).
 //!
 //! `cargo bench --bench sybil` (`-- --size-mib M` for another file size; default 64).
 
@@ -65,6 +67,26 @@ async fn fake(sn: &Node, content: &[u8], kind: Kind, i: usize) -> FakeSource {
         }
         Kind::Stalling => testnet::fake::stalling_from(sn, content, identity, endpoint).await,
         Kind::BadPieces => testnet::fake::bad_pieces_from(sn, content, identity, endpoint).await,
+    }
+}
+
+/// Moves each dead fake's connection to its supernode to a fresh socket and binds its dead
+/// port at the address it joined from instead. A leaf that does not answer the dial back is
+/// listed at that observed address (where a reverse connection or a punch would reach it
+/// behind a NAT), not at the port it advertised, so that is where a download dials it.
+async fn dead_at_observed(fakes: &mut [FakeSource]) {
+    for fake in fakes.iter_mut().filter(|f| f.dead.is_some()) {
+        let observed = fake.endpoint().local_addr().expect("fake address");
+        let fresh = std::net::UdpSocket::bind((observed.ip(), 0)).expect("fresh socket");
+        fake.endpoint().rebind(fresh).expect("rebind");
+        // quinn keeps the old socket until a packet arrives on the new one (a keep-alive
+        // answer within a second).
+        let dead = eventually("the observed address is free", || async {
+            std::net::UdpSocket::bind(observed).ok()
+        })
+        .await;
+        dead.set_nonblocking(true).expect("non-blocking");
+        fake.dead = Some(dead);
     }
 }
 
@@ -129,6 +151,7 @@ async fn run(kind: Kind, n: usize, content: &[u8]) -> Outcome {
     // Let every dial back end, so the counts below are the download's alone.
     tokio::time::sleep(DIAL_BACK_TIMEOUT + Duration::from_secs(1)).await;
     let dial_back = drain(&fakes);
+    dead_at_observed(&mut fakes).await;
     let started = Instant::now();
     let report = d.get(id, None, no_progress()).await.expect("download");
     let seconds = started.elapsed().as_secs_f64();

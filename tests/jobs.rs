@@ -146,6 +146,21 @@ fn get_hands_several_files_and_result_numbers_to_the_node() {
         assert_eq!(report["bytes"], data.len());
         assert_eq!(report["resumed_bytes"], 0);
         assert!(report["sources"][0]["node"].is_string());
+        // The path's set-up, the first byte and the whole download, in that order.
+        let secs = |key: &str| {
+            report[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {report}"))
+        };
+        let (connected, first, total) = (
+            secs("connected_secs"),
+            secs("first_piece_secs"),
+            secs("seconds"),
+        );
+        assert!(
+            0.0 <= connected && connected <= first && first <= total,
+            "{report}"
+        );
         let path = report["path"].as_str().unwrap();
         assert_eq!(&std::fs::read(path).unwrap(), data);
     }

@@ -98,15 +98,11 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 fn leaf(host: &Host, sn: SocketAddr, file: Option<&[u8]>) -> KazooNode {
     KazooNode::start(
         host,
-        NodeSpec {
-            role: "leaf",
-            port: 0,
-            bootstrap: vec![sn],
-            files: file
-                .map(|f| vec![(format!("matrix {}.bin", host.name()), f.to_vec())])
+        NodeSpec::leaf(
+            vec![sn],
+            file.map(|f| vec![(format!("matrix {}.bin", host.name()), f.to_vec())])
                 .unwrap_or_default(),
-            extra: "",
-        },
+        ),
     )
 }
 
@@ -131,16 +127,7 @@ fn every_pair_of_nat_kinds_downloads_by_the_path_it_allows() {
     let wan = Link::new().delay(Duration::from_millis(5)).rate_mbit(100);
     let sn_host = net.public_host("sn", wan).unwrap();
     let sn_addr = SocketAddr::from((sn_host.addr(), PORT));
-    let sn = KazooNode::start(
-        &sn_host,
-        NodeSpec {
-            role: "supernode",
-            port: PORT,
-            bootstrap: vec![],
-            files: vec![],
-            extra: "",
-        },
-    );
+    let sn = KazooNode::start(&sn_host, NodeSpec::supernode(vec![]));
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
     // A second supernode, peered with the first: the dial-back witness, at another IP.
     let witness_host = net.public_host("witness", wan).unwrap();

@@ -486,16 +486,7 @@ fn kazoo_leaves_behind_nat_join_share_and_search() {
     let (a, b) = (cone.host("a").unwrap(), sym.host("b").unwrap());
     let sn_addr = SocketAddr::from((sn_host.addr(), PORT));
 
-    let sn = KazooNode::start(
-        &sn_host,
-        NodeSpec {
-            role: "supernode",
-            port: PORT,
-            bootstrap: vec![],
-            files: vec![],
-            extra: "",
-        },
-    );
+    let sn = KazooNode::start(&sn_host, NodeSpec::supernode(vec![]));
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
     let files = [content(700_000, 1), content(900_000, 2)];
     let hashes: Vec<String> = files
@@ -505,13 +496,7 @@ fn kazoo_leaves_behind_nat_join_share_and_search() {
     let leaf = |host: &Host, name: &str, data: &[u8]| {
         KazooNode::start(
             host,
-            NodeSpec {
-                role: "leaf",
-                port: 0,
-                bootstrap: vec![sn_addr],
-                files: vec![(name.to_owned(), data.to_vec())],
-                extra: "",
-            },
+            NodeSpec::leaf(vec![sn_addr], vec![(name.to_owned(), data.to_vec())]),
         )
     };
     let la = leaf(&a, "alpha cone.bin", &files[0]);

@@ -60,13 +60,7 @@ fn supernodes(net: &Net, link: Link) -> (Vec<KazooNode>, Vec<SocketAddr>) {
         .map(|(i, host)| {
             KazooNode::start(
                 host,
-                NodeSpec {
-                    role: "supernode",
-                    port: PORT,
-                    bootstrap: if i == 0 { vec![] } else { vec![addrs[0]] },
-                    files: vec![],
-                    extra: "",
-                },
+                NodeSpec::supernode(if i == 0 { vec![] } else { vec![addrs[0]] }),
             )
         })
         .collect();
@@ -102,10 +96,10 @@ fn leaves(
                 &host,
                 NodeSpec {
                     role: "auto",
-                    port: 0,
-                    bootstrap,
-                    files: vec![(format!("{word} item{i}.bin"), files[i].clone())],
-                    extra: "",
+                    ..NodeSpec::leaf(
+                        bootstrap,
+                        vec![(format!("{word} item{i}.bin"), files[i].clone())],
+                    )
                 },
             )
         })

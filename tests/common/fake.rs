@@ -62,7 +62,12 @@ pub async fn join_and_register(
 }
 
 impl FakeSource {
-    /// A dead source `node`, joined over `link` and listed at `dead`'s port.
+    /// Its QUIC endpoint (the one it joined from).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self._endpoint
+    }
+
+    /// A dead source `node`, joined over `link`, saying it listens at `dead`'s port.
     pub fn dead(
         node: NodeId,
         link: Link,

@@ -35,6 +35,32 @@ pub struct NodeSpec<'a> {
     pub extra: &'a str,
 }
 
+impl NodeSpec<'_> {
+    /// A leaf on an ephemeral port joining `bootstrap`, sharing `files`, nothing extra (set
+    /// other fields with `NodeSpec { role: "auto", ..NodeSpec::leaf(...) }`).
+    pub fn leaf(bootstrap: Vec<SocketAddr>, files: Vec<(String, Vec<u8>)>) -> Self {
+        NodeSpec {
+            role: "leaf",
+            port: 0,
+            bootstrap,
+            files,
+            extra: "",
+        }
+    }
+
+    /// A supernode on [`PORT`] joining `bootstrap` (none: the first of its network), sharing
+    /// nothing, nothing extra.
+    pub fn supernode(bootstrap: Vec<SocketAddr>) -> Self {
+        NodeSpec {
+            role: "supernode",
+            port: PORT,
+            bootstrap,
+            files: Vec::new(),
+            extra: "",
+        }
+    }
+}
+
 impl KazooNode {
     /// Writes `host.dir()/kazoo.toml` (data in `data/`, shares `shared/`, downloads
     /// `downloads/`) and starts `kazoo run` inside `host`, its log in `kazoo.log`.

@@ -1,7 +1,9 @@
 //! Requests over an established connection: one bidirectional stream per request.
 
 use kazoo_common::wire::{self, FrameError, Request, Response};
-use quinn::{Connection, RecvStream};
+use std::time::Duration;
+
+use quinn::{Connection, RecvStream, SendStream};
 
 /// Errors making a request.
 #[derive(Debug, thiserror::Error)]
@@ -66,4 +68,25 @@ pub async fn read_answer(recv: &mut RecvStream) -> Result<Response, RequestError
 pub async fn call(conn: &Connection, request: &Request) -> Result<Response, RequestError> {
     let mut recv = send(conn, request).await?;
     read_answer(&mut recv).await
+}
+
+/// Opens a relay leg on `conn`: sends `request` (a `Relay` or `RelayAccept`) on a new stream
+/// that stays open both ways and waits up to `wait` for [`Response::Relaying`], after which
+/// the stream carries relay frames (see the wire spec, "Relay"). A refusal is
+/// [`RequestError::Remote`].
+pub async fn relay_stream(
+    conn: &Connection,
+    request: &Request,
+    wait: Duration,
+) -> Result<(SendStream, RecvStream), RequestError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    wire::write_frame(&mut send, request).await?;
+    let answer = tokio::time::timeout(wait, wire::read_frame::<Response>(&mut recv))
+        .await
+        .map_err(|_| RequestError::Timeout)??;
+    match answer {
+        Response::Relaying => Ok((send, recv)),
+        Response::Error { code, message } => Err(RequestError::Remote { code, message }),
+        other => Err(RequestError::Unexpected(format!("{other:?}"))),
+    }
 }

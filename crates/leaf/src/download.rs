@@ -195,8 +195,16 @@ pub struct Report {
     pub bytes: u64,
     /// Bytes that were already on disk from an earlier attempt.
     pub resumed_bytes: u64,
-    /// Wall time.
+    /// Wall time, from the start of the download (sources known) to the last piece.
     pub seconds: f64,
+    /// Seconds from the start until the first source was connected (none: never); the
+    /// transfer alone is `seconds - connected_secs`.
+    #[serde(default)]
+    pub connected_secs: Option<f64>,
+    /// Seconds from the start until the first piece of this run verified (time to first
+    /// byte; none: every piece was on disk already).
+    #[serde(default)]
+    pub first_piece_secs: Option<f64>,
     /// Per-source contributions.
     pub sources: Vec<SourceReport>,
     /// Pieces that failed verification.

@@ -35,3 +35,25 @@ pub use node::{Findings, Node, RelayStats, StartOptions, Status};
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// `N` bytes from the OS CSPRNG, for secrets and ids a peer must not guess (query-id keys,
+/// relay circuit ids). Should the OS fail (not expected on any supported OS) the bytes come
+/// from the clock and a process-wide counter, logged as an error: still unique, no longer
+/// unpredictable.
+pub(crate) fn os_random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        tracing::error!(error = %e, "OS randomness unavailable; falling back to the clock");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let count = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&nanos.to_le_bytes());
+        hasher.update(&count.to_le_bytes());
+        hasher.finalize_xof().fill(&mut bytes);
+    }
+    bytes
+}

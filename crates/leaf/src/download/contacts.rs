@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use kazoo_common::wire::{CloseCode, Provider, MAX_REPORTED};
 use kazoo_common::NodeId;
@@ -29,6 +30,8 @@ pub(super) struct Contacts<'a> {
     pub(super) reports: Vec<SourceReport>,
     /// How each connected source was reached.
     pub(super) paths: HashMap<NodeId, Path>,
+    /// When the first source connected.
+    pub(super) first_connected: Option<Instant>,
 }
 
 impl<'a> Contacts<'a> {
@@ -42,7 +45,14 @@ impl<'a> Contacts<'a> {
             failures: HashMap::new(),
             reports: Vec::new(),
             paths: HashMap::new(),
+            first_connected: None,
         }
+    }
+
+    /// Source `node` connected, reached by `path`.
+    pub(super) fn connected(&mut self, node: NodeId, path: Path) {
+        self.paths.insert(node, path);
+        self.first_connected.get_or_insert_with(Instant::now);
     }
 
     /// Queues `providers` for dialling, except those live, banned or unreachable.

@@ -94,7 +94,7 @@ pub(super) async fn get_manifest(
             Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
                 match dialled {
                     Ok((conn, path)) => {
-                        contacts.paths.insert(provider.node, path);
+                        contacts.connected(provider.node, path);
                         ever_connected = true;
                         let rank = contacts.dialer.rank(&provider.node);
                         let at = to_ask.partition_point(|(r, _, _)| *r <= rank);

@@ -2,7 +2,7 @@
 //! piece is verified (dialling new sources as the network names them), and gathers the report.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kazoo_common::hash::Manifest;
@@ -48,6 +48,7 @@ pub(super) async fn download(
         wake: Notify::new(),
         memory: Semaphore::new(inflight_pieces),
         bytes_done: AtomicU64::new(resumed_bytes),
+        first_piece: OnceLock::new(),
         resumed_bytes,
         progress,
         sources: Mutex::new(Vec::new()),
@@ -82,7 +83,7 @@ pub(super) async fn download(
             Some((provider, dialled)) = contacts.dialer.next(), if contacts.dialer.running() > 0 => {
                 match dialled {
                     Ok((conn, path)) => {
-                        contacts.paths.insert(provider.node, path);
+                        contacts.connected(provider.node, path);
                         starving = false;
                         ctx.add_sources(vec![(provider, conn)], &mut slots);
                     }
@@ -143,12 +144,15 @@ pub(super) async fn download(
         report.reached = contacts.paths.get(&report.node).copied();
     }
     let bad_pieces = reports.iter().map(|r| r.bad_pieces).sum();
+    let since = |at: Instant| at.saturating_duration_since(started).as_secs_f64();
     let report = Report {
         hash: job.id,
         path,
         bytes: ctx.manifest.size,
         resumed_bytes,
         seconds: started.elapsed().as_secs_f64(),
+        connected_secs: contacts.first_connected.map(since),
+        first_piece_secs: ctx.first_piece.get().copied().map(since),
         sources: reports,
         bad_pieces,
     };

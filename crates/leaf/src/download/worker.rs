@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kazoo_common::hash::Manifest;
@@ -71,6 +71,8 @@ pub(super) struct Ctx {
     pub(super) wake: Notify,
     pub(super) memory: Semaphore,
     pub(super) bytes_done: AtomicU64,
+    /// When the first piece of this run verified.
+    pub(super) first_piece: OnceLock<Instant>,
     /// Bytes already verified on disk when this run started.
     pub(super) resumed_bytes: u64,
     pub(super) progress: watch::Sender<Progress>,
@@ -300,6 +302,7 @@ async fn slot(ctx: Arc<Ctx>, src: Arc<Source>, lane: usize) {
                 if first {
                     src.bytes.fetch_add(len, Ordering::SeqCst);
                     ctx.bytes_done.fetch_add(len, Ordering::SeqCst);
+                    ctx.first_piece.get_or_init(Instant::now);
                     if let Some(counters) = &ctx.counters {
                         crate::metrics::Counters::add(&counters.downloaded_bytes, len);
                     }

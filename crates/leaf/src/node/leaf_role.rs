@@ -12,7 +12,7 @@ use kazoo_common::wire::Provider;
 use kazoo_supernode::election::Redirect;
 
 use super::{Node, Tasks};
-use crate::reachability::Reachability;
+use crate::reachability::{Class, Reachability};
 
 /// What a node has while it is a leaf; dropped whole when it promotes.
 pub struct LeafRole {
@@ -48,6 +48,13 @@ impl LeafRole {
     /// What its supernode observed of its reachability (none yet: not told).
     pub(super) fn reachability(&self) -> Option<Reachability> {
         *crate::lock(&self.reachability)
+    }
+
+    /// Whether its supernode found it reachable by a dial from outside (not told yet counts
+    /// as reachable: the first node of a network is dialled back by nobody).
+    pub(super) fn reachable(&self) -> bool {
+        self.reachability()
+            .is_none_or(|r| r.class == Class::Reachable)
     }
 
     fn set_reachability(&self, reachability: Reachability) {

@@ -8,14 +8,16 @@
 pub(super) mod socket;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kazoo_common::identity::Identity;
 use kazoo_common::transport::{self, Timeouts, TransportError, HANDSHAKE_TIMEOUT};
-use kazoo_common::wire::{self, Intent, Request, Response, RELAY_ACCEPT_WAIT};
+use kazoo_common::wire::{Intent, Request, RELAY_ACCEPT_WAIT};
 use kazoo_common::NodeId;
-use quinn::{Connection, Endpoint};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
 
 use super::{accept, Inner, Node};
+use crate::client;
 use socket::CircuitSocket;
 
 /// The relay endpoint and its circuits.
@@ -41,28 +43,13 @@ impl Relay {
 impl Node {
     /// Connects to `target` through a circuit its supernode and ours relay.
     pub(super) async fn relay_dial(&self, target: NodeId) -> Result<Connection, String> {
-        let uplink = self.inner.uplink.borrow().clone();
-        let uplink = uplink.ok_or("no supernode to relay through")?;
-        let (mut send, mut recv) = uplink.conn.open_bi().await.map_err(|e| e.to_string())?;
         let request = Request::Relay {
             target,
             requester: self.node_id(),
         };
-        wire::write_frame(&mut send, &request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = tokio::time::timeout(
-            RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT,
-            wire::read_frame::<Response>(&mut recv),
-        )
-        .await
-        .map_err(|_| "the relay did not answer".to_owned())?;
-        match answer {
-            Ok(Response::Relaying) => {}
-            Ok(Response::Error { message, .. }) => return Err(format!("relay refused: {message}")),
-            Ok(other) => return Err(format!("unexpected relay answer {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        }
+        let (send, recv) = self
+            .relay_leg(&request, RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT)
+            .await?;
         let relay = &self.inner.relay;
         let addr = relay
             .socket
@@ -108,20 +95,24 @@ impl Node {
         });
     }
 
-    async fn open_circuit(&self, circuit: u64, from: NodeId) -> Result<(), String> {
+    /// Opens a relay leg on a stream to our supernode with `request`, waiting up to `wait`
+    /// for its answer (see [`client::relay_stream`]).
+    async fn relay_leg(
+        &self,
+        request: &Request,
+        wait: Duration,
+    ) -> Result<(SendStream, RecvStream), String> {
         let uplink = self.inner.uplink.borrow().clone();
-        let uplink = uplink.ok_or("no supernode")?;
-        let (mut send, mut recv) = uplink.conn.open_bi().await.map_err(|e| e.to_string())?;
-        wire::write_frame(&mut send, &Request::RelayAccept { circuit })
+        let uplink = uplink.ok_or("no supernode to relay through")?;
+        client::relay_stream(&uplink.conn, request, wait)
             .await
-            .map_err(|e| e.to_string())?;
-        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_frame(&mut recv)).await;
-        match answer {
-            Ok(Ok(Response::Relaying)) => {}
-            Ok(Ok(other)) => return Err(format!("relay answered {other:?}")),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("relay did not answer".into()),
-        }
+            .map_err(|e| format!("relay: {e}"))
+    }
+
+    /// Opens our end of circuit `circuit` from downloader `from`.
+    async fn open_circuit(&self, circuit: u64, from: NodeId) -> Result<(), String> {
+        let request = Request::RelayAccept { circuit };
+        let (send, recv) = self.relay_leg(&request, HANDSHAKE_TIMEOUT).await?;
         let addr = self
             .inner
             .relay

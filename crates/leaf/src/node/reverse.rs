@@ -19,7 +19,6 @@ use super::streams::serve_link;
 use super::Node;
 use crate::client;
 use crate::download::{BoxFuture, Path};
-use crate::reachability::Class;
 use crate::serve::RateLimit;
 
 /// How long a direct dial has before a reverse connection is asked for too (it keeps
@@ -196,9 +195,7 @@ impl Node {
     /// Whether this node's supernode found it reachable by a dial from outside (a
     /// supernode, or a leaf not told yet, counts as reachable).
     fn reachable(&self) -> bool {
-        self.leaf()
-            .and_then(|leaf| leaf.reachability())
-            .is_none_or(|r| r.class == Class::Reachable)
+        self.leaf().is_none_or(|leaf| leaf.reachable())
     }
 
     /// Asks this leaf's supernode for a reverse connection from `target`; the target as its

@@ -83,7 +83,7 @@ impl Node {
             max_peers: config.max_peers,
             hop_limit: config.hop_limit,
             routing: config.routing,
-            query_key: query_key(),
+            query_key: QueryKey(crate::os_random()),
             ..OverlayConfig::default()
         };
         let mut core = Supernode::new(
@@ -116,22 +116,6 @@ impl Node {
         role.tasks
             .spawn(self.clone().demotion_loop(Arc::clone(&role)));
     }
-}
-
-/// A fresh secret key for this supernode's query ids, from the OS CSPRNG.
-fn query_key() -> QueryKey {
-    let mut key = [0u8; 32];
-    if let Err(e) = getrandom::fill(&mut key) {
-        // Not expected on any supported OS; the ids are then only as unpredictable as the
-        // clock.
-        tracing::error!(error = %e, "OS randomness unavailable; query ids keyed by the clock");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        key = *blake3::hash(&nanos.to_le_bytes()).as_bytes();
-    }
-    QueryKey(key)
 }
 
 /// Keeps a supernode's own shares in its index.

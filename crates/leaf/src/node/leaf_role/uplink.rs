@@ -64,13 +64,7 @@ pub(super) async fn uplink_loop(
     let config = &node.inner.config;
     // A node its supernode could not dial back never promotes itself: nobody could reach
     // it as a supernode. Before any dial back (the first node of a network) it may.
-    let eligible = || {
-        setting == RoleSetting::Auto
-            && node.inner.score() > 0
-            && role
-                .reachability()
-                .is_none_or(|r| r.class == Class::Reachable)
-    };
+    let eligible = || setting == RoleSetting::Auto && node.inner.score() > 0 && role.reachable();
     let configured = !config.network.bootstrap.is_empty();
     let heir_delay = config.election.heir_delay();
     let mut election = LeafElection::new(me, eligible(), heir_delay, Vec::new())

@@ -25,6 +25,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::SupernodeRole;
+use crate::client::{self, RequestError};
 use crate::node::request_limits::StreamError;
 use crate::serve::RateLimit;
 
@@ -140,7 +141,8 @@ pub(in crate::node) async fn relay(
 
 /// Announces a circuit to our leaf `leaf` and waits for its `RelayAccept`.
 async fn announce(sn: &SupernodeRole, leaf: NodeId, requester: NodeId) -> Result<Leg, Response> {
-    let circuit = random_circuit();
+    // Unpredictable, so no other leaf can open someone else's circuit.
+    let circuit = u64::from_le_bytes(crate::os_random());
     let (accepted, rx) = oneshot::channel();
     crate::lock(&sn.relays.announced).insert(
         circuit,
@@ -163,22 +165,14 @@ async fn announce(sn: &SupernodeRole, leaf: NodeId, requester: NodeId) -> Result
 
 /// Passes a relay on to the peer with the target, on a stream of the peering.
 async fn pass_on(conn: &Connection, target: NodeId, requester: NodeId) -> Result<Leg, Response> {
-    let lost = |e: String| Response::error(ErrorCode::NotFound, format!("relay peer: {e}"));
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-    wire::write_frame(&mut send, &Request::Relay { target, requester })
-        .await
-        .map_err(|e| lost(e.to_string()))?;
-    let answer = tokio::time::timeout(
-        RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT,
-        wire::read_frame::<Response>(&mut recv),
-    )
-    .await;
-    match answer {
-        Ok(Ok(Response::Relaying)) => Ok((send, recv)),
-        Ok(Ok(refusal @ Response::Error { .. })) => Err(refusal),
-        Ok(Ok(other)) => Err(lost(format!("unexpected answer {other:?}"))),
-        Ok(Err(e)) => Err(lost(e.to_string())),
-        Err(_) => Err(lost("no answer".into())),
+    let request = Request::Relay { target, requester };
+    match client::relay_stream(conn, &request, RELAY_ACCEPT_WAIT + HANDSHAKE_TIMEOUT).await {
+        Ok(leg) => Ok(leg),
+        Err(RequestError::Remote { code, message }) => Err(Response::Error { code, message }),
+        Err(e) => Err(Response::error(
+            ErrorCode::NotFound,
+            format!("relay peer: {e}"),
+        )),
     }
 }
 
@@ -246,15 +240,4 @@ async fn copy_frames(recv: &mut RecvStream, send: &mut SendStream, relays: &Rela
         }
         relays.relayed.fetch_add(len as u64, Ordering::Relaxed);
     }
-}
-
-/// A fresh circuit id, unpredictable so no other leaf can open someone else's circuit.
-fn random_circuit() -> u64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Unexpected; the id then only needs to be unique, and the target is checked anyway.
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        return NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    u64::from_le_bytes(bytes)
 }
