@@ -131,16 +131,7 @@ fn every_pair_of_nat_kinds_downloads_by_the_path_it_allows() {
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
     // A second supernode, peered with the first: the dial-back witness, at another IP.
     let witness_host = net.public_host("witness", wan).unwrap();
-    let _witness = KazooNode::start(
-        &witness_host,
-        NodeSpec {
-            role: "supernode",
-            port: PORT,
-            bootstrap: vec![sn_addr],
-            files: vec![],
-            extra: "",
-        },
-    );
+    let _witness = KazooNode::start(&witness_host, NodeSpec::supernode(vec![sn_addr]));
     sn.status_until(|s| s["peers"].as_u64() >= Some(1));
     // Two homes of each kind, one for sources and one for downloaders, and a fresh host in
     // them for every pair: no pair finds a NAT opened by another pair's traffic.
