@@ -307,6 +307,11 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             return Err(e).context("serving the control socket");
         }
     };
+    // Only the node serving this data dir's control socket takes up its saved downloads.
+    let restored = node.jobs().restore(&node);
+    if restored > 0 {
+        tracing::info!(restored, "downloads taken up again after a restart");
+    }
     let metrics = match node.config().metrics.listen {
         Some(addr) => match MetricsServer::serve(node.clone(), addr).await {
             Ok(server) => Some(server),
