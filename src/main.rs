@@ -24,7 +24,6 @@ use kazoo_leaf::node::partial_dir;
 use kazoo_leaf::{Node, StartOptions, Status};
 
 mod browse;
-mod clock;
 mod status;
 
 /// A two-tier peer-to-peer file-sharing network over QUIC with BLAKE3 content ids.
