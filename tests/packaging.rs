@@ -175,7 +175,7 @@ fn the_debian_package_metadata_names_real_files() {
 fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
     unit.lines()
         .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("kazoo.service has no {key}="))
 }
 
