@@ -24,7 +24,6 @@ use kazoo_leaf::node::partial_dir;
 use kazoo_leaf::{Node, StartOptions, Status};
 
 mod browse;
-mod clock;
 mod status;
 
 /// A two-tier peer-to-peer file-sharing network over QUIC with BLAKE3 content ids.
@@ -307,6 +306,11 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             return Err(e).context("serving the control socket");
         }
     };
+    // Only the node serving this data dir's control socket takes up its saved downloads.
+    let restored = node.jobs().restore(&node);
+    if restored > 0 {
+        tracing::info!(restored, "downloads taken up again after a restart");
+    }
     let metrics = match node.config().metrics.listen {
         Some(addr) => match MetricsServer::serve(node.clone(), addr).await {
             Ok(server) => Some(server),

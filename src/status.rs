@@ -7,8 +7,8 @@ use std::io::Write;
 use kazoo_common::text::escape_for_terminal;
 use kazoo_leaf::Status;
 
-use crate::clock;
 use crate::human;
+use kazoo_common::clock;
 
 /// Rows of a list (leaves, peers, uploads) the human output shows; `--json` has them all.
 const SHOWN: usize = 5;

@@ -25,6 +25,26 @@ async fn an_unanswered_bootstrap_is_reported_and_an_auto_node_waits_for_it() {
         problem.starts_with(&format!("bootstrap {silent} not answering since ")),
         "{problem}"
     );
+    // Since when, in local time of day with its age, as `kazoo status` shows every time.
+    let since = problem
+        .split("since ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    let now = kazoo_common::clock::now();
+    let clock_secs = |hms: &str| -> i64 {
+        hms.split(':')
+            .map(|n| n.parse::<i64>().unwrap())
+            .fold(0, |acc, n| acc * 60 + n)
+    };
+    let local_now = kazoo_common::clock::local_short(now, now);
+    let apart = (clock_secs(&local_now) - clock_secs(since)).rem_euclid(86_400);
+    assert!(apart <= 60, "{problem} (local time now {local_now})");
+    assert!(
+        problem.contains("(just now)") || problem.contains(" s ago)"),
+        "{problem}"
+    );
+    assert!(!problem.contains("UTC"), "{problem}");
     assert_eq!(patient.status().role, "leaf", "no network of its own yet");
 
     let mut config = net.config("hasty", RoleSetting::Auto, Some(silent));

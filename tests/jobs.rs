@@ -1,8 +1,8 @@
 //! Downloads the node manages, with the real binary as separate processes on loopback: `get`
 //! handing several files (by hash and by search result number) to the running node, a second
 //! `get` joining the first, pause and resume, cancel and partial files, a job waiting for a
-//! source that died and comes back, rates counting only this run's bytes, and malformed
-//! control requests.
+//! source that died and comes back, rates counting only this run's bytes, malformed
+//! control requests, and unfinished jobs coming back after the node restarts.
 
 mod common;
 
@@ -473,4 +473,81 @@ fn malformed_control_requests_get_an_error_and_the_node_carries_on() {
     let out = run(&me_cfg, &["downloads"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no downloads"));
+}
+
+#[test]
+fn unfinished_jobs_come_back_after_a_restart_and_resume_their_partial_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_sn, sn) = supernode(dir);
+    // A: 3 MiB at 256 KiB/s (12 s); B: nobody shares it yet; C: to be paused.
+    let src_cfg = leaf_config(dir, "src", &sn, 256);
+    let a = content(3 << 20, 7);
+    let b = content(300_000, 8);
+    let c = content(200_000, 9);
+    let (ha, hb, hc) = (hash(&a), hash(&b), hash(&c));
+    std::fs::write(dir.join("src/shared/a.bin"), &a).unwrap();
+    let _src = start_leaf(&src_cfg, 1);
+    let me_cfg = leaf_config(dir, "me", &sn, 0);
+    let me = start_leaf(&me_cfg, 0);
+
+    let get = get_in_background(&me_cfg, &[&ha, &hb, &hc]);
+    job_until(&me_cfg, 3, |j| j["hash"] == hc.as_str());
+    let paused = run(&me_cfg, &["pause", "3"]);
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    job_until(&me_cfg, 2, |j| j["state"] == "waiting_for_sources");
+    let job = job_until(&me_cfg, 1, |j| j["bytes_done"].as_u64() >= Some(1 << 20));
+    assert_eq!(job["state"], "downloading");
+    // The node dies (SIGKILL: nothing is written on the way out).
+    drop(me);
+    let _ = finish(get);
+    let on_disk = json_lines(&run(&me_cfg, &["downloads", "--partials", "--json"]))
+        .iter()
+        .find(|p| p["hash"] == ha.as_str())
+        .and_then(|p| p["verified_bytes"].as_u64())
+        .expect("A's partial file stays");
+    assert!(on_disk >= 1 << 20);
+
+    // Started again, the node lists the three jobs, in order, C still paused; A resumes
+    // from its partial file.
+    let _me = start_leaf(&me_cfg, 0);
+    let jobs = downloads(&me_cfg);
+    let listed: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["hash"].as_str().unwrap(), j["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed.len(), 3, "{jobs:?}");
+    assert_eq!(
+        listed.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+        [ha.as_str(), hb.as_str(), hc.as_str()]
+    );
+    assert_eq!(listed[2].1, "paused", "{jobs:?}");
+    assert_eq!(jobs[0]["name"], "a.bin");
+    let status = json(&run(&me_cfg, &["status", "--json"]));
+    assert_eq!(status["downloads"].as_array().map(Vec::len), Some(3));
+    let job = job_until(&me_cfg, 1, |j| j["resuming"] == true);
+    assert!(job["resumed_bytes"].as_u64() >= Some(on_disk), "{job}");
+    job_until(&me_cfg, 2, |j| j["state"] == "waiting_for_sources");
+
+    // B's source appears; C is resumed once its source is there: every job completes.
+    std::fs::write(dir.join("src/shared/b.bin"), &b).unwrap();
+    std::fs::write(dir.join("src/shared/c.bin"), &c).unwrap();
+    let done = job_until(&me_cfg, 1, |j| j["state"] == "done");
+    assert!(
+        done["report"]["resumed_bytes"].as_u64() >= Some(on_disk),
+        "{done}"
+    );
+    job_until(&me_cfg, 2, |j| j["state"] == "done");
+    assert_eq!(job_until(&me_cfg, 3, |_| true)["state"], "paused");
+    let resumed = run(&me_cfg, &["resume", "3"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    job_until(&me_cfg, 3, |j| j["state"] == "done");
+    for (name, data) in [("a.bin", &a), ("b.bin", &b), ("c.bin", &c)] {
+        assert_eq!(&std::fs::read(dir.join("me/got").join(name)).unwrap(), data);
+    }
+    // Nothing unfinished is left to take up.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("me/data/downloads.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["jobs"], serde_json::json!([]));
 }

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use common::bin::{json, kazoo, run, until, write_config, Proc, DEADLINE};
 
+/// Searches a supernode started (for its leaves or itself).
+const LOCAL_QUERIES: &str = "kazoo_queries_total{origin=\"local\"}";
+/// Searches peer supernodes forwarded to a supernode that it answered.
+const PEER_QUERIES: &str = "kazoo_queries_total{origin=\"peer\"}";
+
 /// `kazoo run` with `config`, and the metrics address it prints on stdout.
 fn spawn_with_metrics(config: &Path) -> (Proc, SocketAddr) {
     let mut child = kazoo(config, &["run"])
@@ -141,7 +146,7 @@ fn metrics_count_leaves_entries_queries_and_bytes() {
     let bob = scrape(bob_metrics);
     assert_eq!(bob["kazoo_downloaded_bytes_total"], 0);
     assert_eq!(bob["kazoo_downloads_active"], 0);
-    let queries = sn["kazoo_queries_total"];
+    let queries = sn[LOCAL_QUERIES];
 
     // Bob's running node downloads the file (the CLI hands the get to it).
     let got = run(&bob_cfg, &["get", "--json", &hash]);
@@ -165,9 +170,67 @@ fn metrics_count_leaves_entries_queries_and_bytes() {
     let sn = scrape_until(sn_metrics, "bob's copy indexed", |s| {
         s["kazoo_index_entries"] == 2
     });
-    assert!(sn["kazoo_queries_total"] > queries, "{sn:?}");
+    assert!(sn[LOCAL_QUERIES] > queries, "{sn:?}");
     assert_eq!(sn["kazoo_index_files"], 1);
     assert_eq!(sn["kazoo_failovers_total"], 0);
+}
+
+#[test]
+fn a_supernode_counts_the_queries_its_peers_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sn_config = |name: &str, bootstrap: &str| {
+        write_config(
+            dir,
+            name,
+            &format!(
+                "[node]\nrole = \"supernode\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}\"\n\
+                 [network]\nbootstrap = [{bootstrap}]\n\
+                 [metrics]\nlisten = \"127.0.0.1:0\"\n"
+            ),
+        )
+    };
+    let address = |cfg: &Path| {
+        let status = json(&until(cfg, &["status", "--json"], |o| o.status.success()));
+        format!(
+            "{}@{}",
+            status["node_id"].as_str().unwrap(),
+            status["listen"].as_str().unwrap()
+        )
+    };
+    let one_cfg = sn_config("one", "");
+    let (_one, one_metrics) = spawn_with_metrics(&one_cfg);
+    let one = address(&one_cfg);
+    let two_cfg = sn_config("two", &format!("\"{one}\""));
+    let (_two, two_metrics) = spawn_with_metrics(&two_cfg);
+    let two = address(&two_cfg);
+    until(&one_cfg, &["status", "--json"], |o| {
+        o.status.success() && json(o)["peers"] == 1
+    });
+
+    // Alice shares on supernode one; bob, a leaf of supernode two, searches for her file:
+    // two starts the search, one answers it for its peer.
+    let alice_cfg = leaf_config(dir, "alice", &one);
+    std::fs::write(dir.join("alice/shared/peered tune.ogg"), b"a tune").unwrap();
+    let (_alice, _) = spawn_with_metrics(&alice_cfg);
+    let bob_cfg = leaf_config(dir, "bob", &two);
+    let (_bob, _) = spawn_with_metrics(&bob_cfg);
+    scrape_until(one_metrics, "alice's file indexed", |s| {
+        s["kazoo_index_entries"] == 1
+    });
+    let before = scrape(one_metrics);
+    let found = until(&bob_cfg, &["search", "--json", "peered", "tune"], |o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("peered tune.ogg")
+    });
+    assert!(found.status.success());
+    let one_after = scrape_until(one_metrics, "one answered a peer's query", |s| {
+        s[PEER_QUERIES] > before[PEER_QUERIES]
+    });
+    // Nobody on one searched: its own count stays.
+    assert_eq!(one_after[LOCAL_QUERIES], before[LOCAL_QUERIES]);
+    let two_after = scrape(two_metrics);
+    assert!(two_after[LOCAL_QUERIES] >= 1, "{two_after:?}");
+    assert_eq!(two_after[PEER_QUERIES], 0, "{two_after:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod clock;
 pub mod config;
 pub mod hash;
 pub mod id;

@@ -16,11 +16,14 @@
 //!   its run resumes from the partial (also for a failed job). Cancelling stops the run and
 //!   removes the partial file.
 //! * Bounds: [`MAX_JOBS`] unfinished jobs, [`MAX_PER_REQUEST`] content ids per request,
-//!   [`KEEP_FINISHED`] finished jobs listed. Jobs live as long as the node: after a restart
-//!   the partial files stay (`kazoo downloads --partials`) and a `get` resumes them.
+//!   [`KEEP_FINISHED`] finished jobs listed.
+//! * The unfinished jobs are saved in the data dir whenever they change ([`saved`]); a node
+//!   started again ([`Jobs::restore`]) queues them again (a paused one stays paused), and
+//!   their runs resume from the partial files. Finished jobs are not kept across a restart.
 //! * Rates and ETAs count only bytes fetched in the current run ([`speed`]).
 
 pub mod last_search;
+pub mod saved;
 pub mod speed;
 
 use std::collections::BTreeMap;
@@ -39,6 +42,7 @@ use crate::download::partial::{self, PartialFile};
 use crate::download::{DownloadError, Progress, Report};
 use crate::node::{Node, NodeError};
 use last_search::{LastSearch, LastSearchError};
+use saved::SavedJob;
 use speed::Speed;
 
 /// Jobs downloading at once; the others wait in the queue.
@@ -326,9 +330,49 @@ impl Tracker {
 struct Table {
     next_id: u32,
     jobs: BTreeMap<u32, Entry>,
+    /// Bumped by every [`Jobs::save`]: the saved list's version.
+    version: u64,
 }
 
 impl Table {
+    /// Adds a job (not started) and returns its number.
+    fn insert(&mut self, hash: ContentId, name: String, output: Option<PathBuf>) -> u32 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.jobs.insert(
+            id,
+            Entry {
+                hash,
+                name,
+                output,
+                state: JobState::Queued,
+                note: None,
+                generation: 0,
+                task: None,
+                progress: None,
+                tracker: Tracker::new(Instant::now()),
+                retry_at: None,
+                waiting_since: None,
+                report: None,
+            },
+        );
+        id
+    }
+
+    /// The unfinished jobs as saved, by number.
+    fn to_save(&self) -> Vec<SavedJob> {
+        self.jobs
+            .values()
+            .filter(|e| !e.state.finished())
+            .map(|e| SavedJob {
+                hash: e.hash,
+                name: e.name.clone(),
+                output: e.output.clone(),
+                paused: e.state == JobState::Paused,
+            })
+            .collect()
+    }
+
     fn unfinished(&self) -> usize {
         self.jobs.values().filter(|e| !e.state.finished()).count()
     }
@@ -381,6 +425,17 @@ impl Table {
 pub struct Jobs {
     table: Arc<Mutex<Table>>,
     slots: Arc<Semaphore>,
+    saving: Arc<Mutex<Saving>>,
+}
+
+/// Where the jobs are saved, and the version last written. Held while writing, so writes
+/// of one node never race and an older list never replaces a newer one.
+#[derive(Default)]
+struct Saving {
+    /// The data dir; `None` until [`Jobs::restore`] (a node that serves no control socket,
+    /// such as the CLI's short-lived one, saves nothing).
+    dir: Option<PathBuf>,
+    written: u64,
 }
 
 impl Default for Jobs {
@@ -388,6 +443,7 @@ impl Default for Jobs {
         Jobs {
             table: Arc::default(),
             slots: Arc::new(Semaphore::new(MAX_RUNNING)),
+            saving: Arc::default(),
         }
     }
 }
@@ -401,6 +457,74 @@ impl std::fmt::Debug for Jobs {
 impl Jobs {
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         crate::lock(&self.table)
+    }
+
+    /// Saves the unfinished jobs (if [`Jobs::restore`] named a data dir). Call it without the
+    /// table locked.
+    fn save(&self) {
+        let (version, jobs) = {
+            let mut table = self.table();
+            table.version += 1;
+            (table.version, table.to_save())
+        };
+        let mut saving = crate::lock(&self.saving);
+        let Some(dir) = saving.dir.clone() else {
+            return;
+        };
+        if version <= saving.written {
+            return;
+        }
+        match saved::save(&dir, &jobs) {
+            Ok(()) => saving.written = version,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not save the download jobs; they will not come back after a restart")
+            }
+        }
+    }
+
+    /// Takes up the jobs saved in `node`'s data dir (see [`saved`]) and saves changes from now
+    /// on: each is queued again (a paused one stays paused) and resumes from its partial
+    /// file. Returns how many came back. A saved list that cannot be read is logged, shown as
+    /// the node's last error and moved aside; the partial files stay either way.
+    pub fn restore(&self, node: &Node) -> usize {
+        let dir = node.config().node.data_dir.clone();
+        let jobs = match saved::load(&dir) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                let aside = saved::set_aside(&dir)
+                    .map(|to| to.display().to_string())
+                    .unwrap_or_else(|e| format!("could not move it aside: {e}"));
+                tracing::warn!(error = %e, moved_to = %aside, "saved downloads not restored; their partial files stay (`kazoo downloads --partials`)");
+                node.note_error(format!("{e}; moved to {aside}"));
+                Vec::new()
+            }
+        };
+        crate::lock(&self.saving).dir = Some(dir);
+        let mut restored = 0;
+        {
+            let mut table = self.table();
+            for job in jobs {
+                let taken = table
+                    .jobs
+                    .values()
+                    .any(|e| e.hash == job.hash && !e.state.finished());
+                if taken || table.unfinished() >= MAX_JOBS {
+                    continue;
+                }
+                let id = table.insert(job.hash, job.name, job.output);
+                if job.paused {
+                    if let Some(entry) = table.jobs.get_mut(&id) {
+                        entry.state = JobState::Paused;
+                    }
+                } else {
+                    self.start(&mut table, node, id);
+                }
+                tracing::info!(job = id, hash = %job.hash, paused = job.paused, "download restored");
+                restored += 1;
+            }
+        }
+        self.save();
+        restored
     }
 
     /// Starts (or joins) a job for each target, in order; result numbers are read from the
@@ -453,25 +577,7 @@ impl Jobs {
                 submitted.push(Submitted { id, hash, joined });
                 continue;
             }
-            table.next_id += 1;
-            let id = table.next_id;
-            table.jobs.insert(
-                id,
-                Entry {
-                    hash,
-                    name,
-                    output: output.clone(),
-                    state: JobState::Queued,
-                    note: None,
-                    generation: 0,
-                    task: None,
-                    progress: None,
-                    tracker: Tracker::new(Instant::now()),
-                    retry_at: None,
-                    waiting_since: None,
-                    report: None,
-                },
-            );
+            let id = table.insert(hash, name, output.clone());
             self.start(&mut table, node, id);
             tracing::info!(job = id, %hash, "download queued");
             submitted.push(Submitted {
@@ -481,6 +587,8 @@ impl Jobs {
             });
         }
         table.trim();
+        drop(table);
+        self.save();
         Ok(submitted)
     }
 
@@ -498,7 +606,8 @@ impl Jobs {
         entry.task = Some(tokio::spawn(run));
     }
 
-    /// Changes job `id` with `f` if its generation is still `generation`; `f`'s answer.
+    /// Changes job `id` with `f` if its generation is still `generation`; `f`'s answer. A job
+    /// that finishes is saved no more.
     fn update<T>(&self, id: u32, generation: u64, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let mut table = self.table();
         let entry = table
@@ -506,9 +615,14 @@ impl Jobs {
             .get_mut(&id)
             .filter(|e| e.generation == generation)?;
         let answer = f(entry);
-        if entry.state.finished() {
+        let finished = entry.state.finished();
+        if finished {
             entry.task = None;
             table.trim();
+        }
+        drop(table);
+        if finished {
+            self.save();
         }
         Some(answer)
     }
@@ -586,6 +700,9 @@ impl Jobs {
             }
             table.trim();
         }
+        if !stopped.is_empty() {
+            self.save();
+        }
         for task in tasks {
             task.abort();
             let _ = task.await;
@@ -618,6 +735,7 @@ impl Jobs {
     pub fn resume(&self, node: &Node, which: &[String]) -> Result<Vec<JobView>, JobError> {
         let ids = self.resolve(which)?;
         let mut table = self.table();
+        let mut outcome = Ok(());
         for id in &ids {
             let Some(entry) = table.jobs.get(id) else {
                 continue;
@@ -631,17 +749,17 @@ impl Jobs {
                 .any(|(other, e)| other != id && e.hash == hash && !e.state.finished());
             if again && !newer {
                 if entry.state == JobState::Failed && table.unfinished() >= MAX_JOBS {
-                    return Err(JobError::TooMany);
+                    outcome = Err(JobError::TooMany);
+                    break;
                 }
                 self.start(&mut table, node, *id);
                 tracing::info!(job = id, %hash, "download resumed");
             }
         }
-        let now = Instant::now();
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| table.jobs.get_mut(&id).map(|e| e.view(id, now)))
-            .collect())
+        drop(table);
+        self.save();
+        outcome?;
+        Ok(ids.into_iter().filter_map(|id| self.view(id)).collect())
     }
 
     /// The partial files in `partial_dir`, each with the unfinished job using it.
@@ -811,11 +929,16 @@ async fn run_once(
     if let Some((hit, _)) = &found {
         let (name, _) = kazoo_supernode::tokenize::split_path(&hit.name);
         let name = name.to_owned();
-        jobs.update(id, generation, |e| {
-            if e.name.is_empty() {
+        let named = jobs.update(id, generation, |e| {
+            let unnamed = e.name.is_empty();
+            if unnamed {
                 e.name = name;
             }
+            unnamed
         });
+        if named == Some(true) {
+            jobs.save();
+        }
     }
     let fetch = node.fetch(hash, found, output, tx);
     tokio::pin!(fetch);

@@ -12,6 +12,7 @@
 //! * [`demo`] — a three-node network in one process (`kazoo demo`).
 //! * [`names`] — keeping names from the network inside the download folder.
 //! * [`metrics`] — the Prometheus metrics endpoint (`[metrics] listen`).
+//! * [`state_file`] — small files in the data dir, written atomically, read bounded.
 
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod rate_cap;
 pub mod reachability;
 pub mod serve;
 pub mod share;
+pub mod state_file;
 
 pub use node::{Findings, Node, RelayStats, StartOptions, Status};
 

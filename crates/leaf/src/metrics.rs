@@ -33,9 +33,12 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// atomics: a scrape may see one a moment late).
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Searches this node routed through the overlay as a supernode (its leaves' and its
+    /// Searches this node started through the overlay as a supernode (its leaves' and its
     /// own).
     pub queries: AtomicU64,
+    /// Searches peer supernodes forwarded to this supernode that it answered from its index
+    /// (duplicates of a query already seen, and queries refused, not counted).
+    pub peer_queries: AtomicU64,
     /// Verified piece bytes downloaded (each piece once, written to the partial file).
     pub downloaded_bytes: AtomicU64,
     /// Times this node became a supernode after starting (a node configured or started as
@@ -59,6 +62,8 @@ impl Counters {
 pub struct Counts {
     /// See [`Counters::queries`].
     pub queries: u64,
+    /// See [`Counters::peer_queries`].
+    pub peer_queries: u64,
     /// Piece bytes sent to downloaders.
     pub uploaded_bytes: u64,
     /// See [`Counters::downloaded_bytes`].
@@ -79,6 +84,7 @@ impl Counts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counts {
             queries: get(&counters.queries),
+            peer_queries: get(&counters.peer_queries),
             uploaded_bytes,
             downloaded_bytes: get(&counters.downloaded_bytes),
             promotions: get(&counters.promotions),
@@ -195,12 +201,18 @@ pub fn render(gauges: &Gauges, counts: &Counts) -> String {
         "Downloads running now.",
         &[("", counts.downloads_active)],
     );
+    family(
+        &mut out,
+        "kazoo_queries_total",
+        "counter",
+        "Searches this supernode answered: started here (origin=\"local\": its leaves' and its \
+         own) or forwarded by a peer supernode (origin=\"peer\"); their sum is its queries/s.",
+        &[
+            ("{origin=\"local\"}", counts.queries),
+            ("{origin=\"peer\"}", counts.peer_queries),
+        ],
+    );
     let counters = [
-        (
-            "kazoo_queries_total",
-            "Searches this node routed as a supernode (its leaves' and its own).",
-            counts.queries,
-        ),
         (
             "kazoo_uploaded_bytes_total",
             "Piece bytes sent to downloaders.",
@@ -440,6 +452,7 @@ mod tests {
     fn a_supernode_renders_every_family_with_help_and_type() {
         let counts = Counts {
             queries: 11,
+            peer_queries: 4,
             uploaded_bytes: 1 << 20,
             downloaded_bytes: 12345,
             promotions: 1,
@@ -459,7 +472,8 @@ mod tests {
             ("kazoo_shared_files", 7),
             ("kazoo_problems", 1),
             ("kazoo_downloads_active", 1),
-            ("kazoo_queries_total", 11),
+            ("kazoo_queries_total{origin=\"local\"}", 11),
+            ("kazoo_queries_total{origin=\"peer\"}", 4),
             ("kazoo_uploaded_bytes_total", 1 << 20),
             ("kazoo_downloaded_bytes_total", 12345),
             ("kazoo_promotions_total", 1),

@@ -378,14 +378,14 @@ const STARTING: &str = "starting";
 /// Most incoming connections at once, beyond `max_leaves` + `max_peers` (downloaders).
 pub const MAX_DOWNLOADER_CONNECTIONS: usize = 256;
 
-/// `HH:MM:SS UTC` of unix time `secs`.
-fn utc_time_of_day(secs: u64) -> String {
-    let day = secs % 86_400;
+/// When a problem started, as `kazoo status` shows it: the local time (of day, or the date
+/// when not today) and the age, e.g. `12:03:04 (3 min ago)`.
+fn local_since(secs: u64) -> String {
+    let now = now_secs();
     format!(
-        "{:02}:{:02}:{:02} UTC",
-        day / 3600,
-        day % 3600 / 60,
-        day % 60
+        "{} ({})",
+        kazoo_common::clock::local_short(secs, now),
+        kazoo_common::clock::age(secs, now)
     )
 }
 
@@ -725,7 +725,7 @@ impl Node {
             problems.push(format!(
                 "bootstrap {} not answering since {} ({why})",
                 self.inner.resolver.describe(*addr),
-                utc_time_of_day(*since)
+                local_since(*since)
             ));
         }
         problems

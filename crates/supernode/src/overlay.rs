@@ -128,6 +128,9 @@ pub enum Action {
 pub struct OverlayStats {
     /// Query messages sent (forwards).
     pub queries_sent: u64,
+    /// Queries from peers answered (searched in the local index; duplicates and queries
+    /// refused as floods or out of bounds not counted).
+    pub queries_answered: u64,
     /// Hits messages sent.
     pub hits_sent: u64,
     /// Bytes of filter and reach patches sent (4 per position).

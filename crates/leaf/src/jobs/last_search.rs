@@ -3,7 +3,6 @@
 //! for a search through its control socket, the CLI for one it ran as a short-lived leaf;
 //! read by whoever runs the `get` (the node, or the CLI when no node runs).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kazoo_common::wire::MAX_RESULTS;
@@ -110,11 +109,8 @@ impl LastSearch {
 
     /// Writes it to `data_dir` (atomically: a reader sees the old or the new search).
     pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
-        let path = data_dir.join(FILE);
-        let tmp = data_dir.join(format!("{FILE}.tmp"));
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, &path)
+        crate::state_file::write_atomic(&data_dir.join(FILE), &json)
     }
 
     /// Reads the last search of `data_dir`.
@@ -124,17 +120,9 @@ impl LastSearch {
             path: path.clone(),
             why,
         };
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LastSearchError::None(data_dir.to_path_buf()))
-            }
-            Err(e) => return Err(unreadable(e.to_string())),
-        };
-        let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES)
-            .read_to_end(&mut bytes)
-            .map_err(|e| unreadable(e.to_string()))?;
+        let bytes = crate::state_file::read_bounded(&path, MAX_FILE_BYTES)
+            .map_err(|e| unreadable(e.to_string()))?
+            .ok_or_else(|| LastSearchError::None(data_dir.to_path_buf()))?;
         let mut search: LastSearch =
             serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
         search.results.truncate(MAX_RESULTS);

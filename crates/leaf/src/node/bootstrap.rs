@@ -16,7 +16,7 @@ use kazoo_common::config::{BootstrapEntry, HostAddr};
 use kazoo_common::NodeId;
 
 use super::dial_guard::DialGuard;
-use super::{now_secs, utc_time_of_day};
+use super::{local_since, now_secs};
 
 /// The bootstrap entries, what their names resolved to, and the names that fail now.
 #[derive(Debug)]
@@ -177,7 +177,7 @@ impl Resolver {
             .map(|(what, (since, why))| {
                 format!(
                     "{what} does not resolve since {} ({why})",
-                    utc_time_of_day(*since)
+                    local_since(*since)
                 )
             })
             .collect()

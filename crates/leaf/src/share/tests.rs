@@ -273,3 +273,29 @@ fn shared_paths_keep_the_nearest_folders_that_fit() {
     let exact = format!("/share/x/{}", "n".repeat(MAX_NAME_LEN));
     assert_eq!(name(&exact).unwrap().len(), MAX_NAME_LEN);
 }
+
+#[tokio::test]
+async fn the_download_folder_is_shared_unless_configured_not_to_be() {
+    let root = tempfile::tempdir().unwrap();
+    let music = root.path().join("music");
+    let mut config = Config::default();
+    config.node.data_dir = root.path().join("data");
+    config.share.dirs = vec![music.clone()];
+    config.share.download_dir = Some(music.join("got"));
+    std::fs::create_dir_all(music.join("got")).unwrap();
+    std::fs::create_dir_all(&config.node.data_dir).unwrap();
+    std::fs::write(music.join("song.ogg"), b"song").unwrap();
+    std::fs::write(music.join("got/fetched.ogg"), b"fetched").unwrap();
+    let fetched = |s: &ShareStore| names(s).iter().any(|n| n.ends_with("fetched.ogg"));
+    let s = store(&music, &config.node.data_dir);
+    // The default: downloads are shared (here they lie inside a share folder, too).
+    assert!(config.share.share_downloads);
+    s.set_layout(ShareLayout::from_config(&config));
+    s.rescan().await;
+    assert!(fetched(&s), "{:?}", names(&s));
+    // `share_downloads = false` keeps them out even inside a share folder.
+    config.share.share_downloads = false;
+    s.set_layout(ShareLayout::from_config(&config));
+    s.rescan().await;
+    assert_eq!(names(&s), vec!["song.ogg"]);
+}

@@ -176,6 +176,7 @@ impl Overlay {
             return actions;
         }
         self.seen.insert(id, now + SEEN_FOR);
+        self.stats.queries_answered += 1;
         let hits = Self::local_hits(index, &words, max_results);
         for chunk in hits.chunks(HITS_PER_FRAME) {
             self.send(

@@ -179,6 +179,14 @@ fn flooding_sends_everywhere_and_loops_are_dropped() {
     assert_eq!(hits.len(), 1, "answered once despite the loop: {hits:?}");
     assert_eq!(hits[0].id, song);
     assert!(sent >= 3, "flooding forwards to every peer ({sent})");
+    // Each peer answered the query once (the copies 1 and 2 forward to each other are
+    // duplicates); the origin answered none from a peer.
+    let answered: Vec<u64> = mesh
+        .nodes
+        .iter()
+        .map(|(_, o, _)| o.stats().queries_answered)
+        .collect();
+    assert_eq!(answered, [0, 1, 1]);
 }
 
 #[test]

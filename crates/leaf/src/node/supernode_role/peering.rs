@@ -262,7 +262,14 @@ impl Node {
         let reason = loop {
             match wire::read_frame::<PeerMessage>(&mut recv).await {
                 Ok(msg) => {
-                    let actions = sn.core().peer_message(peer, msg, Instant::now());
+                    let (actions, answered) = {
+                        let mut core = sn.core();
+                        let before = core.overlay().stats().queries_answered;
+                        let actions = core.peer_message(peer, msg, Instant::now());
+                        let after = core.overlay().stats().queries_answered;
+                        (actions, after.saturating_sub(before))
+                    };
+                    crate::metrics::Counters::add(&self.counters().peer_queries, answered);
                     self.execute(&sn, actions);
                 }
                 Err(e) if e.is_violation() => {
