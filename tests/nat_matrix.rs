@@ -131,7 +131,8 @@ fn every_pair_of_nat_kinds_downloads_by_the_path_it_allows() {
     let sn_id = sn.status()["node_id"].as_str().unwrap().to_owned();
     // A second supernode, peered with the first: the dial-back witness, at another IP.
     let witness_host = net.public_host("witness", wan).unwrap();
-    let _witness = KazooNode::start(&witness_host, NodeSpec::supernode(vec![sn_addr]));
+    let witness_addr = SocketAddr::from((witness_host.addr(), PORT));
+    let witness = KazooNode::start(&witness_host, NodeSpec::supernode(vec![sn_addr]));
     sn.status_until(|s| s["peers"].as_u64() >= Some(1));
     // Two homes of each kind, one for sources and one for downloaders, and a fresh host in
     // them for every pair: no pair finds a NAT opened by another pair's traffic.
@@ -229,4 +230,36 @@ fn every_pair_of_nat_kinds_downloads_by_the_path_it_allows() {
         relayed_pairs > 0 && relayed >= relayed_pairs as u64 * 200_000,
         "the supernode relayed {relayed} bytes for {relayed_pairs} relayed downloads"
     );
+
+    // A supernode downloads too, from leaves behind a NAT that filters by port: its own
+    // leaf by a direct dial (from the listening socket its leaf's NAT saw packets go to),
+    // the witness's leaf by a reverse connection its own core (not an uplink) asks for.
+    let witness_id = witness.status()["node_id"].as_str().unwrap().to_owned();
+    for (k, (joins, joins_id, path)) in [
+        (sn_addr, &sn_id, "direct"),
+        (witness_addr, &witness_id, "reverse"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = content(300_000 + k, 200 + k as u8);
+        let src = leaf(
+            &host(&source_homes, 3, &format!("sn_src{k}")),
+            joins,
+            Some(&file),
+        );
+        check_joined(&src, Site::Behind(Nat::PortRestricted), joins_id, 1);
+        let hash = blake3::hash(&file).to_hex().to_string();
+        let got = sn.until(&["get", "--json", &hash], |o| o.status.success());
+        let report = json(&got);
+        assert_eq!(
+            std::fs::read(report["path"].as_str().unwrap()).unwrap(),
+            file,
+            "the supernode's download {k}"
+        );
+        assert_eq!(
+            report["sources"][0]["reached"], path,
+            "the supernode reached its source {k}: {report}"
+        );
+    }
 }

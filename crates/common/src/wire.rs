@@ -145,7 +145,12 @@
 //! supernode sees it at, from its listening socket, with [`Intent::Reverse`]. Meanwhile the
 //! downloader dials the target's listed address again: between two NATs with
 //! endpoint-independent mappings the two sides' packets open each other's NAT (a hole
-//! punch). Whichever connection comes up first is used. A node dials for a reverse
+//! punch). Whichever connection comes up first is used. The supernode is the punch's clock
+//! (the part DCUtR does with a measured RTT): it sends `Connecting` to the downloader and
+//! the notice towards the target at one moment, each side starts dialling when its message
+//! arrives, and both keep dialling — the target up to [`REVERSE_TRIES`] times, the downloader
+//! until a connection (or the relay) is up, each dial [`REVERSE_RETRY`] after the last one
+//! failed — so their packets cross whatever the difference of their one-way delays. A node dials for a reverse
 //! connection only when its own supernode asks, at most [`REVERSE_RATE`] per second, and
 //! an acceptor takes an `Intent::Reverse` connection only from a node it asked for one.
 //!

@@ -198,9 +198,26 @@ impl Node {
         self.leaf().is_none_or(|leaf| leaf.reachable())
     }
 
-    /// Asks this leaf's supernode for a reverse connection from `target`; the target as its
-    /// supernode lists it.
+    /// Asks this leaf's supernode (a supernode: its own core) for a reverse connection from
+    /// `target`; the target as its supernode lists it.
     pub(super) async fn ask_connect(&self, target: NodeId) -> Result<Provider, String> {
+        if let Some(sn) = self.supernode() {
+            // A supernode asks its own core, as its leaves' requests do, to be dialled at
+            // the address its connections arrive at.
+            let me = self.node_id();
+            let seen_at = sn
+                .own_addr(&target, self.inner.listen.port())
+                .ok_or("no connection tells this supernode's own address")?;
+            let (answer, actions) =
+                sn.core()
+                    .connect(me, seen_at, target, std::time::Instant::now());
+            self.execute(&sn, actions);
+            return match answer {
+                Response::Connecting { target, .. } => Ok(target),
+                Response::Error { message, .. } => Err(message),
+                other => Err(format!("unexpected answer {other:?}")),
+            };
+        }
         let uplink = self.inner.uplink.borrow().clone();
         let Some(uplink) = uplink else {
             return Err("no supernode to ask".into());

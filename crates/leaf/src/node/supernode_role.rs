@@ -22,6 +22,7 @@ pub(super) mod requests;
 pub(super) mod witness;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kazoo_common::config::RoleSetting;
@@ -57,6 +58,18 @@ pub struct SupernodeRole {
 }
 
 impl SupernodeRole {
+    /// Where this supernode is dialled by those it talks to: the local IP a connection of
+    /// target `leaf` (if it is ours) or of some peer arrives at, with `port`. `None` when no
+    /// connection tells.
+    pub(in crate::node) fn own_addr(&self, leaf: &NodeId, port: u16) -> Option<SocketAddr> {
+        let conn = crate::lock(&self.notices)
+            .get(leaf)
+            .map(|l| l.conn.clone())
+            .or_else(|| self.peering.any().map(|(_, conn)| conn))?;
+        let ip = kazoo_common::addr::canonical_ip(conn.local_ip()?);
+        Some(SocketAddr::new(ip, port))
+    }
+
     /// The core, locked. Never held across an `.await`, and every core call does bounded
     /// work (see [`kazoo_supernode::service`]).
     pub fn core(&self) -> MutexGuard<'_, Supernode> {

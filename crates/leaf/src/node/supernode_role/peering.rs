@@ -129,7 +129,7 @@ impl Node {
     }
 
     /// Carries out overlay actions.
-    pub(super) fn execute(&self, sn: &Arc<SupernodeRole>, actions: Vec<Action>) {
+    pub(in crate::node) fn execute(&self, sn: &Arc<SupernodeRole>, actions: Vec<Action>) {
         let peering = &sn.peering;
         for action in actions {
             match action {
