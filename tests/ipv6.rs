@@ -203,7 +203,7 @@ fn hit_providers(hit: &serde_json::Value) -> Vec<SocketAddr> {
 /// `kazoo get --json` of `data` at `node`: the bytes must be equal; how each source that
 /// connected was reached.
 fn testnet_get(node: &KazooNode, data: &[u8], source: &KazooNode) -> Vec<String> {
-    let got = node.get(&blake3::hash(data).to_hex().to_string());
+    let got = node.get(blake3::hash(data).to_hex().as_ref());
     assert!(
         got.status.success(),
         "{}\n--- source log\n{}\n--- downloader log\n{}",
