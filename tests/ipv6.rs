@@ -164,19 +164,10 @@ fn testnet_leaf(
     entry: SocketAddr,
     file: Option<(&str, &[u8])>,
 ) -> KazooNode {
-    KazooNode::start_on(
-        host,
-        ip,
-        NodeSpec {
-            role: "leaf",
-            port: 0,
-            bootstrap: vec![entry],
-            files: file
-                .map(|(name, data)| vec![(name.to_owned(), data.to_vec())])
-                .unwrap_or_default(),
-            extra: "",
-        },
-    )
+    let files = file
+        .map(|(name, data)| vec![(name.to_owned(), data.to_vec())])
+        .unwrap_or_default();
+    KazooNode::start_on(host, ip, NodeSpec::leaf(vec![entry], files))
 }
 
 /// The address `node`'s supernode observed it at, once its dial back is done.
@@ -228,31 +219,25 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
         return;
     };
     let wan = Link::new().delay(Duration::from_millis(5)).rate_mbit(100);
-    let hosts: Vec<Host> = ["sn", "six_a", "six_b", "four"]
+    let hosts: Vec<Host> = ["sn", "witness", "six_a", "six_b", "four"]
         .iter()
         .map(|name| net.public_host(name, wan).unwrap())
         .collect();
-    let [sn_host, a_host, b_host, four_host] = &hosts[..] else {
+    let [sn_host, witness_host, a_host, b_host, four_host] = &hosts[..] else {
         unreachable!()
     };
     let any6 = IpAddr::from(Ipv6Addr::UNSPECIFIED);
-    let sn = KazooNode::start_on(
-        sn_host,
-        any6,
-        NodeSpec {
-            role: "supernode",
-            port: PORT,
-            bootstrap: vec![],
-            files: vec![],
-            extra: "",
-        },
-    );
+    let sn = KazooNode::start_on(sn_host, any6, NodeSpec::supernode(vec![]));
     let sn_status = sn.status();
     assert_eq!(sn_status["listen"], format!("[::]:{PORT}"), "{sn_status}");
     let sn_id = sn_status["node_id"].as_str().unwrap().to_owned();
     // Dual-stack leaves join by the supernode's IPv6 entry, the IPv4-only one by its IPv4.
     let entry6 = SocketAddr::from((sn_host.addr6().unwrap(), PORT));
     let entry4 = SocketAddr::from((sn_host.addr(), PORT));
+    // A second supernode, peered over IPv6: the witness that dials each leaf back, at the
+    // leaf's own family's address.
+    let _witness = KazooNode::start_on(witness_host, any6, NodeSpec::supernode(vec![entry6]));
+    sn.status_until(|s| s["peers"].as_u64() >= Some(1));
     let six_data = common::bytes(900_000, 66);
     let four_data = common::bytes(800_000, 44);
     let a = testnet_leaf(a_host, any6, entry6, Some(("six source.bin", &six_data)));
@@ -268,7 +253,13 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
     four.wait_joined(&sn_id, 1);
     sn.status_until(|s| s["leaves"] == 3 && s["index_files"] == 2);
 
-    // Each is seen at its own family's address, and the dial back reached it there.
+    // Each is seen at its own family's address, and the witness's dial back reached it there.
+    let witnessed = || {
+        let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("dial back by a peer") && l.contains("answered=true"))
+            .count()
+    };
     let a_addr = observed(&a);
     assert_eq!(
         a_addr.ip(),
@@ -282,6 +273,7 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
         IpAddr::from(four_host.addr()),
         "not v4-mapped"
     );
+    assert_eq!(witnessed(), 3, "{}", sn.log_tail());
 
     // A search over IPv6 names the source at its IPv6 address; so does the IPv4-only leaf's,
     // through the one supernode.
