@@ -1,14 +1,20 @@
 //! IPv6, with the real binary on `::1`: a supernode and two leaves over IPv6 (hits carry the
 //! v6 address, downloads verify), and IPv4 and IPv6 leaves on one dual-stack supernode, where
 //! an IPv4 peer is known by its plain IPv4 address, never the v4-mapped `::ffff:…` form.
+//! And the same inside the test network (`crates/testnet`, its dual-stack public segment),
+//! where every node has addresses of its own (needs root: a failure under CI=true, skipped
+//! with a notice otherwise).
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::bin::{json, json_lines, kazoo, run, until, write_config, Proc};
+use common::kazoo_net::{KazooNode, NodeSpec, PORT};
+use kazoo_testnet::{Host, Link, Net};
 
 /// `kazoo run` with its logs in `<dir>/<name>.log`.
 fn spawn(dir: &Path, config: &Path, name: &str) -> Proc {
@@ -149,4 +155,147 @@ fn ipv4_and_ipv6_leaves_on_one_dual_stack_supernode() {
     );
     get_verified(&any, dir, "four copy.bin", &four_data);
     get_verified(&any, dir, "six copy.bin", &six_data);
+}
+
+/// A leaf on `host` listening on `ip` (port 0), joining `entry`, sharing `file` if given.
+fn testnet_leaf(
+    host: &Host,
+    ip: IpAddr,
+    entry: SocketAddr,
+    file: Option<(&str, &[u8])>,
+) -> KazooNode {
+    let files = file
+        .map(|(name, data)| vec![(name.to_owned(), data.to_vec())])
+        .unwrap_or_default();
+    KazooNode::start_on(host, ip, NodeSpec::leaf(vec![entry], files))
+}
+
+/// The address `node`'s supernode observed it at, once its dial back is done.
+fn observed(node: &KazooNode) -> SocketAddr {
+    let status = node.status_until(|s| !s["reachability"].is_null());
+    assert_eq!(status["reachability"]["class"], "reachable", "{status}");
+    status["reachability"]["observed"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The addresses of a hit's providers.
+fn hit_providers(hit: &serde_json::Value) -> Vec<SocketAddr> {
+    hit["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["addr"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// `kazoo get --json` of `data` at `node`: the bytes must be equal; how each source that
+/// connected was reached.
+fn testnet_get(node: &KazooNode, data: &[u8], source: &KazooNode) -> Vec<String> {
+    let got = node.get(blake3::hash(data).to_hex().as_ref());
+    assert!(
+        got.status.success(),
+        "{}\n--- source log\n{}\n--- downloader log\n{}",
+        String::from_utf8_lossy(&got.stderr),
+        source.log_tail(),
+        node.log_tail()
+    );
+    let report = common::kazoo_net::json(&got);
+    let path = report["path"].as_str().expect("path");
+    assert_eq!(std::fs::read(path).unwrap(), data, "bytes");
+    report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["reached"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
+    let Some(net) = Net::new_or_skip("ipv6_testnet") else {
+        return;
+    };
+    let wan = Link::new().delay(Duration::from_millis(5)).rate_mbit(100);
+    let hosts: Vec<Host> = ["sn", "witness", "six_a", "six_b", "four"]
+        .iter()
+        .map(|name| net.public_host(name, wan).unwrap())
+        .collect();
+    let [sn_host, witness_host, a_host, b_host, four_host] = &hosts[..] else {
+        unreachable!()
+    };
+    let any6 = IpAddr::from(Ipv6Addr::UNSPECIFIED);
+    let sn = KazooNode::start_on(sn_host, any6, NodeSpec::supernode(vec![]));
+    let sn_status = sn.status();
+    assert_eq!(sn_status["listen"], format!("[::]:{PORT}"), "{sn_status}");
+    let sn_id = sn_status["node_id"].as_str().unwrap().to_owned();
+    // Dual-stack leaves join by the supernode's IPv6 entry, the IPv4-only one by its IPv4.
+    let entry6 = SocketAddr::from((sn_host.addr6().unwrap(), PORT));
+    let entry4 = SocketAddr::from((sn_host.addr(), PORT));
+    // A second supernode, peered over IPv6: the witness that dials each leaf back, at the
+    // leaf's own family's address.
+    let _witness = KazooNode::start_on(witness_host, any6, NodeSpec::supernode(vec![entry6]));
+    sn.status_until(|s| s["peers"].as_u64() >= Some(1));
+    let six_data = common::bytes(900_000, 66);
+    let four_data = common::bytes(800_000, 44);
+    let a = testnet_leaf(a_host, any6, entry6, Some(("six source.bin", &six_data)));
+    let b = testnet_leaf(b_host, any6, entry6, None);
+    let four = testnet_leaf(
+        four_host,
+        IpAddr::from([0, 0, 0, 0]),
+        entry4,
+        Some(("four source.bin", &four_data)),
+    );
+    a.wait_joined(&sn_id, 1);
+    b.wait_joined(&sn_id, 0);
+    four.wait_joined(&sn_id, 1);
+    sn.status_until(|s| s["leaves"] == 3 && s["index_files"] == 2);
+
+    // Each is seen at its own family's address, and the witness's dial back reached it there.
+    let witnessed = || {
+        let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("dial back by a peer") && l.contains("answered=true"))
+            .count()
+    };
+    let a_addr = observed(&a);
+    assert_eq!(
+        a_addr.ip(),
+        IpAddr::from(a_host.addr6().unwrap()),
+        "{a_addr}"
+    );
+    assert_eq!(observed(&b).ip(), IpAddr::from(b_host.addr6().unwrap()));
+    let four_addr = observed(&four);
+    assert_eq!(
+        four_addr.ip(),
+        IpAddr::from(four_host.addr()),
+        "not v4-mapped"
+    );
+    assert_eq!(witnessed(), 3, "{}", sn.log_tail());
+
+    // A search over IPv6 names the source at its IPv6 address; so does the IPv4-only leaf's,
+    // through the one supernode.
+    let hash6 = blake3::hash(&six_data).to_hex().to_string();
+    let hit = b.search_until(&["six"], &hash6);
+    assert_eq!(hit_providers(&hit), vec![a_addr], "{hit}");
+    let hit = four.search_until(&["six"], &hash6);
+    assert_eq!(hit_providers(&hit), vec![a_addr], "{hit}");
+    // The dual-stack leaf downloads it over IPv6 by a plain dial; the bytes verify.
+    assert_eq!(testnet_get(&b, &six_data, &a), ["direct"]);
+    // And finds and downloads the IPv4 leaf's file over IPv4, at its plain IPv4 address.
+    let hash4 = blake3::hash(&four_data).to_hex().to_string();
+    let hit = b.search_until(&["four"], &hash4);
+    assert_eq!(hit_providers(&hit), vec![four_addr], "{hit}");
+    assert_eq!(testnet_get(&b, &four_data, &four), ["direct"]);
+    // The IPv4-only leaf cannot dial the IPv6 addresses it is given (its socket has no
+    // IPv6; b, which shares its downloads, is now a second IPv6 source), so it asks through
+    // the supernode for reverse connections: a source's dual-stack socket dials the IPv4
+    // address the supernode saw the downloader at.
+    let reached = testnet_get(&four, &six_data, &a);
+    assert!(
+        !reached.is_empty() && reached.iter().all(|r| r == "reverse"),
+        "{reached:?}"
+    );
 }

@@ -254,6 +254,81 @@ fn firewall_keeps_addresses_and_drops_unsolicited() {
     );
 }
 
+#[test]
+fn ipv6_reaches_public_hosts_and_nothing_else() {
+    let Some(net) = net("ipv6") else { return };
+    // One plain link and one through a delay link's TAP devices.
+    let a = net.public_host("a", Link::new()).unwrap();
+    let b = net
+        .public_host("b", Link::new().delay(Duration::from_millis(5)))
+        .unwrap();
+    let home = net.home("home", Nat::Firewall, Link::new()).unwrap();
+    assert_eq!(
+        home.host("inside").unwrap().addr6(),
+        None,
+        "homes are v4-only"
+    );
+    assert_eq!(home.router().addr6(), None);
+    let (a6, b6) = (a.addr6().unwrap(), b.addr6().unwrap());
+    assert_ne!(a6, b6);
+    for ip in [a6, b6, net.gateway6()] {
+        assert_eq!(ip.segments()[..4], [0x2001, 0xdb8, 0x6b7a, 0], "{ip}");
+    }
+    let six = |host: &Host| {
+        let sock = host.udp_socket6(0).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        sock
+    };
+    // An echo on b, asked from a: the first datagram gets through (no address is tentative)
+    // and each side sees the other at its v6 address.
+    let (echo, client) = (six(&b), six(&a));
+    let to = SocketAddr::from((b6, port(&echo)));
+    client.send_to(b"ping six", to).unwrap();
+    let (from, _) = recv_until(&echo, b"ping six", b"");
+    assert_eq!(from, SocketAddr::from((a6, port(&client))));
+    echo.send_to(b"pong six", from).unwrap();
+    assert_eq!(recv_until(&client, b"pong six", b"").0, to);
+    // The same dual-stack socket still takes IPv4, seen as v4-mapped.
+    let four = sock(&a);
+    four.send_to(b"ping four", SocketAddr::from((b.addr(), port(&echo))))
+        .unwrap();
+    let (from, _) = recv_until(&echo, b"ping four", b"");
+    assert_eq!(from.ip(), std::net::IpAddr::from(a.addr().to_ipv6_mapped()));
+    // Off the segment there is no route: the gateway says so (ICMPv6 "no route", which a
+    // connected socket reports only with IPV6_RECVERR), and nothing leaves.
+    let out = six(&a);
+    out.connect("[2001:db8:ffff::1]:9").unwrap();
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            out.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVERR,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let deadline = Instant::now() + DEADLINE;
+    let refused = loop {
+        assert!(Instant::now() < deadline, "no unreachable from the gateway");
+        let _ = out.send(b"out");
+        match out.recv(&mut [0u8; 16]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => break other,
+        }
+    };
+    let code = refused.as_ref().map_err(|e| e.raw_os_error());
+    assert!(
+        matches!(code, Err(Some(libc::ENETUNREACH | libc::EHOSTUNREACH))),
+        "{refused:?}"
+    );
+}
+
 /// Throughput of `bytes` sent over TCP from `from` to `to`, in bytes/s, timed at the receiver
 /// from its first byte to its last.
 fn tcp_rate(from: &Host, to: &Host, bytes: usize) -> f64 {

@@ -1,7 +1,7 @@
 //! The real `kazoo` binary on hosts of a [`kazoo_testnet::Net`]: a node per host, configured
 //! by a TOML file in the host's directory, and one-shot commands run inside the host.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -63,8 +63,14 @@ impl NodeSpec<'_> {
 
 impl KazooNode {
     /// Writes `host.dir()/kazoo.toml` (data in `data/`, shares `shared/`, downloads
-    /// `downloads/`) and starts `kazoo run` inside `host`, its log in `kazoo.log`.
+    /// `downloads/`) and starts `kazoo run` inside `host`, its log in `kazoo.log`; it listens
+    /// on IPv4 only (`0.0.0.0`).
     pub fn start(host: &Host, spec: NodeSpec<'_>) -> KazooNode {
+        KazooNode::start_on(host, Ipv4Addr::UNSPECIFIED.into(), spec)
+    }
+
+    /// [`KazooNode::start`] listening on `ip` instead (`::` for dual-stack).
+    pub fn start_on(host: &Host, ip: IpAddr, spec: NodeSpec<'_>) -> KazooNode {
         let dir = host.dir();
         let shared = dir.join("shared");
         std::fs::create_dir_all(&shared).expect("share dir");
@@ -80,11 +86,11 @@ impl KazooNode {
         std::fs::write(
             &config,
             format!(
-                "[node]\nrole = \"{}\"\nlisten = \"0.0.0.0:{}\"\ndata_dir = \"data\"\n\
+                "[node]\nrole = \"{}\"\nlisten = \"{}\"\ndata_dir = \"data\"\n\
                  [share]\ndirs = [\"shared\"]\ndownload_dir = \"downloads\"\nrescan_secs = 1\n\
                  [network]\nbootstrap = [{}]\n{}",
                 spec.role,
-                spec.port,
+                SocketAddr::new(ip, spec.port),
                 bootstrap.join(", "),
                 spec.extra
             ),

@@ -1,17 +1,19 @@
 //! A host of the test network, and processes running in it.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 
 use crate::ns::Namespace;
 
-/// One host: a network namespace with one interface (`eth0`) and one IPv4 address.
+/// One host: a network namespace with one interface (`eth0`), one IPv4 address and, on the
+/// public segment, one IPv6 address.
 #[derive(Clone, Debug)]
 pub struct Host {
     pub(crate) name: String,
     pub(crate) addr: Ipv4Addr,
+    pub(crate) addr6: Option<Ipv6Addr>,
     pub(crate) ns: Arc<Namespace>,
     pub(crate) dir: PathBuf,
 }
@@ -26,6 +28,12 @@ impl Host {
     /// [`Home::wan_addr`](crate::Home::wan_addr)).
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// Its IPv6 address: `Some` for a public host (in `2001:db8:6b7a::/64`), `None` for a
+    /// home's router and hosts (homes are IPv4-only).
+    pub fn addr6(&self) -> Option<Ipv6Addr> {
+        self.addr6
     }
 
     /// The namespace's name, for `ip netns exec NAME ...` by hand.
@@ -55,6 +63,12 @@ impl Host {
     /// host's own range behind an EIM NAT).
     pub fn udp_socket(&self, port: u16) -> std::io::Result<UdpSocket> {
         self.run(|| UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))))?
+    }
+
+    /// A UDP socket of this host bound to `[::]:port` (dual-stack: IPv4 peers appear as
+    /// `::ffff:a.b.c.d`).
+    pub fn udp_socket6(&self, port: u16) -> std::io::Result<UdpSocket> {
+        self.run(|| UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))?
     }
 
     /// A TCP listener of this host on `0.0.0.0:port`.

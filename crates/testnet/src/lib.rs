@@ -9,14 +9,26 @@
 //! * the **public segment** is a bridge in a namespace of its own (`198.18.0.1/16`, the
 //!   RFC 2544 benchmarking range, never routed anywhere); [`Net::public_host`] attaches a
 //!   host at `198.18.1.2`, `198.18.1.3`, ...;
+//! * the public segment is **dual-stack**: the gateway is also `2001:db8:6b7a::1/64` and
+//!   every public host also `2001:db8:6b7a::1:2`, `::1:3`, ... ([`Host::addr6`]; the last
+//!   two groups are the last two octets of its IPv4 address), with its default IPv6 route
+//!   through the gateway. The prefix is in the documentation range (`2001:db8::/32`, RFC
+//!   3849), which nothing routes, and clear of the unique-local prefix kazoo's relay uses for
+//!   its circuits' stand-in addresses. Duplicate address detection is off in every
+//!   namespace, so addresses work at once; the bridges have fixed MAC addresses and no
+//!   multicast snooping, so neighbour discovery, like ARP, never finds a stale or missing
+//!   entry;
 //! * a **home** ([`Net::home`]) is a router namespace whose WAN side (`198.18.64+h.1`) is on
 //!   the public segment and whose LAN bridge serves [`Home::host`]s at `192.168.h+1.2`, ...
 //!   (with [`Nat::Firewall`], public addresses `198.19.h+1.2`, ... routed to it), doing the
 //!   [`Nat`] kind it was made with;
+//! * homes are **IPv4-only**: their routers and LAN hosts have no IPv6 address (a home's
+//!   IPv6 would need a firewall of its own, which no test asks for yet);
 //! * every public host's and router's link to the segment can be rate-capped, lossy and
 //!   delayed ([`Link`]).
 //!
-//! Hosts have no route out of the namespaces this crate made, so no packet leaves them.
+//! Hosts have no route out of the namespaces this crate made, IPv4 or IPv6 (the gateway's
+//! namespace has no default route of either family), so no packet leaves them.
 //! Programs run inside a host with [`Host::command`] (the child enters the namespace before
 //! `exec`) or in-process with [`Host::run`] and [`Host::udp_socket`] (a socket stays in the
 //! namespace it was made in). Dropping the [`Net`] — on a panic too — kills every process in

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
@@ -14,7 +14,8 @@ use crate::nat::Nat;
 use crate::ns::{self, Namespace, PREFIX};
 use crate::Error;
 
-/// Public hosts one network holds (`198.18.1.2` to `198.18.63.251`).
+/// Public hosts one network holds (`198.18.1.2` to `198.18.63.251`, and
+/// `2001:db8:6b7a::1:2` to `2001:db8:6b7a::3f:fb`).
 pub const MAX_PUBLIC_HOSTS: u32 = 63 * 250;
 
 /// Homes one network holds (WAN addresses `198.18.64.1` to `198.18.253.1`).
@@ -30,6 +31,14 @@ const FIRST_PORT: u32 = 20_000;
 
 /// The public segment's own address, every public host's and router's default gateway.
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// The public segment's IPv6 prefix length: `2001:db8:6b7a::/64`, in the documentation range
+/// (RFC 3849), which is never routed anywhere.
+const PREFIX6_LEN: u8 = 64;
+
+/// The public segment's own IPv6 address, every public host's default IPv6 gateway; it
+/// mirrors [`GATEWAY`] (the last two octets of a v4 address are the last two groups).
+const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x6b7a, 0, 0, 0, 0, 1);
 
 /// Networks made by this process so far (part of every name).
 static NETS: AtomicU32 = AtomicU32::new(0);
@@ -90,6 +99,9 @@ impl Net {
         net.inner.state().dir = Some(dir);
         let inet = &net.inner.inet;
         forwarding(inet)?;
+        inet.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        // No multicast snooping: IPv6 neighbour discovery goes to solicited-node multicast
+        // groups, flooded to every port like ARP's broadcasts, whatever MLD reports got lost.
         inet.ip(&[
             "link",
             "add",
@@ -98,8 +110,18 @@ impl Net {
             &bridge_mac(0),
             "type",
             "bridge",
+            "mcast_snooping",
+            "0",
         ])?;
         inet.ip(&["addr", "add", &format!("{GATEWAY}/16"), "dev", "br0"])?;
+        inet.ip(&[
+            "addr",
+            "add",
+            &format!("{GATEWAY6}/{PREFIX6_LEN}"),
+            "dev",
+            "br0",
+            "nodad",
+        ])?;
         inet.ip(&["link", "set", "br0", "up"])?;
         Ok(net)
     }
@@ -133,7 +155,13 @@ impl Net {
         GATEWAY
     }
 
-    /// A host on the public segment (reachable by everyone) at the next public address.
+    /// The public segment's gateway IPv6 address.
+    pub fn gateway6(&self) -> Ipv6Addr {
+        GATEWAY6
+    }
+
+    /// A host on the public segment (reachable by everyone) at the next public address, and
+    /// the IPv6 address that mirrors it ([`Host::addr6`]).
     pub fn public_host(&self, name: &str, link: Link) -> Result<Host, Error> {
         link.check()?;
         let index = {
@@ -146,14 +174,33 @@ impl Net {
             state.public_hosts += 1;
             state.public_hosts - 1
         };
-        let addr = Ipv4Addr::new(198, 18, (1 + index / 250) as u8, (2 + index % 250) as u8);
+        let (high, low) = (1 + index / 250, 2 + index % 250);
+        let addr = Ipv4Addr::new(198, 18, high as u8, low as u8);
+        let addr6 = Ipv6Addr::new(0x2001, 0xdb8, 0x6b7a, 0, 0, 0, high as u16, low as u16);
         let (ns, dir) = self.inner.namespace(name)?;
         self.inner.attach(&ns, "eth0", link)?;
         ns.ip(&["addr", "add", &format!("{addr}/16"), "dev", "eth0"])?;
         ns.ip(&["route", "add", "default", "via", &GATEWAY.to_string()])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{addr6}/{PREFIX6_LEN}"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY6.to_string(),
+        ])?;
         Ok(Host {
             name: name.to_owned(),
             addr,
+            addr6: Some(addr6),
             ns,
             dir,
         })
@@ -206,6 +253,7 @@ impl Net {
             router: Host {
                 name: name.to_owned(),
                 addr: wan,
+                addr6: None,
                 ns,
                 dir,
             },
@@ -287,6 +335,7 @@ impl Home {
         Ok(Host {
             name: name.to_owned(),
             addr,
+            addr6: None,
             ns,
             dir,
         })
@@ -399,11 +448,14 @@ fn forwarding(ns: &Namespace) -> Result<(), Error> {
     ns.sysctl("net/ipv4/conf/default/send_redirects", "0")
 }
 
-/// Fails with [`Error::Unavailable`] unless we are root with `ip`, `tc` and `nft`.
+/// Fails with [`Error::Unavailable`] unless we are root with `ip`, `tc`, `nft` and IPv6.
 fn check_tools() -> Result<(), Error> {
     // SAFETY: a plain system call.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::Unavailable("needs root".into()));
+    }
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Err(Error::Unavailable("the kernel has no IPv6".into()));
     }
     for (tool, arg, package) in [
         ("ip", "-V", "iproute2"),

@@ -27,7 +27,8 @@ pub(crate) struct Namespace {
 }
 
 impl Namespace {
-    /// Makes the namespace `name` with its loopback up.
+    /// Makes the namespace `name` with its loopback up and IPv6 duplicate address detection
+    /// off (for devices made later too), so that every IPv6 address works at once.
     pub(crate) fn create(name: &str) -> Result<Namespace, Error> {
         run_host("ip", &["netns", "add", name], None)?;
         let file = match File::open(Path::new("/run/netns").join(name)) {
@@ -45,6 +46,9 @@ impl Namespace {
             file: Arc::new(file),
         };
         ns.ip(&["link", "set", "lo", "up"])?;
+        for conf in ["all", "default"] {
+            ns.sysctl(&format!("net/ipv6/conf/{conf}/accept_dad"), "0")?;
+        }
         Ok(ns)
     }
 
