@@ -92,8 +92,12 @@ async fn only_nodes_with_the_secret_join_download_and_peer() {
 
     // No secret, or another one: no join, and the reason is in the joiner's status.
     for (name, secret, why) in [
-        ("open", None, "network.secret unset"),
-        ("stranger", Some(OTHER), "another network.secret"),
+        (
+            "open",
+            None,
+            "network.secret is set on the accepting node only",
+        ),
+        ("stranger", Some(OTHER), "different network.secret"),
     ] {
         let node = net
             .start(private(net.config(name, RoleSetting::Leaf, boot), secret))
@@ -112,15 +116,21 @@ async fn only_nodes_with_the_secret_join_download_and_peer() {
     // side is told as clearly.
     let stranger = NetworkKey::from_secret(OTHER);
     let reason = refused_for_network(raw_dial(&alice, None, Intent::Fetch).await);
-    assert!(reason.contains("network.secret unset there"), "{reason}");
+    assert!(
+        reason.contains("network.secret is set on the accepting node only"),
+        "{reason}"
+    );
     let reason = refused_for_network(raw_dial(&alice, Some(&stranger), Intent::Fetch).await);
-    assert!(reason.contains("another network.secret"), "{reason}");
+    assert!(reason.contains("different network.secret"), "{reason}");
     let reason = refused_for_network(raw_dial(&sn, Some(&stranger), Intent::Peer).await);
-    assert!(reason.contains("another network.secret"), "{reason}");
+    assert!(reason.contains("different network.secret"), "{reason}");
     let open_sn = net.supernode("open-sn").await;
     let key = NetworkKey::from_secret(SECRET);
     let reason = refused_for_network(raw_dial(&open_sn, Some(&key), Intent::Peer).await);
-    assert!(reason.contains("this node is not"), "{reason}");
+    assert!(
+        reason.contains("network.secret is set on the dialling node only"),
+        "{reason}"
+    );
     // A private supernode bootstrapping from both peers with the private one only.
     let mut config = private(
         net.config("sn2", RoleSetting::Supernode, None),
@@ -158,5 +168,76 @@ async fn only_nodes_with_the_secret_join_download_and_peer() {
 
     for node in [sn2, open_sn, bob, alice, sn] {
         node.shutdown().await;
+    }
+}
+
+/// The real binary: a node configured with the secret joins and downloads; a node without it,
+/// or with another network's, is refused, and its own `kazoo status` says why.
+#[test]
+fn from_the_binary_only_nodes_with_the_secret_join_and_the_others_are_told_why() {
+    use common::bin::{json, run, spawn, until, write_config};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let node = |name: &str, role: &str, secret: Option<&str>, rest: &str| {
+        let secret = secret
+            .map(|s| format!("secret = \"{s}\"\n"))
+            .unwrap_or_default();
+        write_config(
+            dir,
+            name,
+            &format!(
+                "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
+                 {rest}[network]\n{secret}"
+            ),
+        )
+    };
+    let sn_cfg = node("sn", "supernode", Some(SECRET), "");
+    let _sn = spawn(&sn_cfg);
+    let sn_addr = json(&until(&sn_cfg, &["status", "--json"], |o| {
+        o.status.success()
+    }))["listen"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let boot = format!("bootstrap = [\"{sn_addr}\"]\n");
+    let with_boot = |name: &str, secret: Option<&str>, rest: &str| {
+        let cfg = node(name, "leaf", secret, rest);
+        let body = std::fs::read_to_string(&cfg).unwrap() + &boot;
+        std::fs::write(&cfg, body).unwrap();
+        cfg
+    };
+    std::fs::create_dir_all(dir.join("alice/share")).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(dir.join("alice/share/club minutes.pdf"), &data).unwrap();
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let share = "[share]\ndirs = [\"alice/share\"]\nrescan_secs = 1\n";
+    let alice_cfg = with_boot("alice", Some(SECRET), share);
+    let bob_cfg = with_boot("bob", Some(SECRET), "");
+    let eve_cfg = with_boot("eve", None, "");
+    let mallory_cfg = with_boot("mallory", Some(OTHER), "");
+    let _nodes = [&alice_cfg, &bob_cfg, &eve_cfg, &mallory_cfg].map(|c| spawn(c));
+
+    let joined = |o: &std::process::Output| o.status.success() && !json(o)["supernode"].is_null();
+    until(&alice_cfg, &["status", "--json"], |o| {
+        joined(o) && json(o)["shared_files"] == 1
+    });
+    until(&bob_cfg, &["status", "--json"], joined);
+    let got = until(&bob_cfg, &["get", "--json", &hash], |o| o.status.success());
+    let path = json(&got)["path"].as_str().unwrap().to_owned();
+    assert_eq!(std::fs::read(path).unwrap(), data, "bob's download");
+
+    for outsider in [&eve_cfg, &mallory_cfg] {
+        let status = json(&until(outsider, &["status", "--json"], |o| {
+            json(o)["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not the same network"))
+        }));
+        assert!(status["supernode"].is_null(), "{status}");
+        // Nor does it get alice's file some other way.
+        let get = run(outsider, &["search", "--json", "club"]);
+        assert!(
+            !String::from_utf8_lossy(&get.stdout).contains(&hash),
+            "an outsider found the file"
+        );
     }
 }

@@ -25,6 +25,22 @@ pub enum Side {
 }
 
 impl Side {
+    /// The other end of the connection.
+    fn other(self) -> Side {
+        match self {
+            Side::Dialler => Side::Acceptor,
+            Side::Acceptor => Side::Dialler,
+        }
+    }
+
+    /// How messages name it.
+    fn name(self) -> &'static str {
+        match self {
+            Side::Dialler => "dialling node",
+            Side::Acceptor => "accepting node",
+        }
+    }
+
     fn context(self) -> &'static [u8] {
         match self {
             Side::Dialler => b"dialler",
@@ -74,19 +90,19 @@ pub fn check(
 ) -> Result<(), String> {
     match (key, theirs) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err("the peer is in a private network and this node is not \
-                                (network.secret unset here)"
-            .into()),
-        (Some(_), None) => Err("this node is in a private network and the peer is not \
-                                (network.secret unset there)"
-            .into()),
+        // Worded the same from both ends: the message goes to the peer too.
+        (None, Some(_)) => Err(format!("network.secret is set on the {} only", side.name())),
+        (Some(_), None) => Err(format!(
+            "network.secret is set on the {} only",
+            side.other().name()
+        )),
         (Some(key), Some(theirs)) => {
             let expected = key.proof(conn, side).ok_or("no TLS keying material")?;
             // `blake3::Hash` compares in constant time.
             if blake3::Hash::from_bytes(expected) == blake3::Hash::from_bytes(theirs) {
                 Ok(())
             } else {
-                Err("the peer has another network.secret".into())
+                Err("the two nodes have different network.secret values".into())
             }
         }
     }

@@ -191,7 +191,7 @@ async fn join_first(
                 code: ErrorCode::WrongNetwork,
                 reason,
                 ..
-            })) => Err(format!("refused: {reason}")),
+            })) => Err(format!("refused, not the same network: {reason}")),
             Ok(Ok(_)) | Ok(Err(TransportError::Refused { .. })) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_owned()),
