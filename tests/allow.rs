@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::bin::{json, run, spawn, until, write_config};
+use common::bin::{json, listen, node_config as node, run, spawn, until};
 use kazoo_common::identity::Identity;
 
 /// A node's data dir with its key made now, so its id can go in the others' lists.
@@ -15,17 +15,6 @@ fn identity(dir: &Path, name: &str) -> String {
     let data = dir.join(name).join("data");
     std::fs::create_dir_all(&data).unwrap();
     Identity::load_or_create(&data).unwrap().node_id().to_hex()
-}
-
-fn node(dir: &Path, name: &str, role: &str, network: &str, extra: &str) -> PathBuf {
-    write_config(
-        dir,
-        name,
-        &format!(
-            "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
-             {extra}[network]\n{network}"
-        ),
-    )
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -43,13 +32,7 @@ fn only_listed_nodes_join_download_and_browse() {
     };
     let sn_cfg = node(dir, "sn", "supernode", &list(&[&alice, &bob]), "");
     let _sn = spawn(&sn_cfg);
-    let sn_status = json(&until(&sn_cfg, &["status", "--json"], |o| {
-        o.status.success()
-    }));
-    let boot = format!(
-        "bootstrap = [\"{sn}@{}\"]\n",
-        sn_status["listen"].as_str().unwrap()
-    );
+    let boot = format!("bootstrap = [\"{sn}@{}\"]\n", listen(&sn_cfg));
 
     let shared = dir.join("alice/share");
     std::fs::create_dir_all(&shared).unwrap();

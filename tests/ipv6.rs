@@ -29,8 +29,7 @@ fn spawn(dir: &Path, config: &Path, name: &str) -> Proc {
 }
 
 fn listen_of(config: &Path) -> SocketAddr {
-    let out = until(config, &["status", "--json"], |o| o.status.success());
-    json(&out)["listen"].as_str().unwrap().parse().unwrap()
+    common::bin::listen(config).parse().unwrap()
 }
 
 /// A node `name` listening on `listen`, sharing `<name>/shared` with one file of `data`.
@@ -63,12 +62,7 @@ fn providers_of(config: &Path, word: &str, name: &str) -> Vec<SocketAddr> {
         .into_iter()
         .find(|h| h["name"] == name)
         .unwrap();
-    hit["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["addr"].as_str().unwrap().parse().unwrap())
-        .collect()
+    hit_providers(&hit)
 }
 
 /// `kazoo get` of `data`'s hash from `config` into `dir/out`; the bytes must be equal.

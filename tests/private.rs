@@ -175,36 +175,19 @@ async fn only_nodes_with_the_secret_join_download_and_peer() {
 /// or with another network's, is refused, and its own `kazoo status` says why.
 #[test]
 fn from_the_binary_only_nodes_with_the_secret_join_and_the_others_are_told_why() {
-    use common::bin::{json, run, spawn, until, write_config};
+    use common::bin::{json, listen, node_config, run, spawn, until};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let node = |name: &str, role: &str, secret: Option<&str>, rest: &str| {
-        let secret = secret
+    let network = |secret: Option<&str>| {
+        secret
             .map(|s| format!("secret = \"{s}\"\n"))
-            .unwrap_or_default();
-        write_config(
-            dir,
-            name,
-            &format!(
-                "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
-                 {rest}[network]\n{secret}"
-            ),
-        )
+            .unwrap_or_default()
     };
-    let sn_cfg = node("sn", "supernode", Some(SECRET), "");
+    let sn_cfg = node_config(dir, "sn", "supernode", &network(Some(SECRET)), "");
     let _sn = spawn(&sn_cfg);
-    let sn_addr = json(&until(&sn_cfg, &["status", "--json"], |o| {
-        o.status.success()
-    }))["listen"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let boot = format!("bootstrap = [\"{sn_addr}\"]\n");
-    let with_boot = |name: &str, secret: Option<&str>, rest: &str| {
-        let cfg = node(name, "leaf", secret, rest);
-        let body = std::fs::read_to_string(&cfg).unwrap() + &boot;
-        std::fs::write(&cfg, body).unwrap();
-        cfg
+    let boot = format!("bootstrap = [\"{}\"]\n", listen(&sn_cfg));
+    let with_boot = |name: &str, secret: Option<&str>, extra: &str| {
+        node_config(dir, name, "leaf", &(network(secret) + &boot), extra)
     };
     std::fs::create_dir_all(dir.join("alice/share")).unwrap();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();

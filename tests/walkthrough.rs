@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::bin::{json, json_lines, run, spawn, until, write_config};
+use common::bin::{json, json_lines, listen, run, spawn, until, write_config};
 
 /// Copies the walkthrough folder (configs and shared files, not `state/`).
 fn copy_walkthrough(to: &Path) {
@@ -52,12 +52,7 @@ fn the_local_cluster_walkthrough_shares_only_what_was_picked() {
     edit(&dir, "sn", "127.0.0.1:4710", "127.0.0.1:0");
     let sn_cfg = dir.join("sn.toml");
     let _sn = spawn(&sn_cfg);
-    let sn_addr = json(&until(&sn_cfg, &["status", "--json"], |o| {
-        o.status.success()
-    }))["listen"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sn_addr = listen(&sn_cfg);
     edit(&dir, "alice", "127.0.0.1:4711", "127.0.0.1:0");
     for name in ["alice", "bob"] {
         edit(&dir, name, "127.0.0.1:4710", &sn_addr);

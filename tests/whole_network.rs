@@ -143,7 +143,8 @@ fn a_network_behind_mixed_nats_finds_every_share_and_fails_over() {
     let (leaves, files) = leaves(&net, link, &sn_addrs, 21, "wholenet");
     let homes: Vec<String> = leaves
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 l.status_until(|s| {
                     s["supernode"].is_string()
@@ -151,7 +152,7 @@ fn a_network_behind_mixed_nats_finds_every_share_and_fails_over() {
                         && !s["reachability"].is_null()
                 })
             }));
-            match waited {
+            let s = match waited {
                 Ok(s) => s,
                 Err(panic) => {
                     for (k, sn) in sns.iter().enumerate() {
@@ -159,12 +160,7 @@ fn a_network_behind_mixed_nats_finds_every_share_and_fails_over() {
                     }
                     std::panic::resume_unwind(panic)
                 }
-            }
-        })
-        .collect::<Vec<serde_json::Value>>()
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
+            };
             // The supernodes are peered, so a peer at another IP dialled each leaf back.
             let class = s["reachability"]["class"].as_str().unwrap_or("none");
             assert!(

@@ -72,6 +72,28 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The listen address of the node run with `config`, once its `kazoo status` answers.
+pub fn listen(config: &Path) -> String {
+    let out = until(config, &["status", "--json"], |o| o.status.success());
+    json(&out)["listen"]
+        .as_str()
+        .expect("a listen address")
+        .to_owned()
+}
+
+/// Writes `dir/NAME.toml` for a node on an ephemeral loopback port with its data in
+/// `dir/NAME/data`: `extra` sections before `[network]`, then the `network` keys.
+pub fn node_config(dir: &Path, name: &str, role: &str, network: &str, extra: &str) -> PathBuf {
+    write_config(
+        dir,
+        name,
+        &format!(
+            "[node]\nrole = \"{role}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}/data\"\n\
+             {extra}[network]\n{network}"
+        ),
+    )
+}
+
 /// Writes `dir/NAME.toml`.
 pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));

@@ -88,35 +88,30 @@ pub fn under_ci() -> bool {
 /// Has an IPv6 socket report ICMPv6 errors (`IPV6_RECVERR`): a connected UDP socket then
 /// sees "no route" from a gateway as an error on its next `recv`.
 pub fn report_errors6(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a live descriptor with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_RECVERR,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    set_option(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)
 }
 
 /// Sets a socket's receive buffer to `bytes`, past `net.core.rmem_max` (`SO_RCVBUFFORCE`,
 /// root only): a test counting datagrams wants none dropped by its own socket.
 pub fn force_recv_buffer(sock: &impl std::os::fd::AsRawFd, bytes: i32) -> std::io::Result<()> {
-    // SAFETY: setsockopt on a live descriptor with a pointer to a live i32 and its size.
+    set_option(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+}
+
+/// `setsockopt(level, name, value)` with an integer value.
+fn set_option(
+    sock: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: setsockopt on a live descriptor with a pointer to a live c_int and its size.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc == 0 {

@@ -201,32 +201,27 @@ impl Node {
     /// Asks this leaf's supernode (a supernode: its own core) for a reverse connection from
     /// `target`; the target as its supernode lists it.
     pub(super) async fn ask_connect(&self, target: NodeId) -> Result<Provider, String> {
-        if let Some(sn) = self.supernode() {
+        let answer = if let Some(sn) = self.supernode() {
             // A supernode asks its own core, as its leaves' requests do, to be dialled at
             // the address its connections arrive at.
-            let me = self.node_id();
             let seen_at = sn
                 .own_addr(&target, self.inner.listen.port())
                 .ok_or("no connection tells this supernode's own address")?;
-            let (answer, actions) =
-                sn.core()
-                    .connect(me, seen_at, target, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            let (answer, actions) = sn.core().connect(self.node_id(), seen_at, target, now);
             self.execute(&sn, actions);
-            return match answer {
-                Response::Connecting { target, .. } => Ok(target),
-                Response::Error { message, .. } => Err(message),
-                other => Err(format!("unexpected answer {other:?}")),
-            };
-        }
-        let uplink = self.inner.uplink.borrow().clone();
-        let Some(uplink) = uplink else {
-            return Err("no supernode to ask".into());
+            answer
+        } else {
+            let uplink = self.inner.uplink.borrow().clone();
+            let uplink = uplink.ok_or("no supernode to ask")?;
+            client::call(&uplink.conn, &Request::Connect { target })
+                .await
+                .map_err(|e| e.to_string())?
         };
-        match client::call(&uplink.conn, &Request::Connect { target }).await {
-            Ok(Response::Connecting { target, .. }) => Ok(target),
-            Ok(Response::Error { message, .. }) => Err(message),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+        match answer {
+            Response::Connecting { target, .. } => Ok(target),
+            Response::Error { message, .. } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
         }
     }
 
