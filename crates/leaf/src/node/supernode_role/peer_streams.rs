@@ -42,6 +42,7 @@ pub(in crate::node) async fn serve(
             };
             if let Err(StreamError::Violation(reason)) = outcome {
                 tracing::warn!(peer = %peer.short(), %reason, "protocol violation; closing peering");
+                node.note_error(format!("disconnected supernode {}: {reason}", peer.short()));
                 transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, &reason);
             }
         });

@@ -155,6 +155,7 @@ impl Node {
                 }
                 Action::Disconnect(peer, reason) => {
                     tracing::warn!(peer = %peer.short(), %reason, "disconnecting misbehaving supernode");
+                    self.note_error(format!("disconnected supernode {}: {reason}", peer.short()));
                     peering.close(&peer, CloseCode::PROTOCOL_VIOLATION, &reason);
                 }
                 Action::Hits(query, hits) => {
