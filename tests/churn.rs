@@ -195,9 +195,12 @@ async fn a_leaf_with_100000_entries_leaves_while_another_searches_unharmed() {
     assert_eq!(misses, 0, "searches missed while the big leaf drained");
     // b never lost its session (an idle timeout would have re-homed it).
     assert_eq!(core.core().session(&b.node_id()), Some(b_session));
+    // The drain works in small steps between searches; one that held the index for as
+    // long as the idle timeout would stall every connection of the supernode.
+    let idle = kazoo_common::transport::Timeouts::default().idle;
     assert!(
-        slowest < Duration::from_secs(1),
-        "a search took {slowest:?}, longer than half the idle timeout"
+        slowest < idle,
+        "a search took {slowest:?}, as long as the idle timeout ({idle:?})"
     );
 }
 

@@ -20,6 +20,15 @@ async fn auto_leaf(net: &Net, name: &str, sn: &Node) -> Node {
     node
 }
 
+/// An auto node that joins through `relay`.
+async fn through(net: &Net, name: &str, relay: &Partition) -> Node {
+    let node = net
+        .start(net.config(name, RoleSetting::Auto, Some(relay.addr)))
+        .await;
+    node.wait_ready(DEADLINE).await.expect("auto node joins");
+    node
+}
+
 async fn role_becomes(node: &Node, role: &str) {
     eventually(
         &format!("{} becomes {role}", node.node_id().short()),
@@ -116,15 +125,22 @@ async fn an_heir_takes_over_and_every_share_is_searchable_again() {
 async fn a_dead_heir_does_not_stall_the_next_one() {
     let net = Net::new();
     let sn = net.supernode("sn").await;
-    let a = auto_leaf(&net, "a", &sn).await;
-    let b = auto_leaf(&net, "b", &sn).await;
+    // `a` and `b` reach the supernode through relays the test can cut, so that heir 0 can
+    // die without the supernode hearing of it (and naming `second` heir 0 before it dies).
+    let (relay_a, relay_b) = (
+        Partition::new(sn.listen_addr()).await,
+        Partition::new(sn.listen_addr()).await,
+    );
+    let a = through(&net, "a", &relay_a).await;
+    let b = through(&net, "b", &relay_b).await;
     let l = net.leaf("l", &sn).await;
     let heirs = heirs_known(&[&a, &b, &l], 2).await;
-    let (first, second) = if heirs[0] == a.node_id() {
-        (a, b)
+    let (first, first_relay, second) = if heirs[0] == a.node_id() {
+        (a, relay_a, b)
     } else {
-        (b, a)
+        (b, relay_b, a)
     };
+    first_relay.set_cut(true);
     first.shutdown().await;
     sn.shutdown().await;
     role_becomes(&second, "supernode").await;
@@ -381,10 +397,7 @@ async fn a_partition_that_heals_ends_in_one_overlay() {
     write(&net.share_dir("a"), "alpha file.txt", b"alpha");
     write(&net.share_dir("l"), "lima file.txt", b"lima");
     write(&net.share_dir("s"), "sierra file.txt", b"sierra");
-    let a = net
-        .start(net.config("a", RoleSetting::Auto, Some(relay.addr)))
-        .await;
-    a.wait_ready(DEADLINE).await.expect("a joins");
+    let a = through(&net, "a", &relay).await;
     let l = net
         .start(net.config("l", RoleSetting::Leaf, Some(relay.addr)))
         .await;

@@ -248,11 +248,24 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
     sn.status_until(|s| s["leaves"] == 3 && s["index_files"] == 2);
 
     // Each is seen at its own family's address, and the witness's dial back reached it there.
-    let witnessed = || {
-        let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains("dial back by a peer") && l.contains("answered=true"))
-            .count()
+    // (One log line per leaf; the log is read until it shows, since it is written apart
+    // from the status the leaf reads.)
+    let witnessed = |leaf: &KazooNode| {
+        let short = leaf.status()["node_id"].as_str().unwrap()[..8].to_owned();
+        let line = |l: &&str| {
+            l.contains("dial back by a peer")
+                && l.contains(&format!("leaf={short}"))
+                && l.contains("answered=true")
+        };
+        let deadline = std::time::Instant::now() + common::kazoo_net::DEADLINE;
+        while std::time::Instant::now() < deadline {
+            let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
+            if log.lines().any(|l| line(&l)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("no witnessed dial back of {short}: {}", sn.log_tail());
     };
     let a_addr = observed(&a);
     assert_eq!(
@@ -267,7 +280,9 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
         IpAddr::from(four_host.addr()),
         "not v4-mapped"
     );
-    assert_eq!(witnessed(), 3, "{}", sn.log_tail());
+    for leaf in [&a, &b, &four] {
+        witnessed(leaf);
+    }
 
     // A search over IPv6 names the source at its IPv6 address; so does the IPv4-only leaf's,
     // through the one supernode.

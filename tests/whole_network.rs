@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use common::kazoo_net::{json, lines, KazooNode, NodeSpec, PORT};
 use kazoo_testnet::{Host, Link, Nat, Net};
 
+/// Held by each test for its whole run: the two networks (30 processes each, with their
+/// links' delay threads in this process) would share two cores, and a 300 s watch for
+/// false failovers is only fair to a network that is not starved by the other one.
+static ONE_NETWORK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Where leaf `i` lives: `None` is a public host.
 fn site(i: usize) -> Option<Nat> {
     [
@@ -128,6 +133,9 @@ fn find_all(node: &KazooNode, word: &str, files: &[Vec<u8>]) {
 
 #[test]
 fn a_network_behind_mixed_nats_finds_every_share_and_fails_over() {
+    let _alone = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let Some(net) = Net::new_or_skip("whole_network") else {
         return;
     };
@@ -267,6 +275,9 @@ fn quiet_for() -> Duration {
 
 #[test]
 fn at_two_percent_loss_nothing_alive_fails_over() {
+    let _alone = ONE_NETWORK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let Some(net) = Net::new_or_skip("quiet_network") else {
         return;
     };

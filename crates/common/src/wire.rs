@@ -61,7 +61,7 @@
 //! joining) is let in by an address-restricted NAT too, so such a leaf can still pass. A
 //! `DialBack` costs the asking peer a query token ([`PEER_QUERY_RATE`]), and the dial is
 //! subject to the witness's own dial guard (an address that did not answer is left alone
-//! for a while): a peer can make a witness send at most a few handshake packets per
+//! for a while, and answered `DialedBack { answered: false }` without a dial): a peer can make a witness send at most a few handshake packets per
 //! address it names, never more than it could by dialling that address itself.
 
 //! # Supernode peering
@@ -798,7 +798,8 @@ pub enum Request {
     },
     /// Dial leaf `leaf` at `addr` from a fresh socket and say whether it answered with that
     /// key (SN → a peer, on a stream of the peering; see "Reachability" above): answered
-    /// `DialedBack`, or `Error(Busy)` when the peer's query rate or this node's dial guard
+    /// `DialedBack` (`answered: false` without a dial when this node's dial guard knows the
+    /// address as silent), or `Error(Busy)` when the peer's query rate or the guard's rate
     /// refuses.
     DialBack {
         /// The leaf's node id; only a connection proving it counts as an answer.

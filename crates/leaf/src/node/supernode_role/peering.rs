@@ -31,6 +31,9 @@ const QUERY_QUEUE: usize = 256;
 const SAVE_EVERY: Duration = Duration::from_secs(30);
 /// File name of the host cache in `data_dir`.
 pub const HOST_CACHE: &str = "hostcache.json";
+/// Largest host cache read back: far more than the core's `max_hosts` (1000 by default)
+/// entries of about 150 bytes each; a longer file is ignored with a warning.
+const MAX_HOST_CACHE_BYTES: u64 = 1 << 20;
 
 /// One event of a routed search.
 #[derive(Debug)]
@@ -52,6 +55,9 @@ pub(in crate::node) struct Peering {
     links: Mutex<HashMap<NodeId, PeerLink>>,
     queries: Mutex<HashMap<u64, mpsc::Sender<QueryEvent>>>,
     generation: AtomicU64,
+    /// Held while the host cache is written (the periodic save, a demotion and a shutdown
+    /// may meet, and they share one temporary file).
+    saving: Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,19 +343,26 @@ impl Node {
     pub(super) async fn overlay_loop(self, sn: Arc<SupernodeRole>) {
         let path = self.inner.config.node.data_dir.join(HOST_CACHE);
         let now = Instant::now();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            match serde_json::from_str::<Vec<CachedHost>>(&text) {
-                Ok(hosts) => {
-                    let mut core = sn.core();
-                    for h in hosts {
-                        let provider = Provider::new(h.node, h.addr);
-                        core.overlay_mut()
-                            .add_host(provider, Duration::from_secs(h.age_secs), now);
-                    }
+        let saved =
+            crate::state_file::read_bounded(&path, MAX_HOST_CACHE_BYTES).and_then(|bytes| {
+                bytes
+                    .map(|b| {
+                        serde_json::from_slice::<Vec<CachedHost>>(&b).map_err(std::io::Error::other)
+                    })
+                    .transpose()
+            });
+        match saved {
+            Ok(None) => {}
+            Ok(Some(hosts)) => {
+                let mut core = sn.core();
+                for h in hosts {
+                    let provider = Provider::new(h.node, h.addr);
+                    core.overlay_mut()
+                        .add_host(provider, Duration::from_secs(h.age_secs), now);
                 }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "host cache unreadable; ignored")
-                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "host cache unreadable; ignored")
             }
         }
         let mut tick = tokio::time::interval(OVERLAY_TICK);
@@ -437,11 +450,10 @@ pub(in crate::node) fn save_hosts(data_dir: &std::path::Path, sn: &SupernodeRole
             age_secs: age.as_secs(),
         })
         .collect();
-    let tmp = path.with_extension("tmp");
+    let _saving = crate::lock(&sn.peering.saving);
     let result = serde_json::to_vec(&hosts)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|bytes| crate::state_file::write_atomic(path, &bytes));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "could not save host cache");
     }

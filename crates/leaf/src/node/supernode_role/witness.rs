@@ -12,6 +12,7 @@ use kazoo_common::NodeId;
 use quinn::{Connection, SendStream};
 
 use super::SupernodeRole;
+use crate::node::dial_guard::DialRefused;
 use crate::node::request_limits::StreamError;
 use crate::node::Node;
 
@@ -42,7 +43,8 @@ pub(in crate::node) async fn ask(
 
 /// Answers peer `peer`'s `DialBack { leaf, addr }`: one query token of the peer's, and a
 /// dial the guard allows (a peer names this address, so it is dialled like any address a
-/// peer names), from a fresh socket.
+/// peer names), from a fresh socket. An address the guard knows as silent is answered
+/// "not answered" without a dial; any other refusal is `Busy`.
 pub(in crate::node) async fn answer(
     node: &Node,
     sn: &Arc<SupernodeRole>,
@@ -56,11 +58,16 @@ pub(in crate::node) async fn answer(
         let refusal = Response::error(ErrorCode::Busy, "query rate exceeded; slow down");
         return Ok(wire::write_frame(&mut send, &refusal).await?);
     }
-    if let Err(refused) = node.inner.dials.check(addr, now) {
-        let refusal = Response::error(ErrorCode::Busy, refused.to_string());
-        return Ok(wire::write_frame(&mut send, &refusal).await?);
-    }
-    let answered = node.answers_dial_back(addr, leaf).await;
+    let answered = match node.inner.dials.check(addr, now) {
+        Ok(()) => node.answers_dial_back(addr, leaf).await,
+        // It did not answer this witness moments ago: that is the answer (the leaf is then
+        // taken for firewalled, the safe side, until it is checked again).
+        Err(DialRefused::Silent(_)) => false,
+        Err(refused) => {
+            let refusal = Response::error(ErrorCode::Busy, refused.to_string());
+            return Ok(wire::write_frame(&mut send, &refusal).await?);
+        }
+    };
     tracing::info!(peer = %peer.short(), leaf = %leaf.short(), %addr, answered, "dialled back a peer's leaf");
     wire::write_frame(&mut send, &Response::DialedBack { answered }).await?;
     let _ = send.finish();
