@@ -112,8 +112,10 @@ pub enum TransportError {
 /// who dialled it stays ≤ its connection limit × this.
 pub const ACCEPTED_RECEIVE_WINDOW: u32 = 1 << 20;
 /// Stream-level receive window of an accepted connection (a 1 MiB register batch still
-/// arrives: credit returns as it is read).
-pub const ACCEPTED_STREAM_WINDOW: u32 = 256 << 10;
+/// arrives: credit returns as it is read). Half the connection's window, so one stream never
+/// holds all of it; it is what a relay leg from a source to its supernode can have in
+/// flight, so it caps a relayed transfer at this per round trip (13 MB/s at 40 ms).
+pub const ACCEPTED_STREAM_WINDOW: u32 = ACCEPTED_RECEIVE_WINDOW / 2;
 
 fn transport_config(timeouts: Timeouts) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
