@@ -308,3 +308,58 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
         "{reached:?}"
     );
 }
+
+#[test]
+fn a_witness_without_ipv6_leaves_an_ipv6_leafs_dial_back_to_the_supernode() {
+    let Some(net) = Net::new_or_skip("ipv6_witness") else {
+        return;
+    };
+    let wan = Link::new().delay(Duration::from_millis(5)).rate_mbit(100);
+    let hosts: Vec<Host> = ["sn", "witness", "six"]
+        .iter()
+        .map(|name| net.public_host(name, wan).unwrap())
+        .collect();
+    let [sn_host, witness_host, six_host] = &hosts[..] else {
+        unreachable!()
+    };
+    let sn6 = SocketAddr::from((sn_host.addr6().unwrap(), PORT));
+    let disabled = witness_host
+        .command("sysctl")
+        .args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])
+        .status()
+        .expect("sysctl runs");
+    assert!(disabled.success());
+    let no_route = witness_host
+        .run(|| std::net::UdpSocket::bind("[::]:0").and_then(|s| s.connect(sn6)))
+        .expect("runs in the witness's namespace");
+    assert!(no_route.is_err(), "the witness still has IPv6");
+
+    let sn = KazooNode::start_on(
+        sn_host,
+        IpAddr::from(Ipv6Addr::UNSPECIFIED),
+        NodeSpec::supernode(vec![]),
+    );
+    let entry4 = SocketAddr::from((sn_host.addr(), PORT));
+    let _witness = KazooNode::start_on(
+        witness_host,
+        IpAddr::from([0, 0, 0, 0]),
+        NodeSpec::supernode(vec![entry4]),
+    );
+    sn.status_until(|s| s["peers"].as_u64() >= Some(1));
+    // An IPv6 leaf: the witness has no route to it, says so, and the supernode dials it
+    // back itself, so the open host is found reachable (not taken for firewalled).
+    let six = testnet_leaf(six_host, IpAddr::from(Ipv6Addr::UNSPECIFIED), sn6, None);
+    let seen = observed(&six);
+    assert_eq!(seen.ip(), IpAddr::from(six_host.addr6().unwrap()));
+    let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("no dial back by a peer") && l.contains("cannot reach")),
+        "{}",
+        sn.log_tail()
+    );
+}

@@ -61,8 +61,11 @@
 //! joining) is let in by an address-restricted NAT too, so such a leaf can still pass. A
 //! `DialBack` costs the asking peer a query token ([`PEER_QUERY_RATE`]), and the dial is
 //! subject to the witness's own dial guard (an address that did not answer is left alone
-//! for a while, and answered `DialedBack { answered: false }` without a dial): a peer can make a witness send at most a few handshake packets per
-//! address it names, never more than it could by dialling that address itself.
+//! for a while): a peer can make a witness send at most a few handshake packets per
+//! address it names, never more than it could by dialling that address itself. An address
+//! the guard knows as silent is answered `DialedBack { answered: false }` without a dial;
+//! one the witness has no route to (an IPv6 address at a witness without IPv6) is refused
+//! `Busy`, and the asker dials back itself.
 
 //! # Supernode peering
 //! Peers exchange known supernodes (`Supernodes`, node-cache gossip), their peer lists

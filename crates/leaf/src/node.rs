@@ -1017,11 +1017,7 @@ impl Node {
         addr: SocketAddr,
         leaf: NodeId,
     ) -> Result<Link, transport::TransportError> {
-        let unspecified: std::net::IpAddr = match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let bind = SocketAddr::new(unspecified, 0);
+        let bind = fresh_bind(addr);
         let probe = Endpoint::client(bind)
             .map_err(|source| transport::TransportError::Bind { addr: bind, source })?;
         let mut pending = dial_guard::Pending::new(&self.inner.dials, addr);
@@ -1129,6 +1125,16 @@ impl download::Network for Node {
             }
         });
     }
+}
+
+/// Where a fresh socket towards `addr` binds: the unspecified address of its family, any
+/// port.
+pub(crate) fn fresh_bind(addr: SocketAddr) -> SocketAddr {
+    let unspecified: std::net::IpAddr = match addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(unspecified, 0)
 }
 
 /// Replaces unspecified provider IPs ("the node that answered") with `ip`.

@@ -44,7 +44,8 @@ pub(in crate::node) async fn ask(
 /// Answers peer `peer`'s `DialBack { leaf, addr }`: one query token of the peer's, and a
 /// dial the guard allows (a peer names this address, so it is dialled like any address a
 /// peer names), from a fresh socket. An address the guard knows as silent is answered
-/// "not answered" without a dial; any other refusal is `Busy`.
+/// "not answered" without a dial; any other refusal is `Busy`, as is an address this host
+/// has no route to (a witness without IPv6 cannot tell about an IPv6 leaf).
 pub(in crate::node) async fn answer(
     node: &Node,
     sn: &Arc<SupernodeRole>,
@@ -56,6 +57,10 @@ pub(in crate::node) async fn answer(
     let now = Instant::now();
     if !sn.core().admit_dial_back(peer, now) {
         let refusal = Response::error(ErrorCode::Busy, "query rate exceeded; slow down");
+        return Ok(wire::write_frame(&mut send, &refusal).await?);
+    }
+    if let Err(e) = routable(addr) {
+        let refusal = Response::error(ErrorCode::Busy, format!("cannot reach {addr}: {e}"));
         return Ok(wire::write_frame(&mut send, &refusal).await?);
     }
     let answered = match node.inner.dials.check(addr, now) {
@@ -72,4 +77,10 @@ pub(in crate::node) async fn answer(
     wire::write_frame(&mut send, &Response::DialedBack { answered }).await?;
     let _ = send.finish();
     Ok(())
+}
+
+/// Whether this host can send to `addr` at all: a socket of its family binds and has a
+/// route to it (a local check, no packet is sent).
+fn routable(addr: SocketAddr) -> std::io::Result<()> {
+    std::net::UdpSocket::bind(crate::node::fresh_bind(addr))?.connect(addr)
 }
