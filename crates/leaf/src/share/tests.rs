@@ -299,3 +299,17 @@ async fn the_download_folder_is_shared_unless_configured_not_to_be() {
     s.rescan().await;
     assert_eq!(names(&s), vec!["song.ogg"]);
 }
+
+#[tokio::test]
+async fn an_unreadable_share_folder_is_a_problem() {
+    // A symlink loop cannot be read even by root (whom a mode-000 folder does not stop).
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("loop");
+    std::os::unix::fs::symlink(root.path().join("back"), &dir).unwrap();
+    std::os::unix::fs::symlink(&dir, root.path().join("back")).unwrap();
+    let s = store(&dir, root.path());
+    s.rescan().await;
+    assert_eq!(s.problems().len(), 1, "{:?}", s.problems());
+    assert!(s.problems()[0].contains("unreadable"), "{:?}", s.problems());
+    assert!(s.entries().is_empty());
+}
