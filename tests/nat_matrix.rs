@@ -119,11 +119,12 @@ fn check_joined(node: &KazooNode, site: Site, sn: &str, files: usize) {
     );
 }
 
-/// Downloads each pair's file at its downloader, all at once; how each source was reached.
-fn download_each(
-    pairs: &[(&(KazooNode, KazooNode, Vec<u8>), Site)],
-    source: Site,
-) -> Vec<(Site, Site, String)> {
+/// A source, a downloader, and the file the source shares.
+type Pair = (KazooNode, KazooNode, Vec<u8>);
+
+/// Downloads each pair's file at its downloader (of the given kind), all at once; how each
+/// source was reached.
+fn download_each(pairs: &[(&Pair, Site)], source: Site) -> Vec<(Site, Site, String)> {
     thread::scope(|scope| {
         let runs: Vec<_> = pairs
             .iter()
@@ -191,7 +192,7 @@ fn every_pair_of_nat_kinds_downloads_by_the_path_it_allows() {
     let mut outcomes: Vec<(Site, Site, String)> = Vec::new();
     for (s, &source) in SITES.iter().enumerate() {
         // One batch per source kind: a source and a downloader for each downloader kind.
-        let pairs: Vec<(KazooNode, KazooNode, Vec<u8>)> = SITES
+        let pairs: Vec<Pair> = SITES
             .iter()
             .enumerate()
             .map(|(d, _)| {
