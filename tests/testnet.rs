@@ -320,8 +320,11 @@ fn ipv6_reaches_public_hosts_and_nothing_else() {
     );
 }
 
-/// Throughput of `bytes` sent over TCP from `from` to `to`, in bytes/s, timed at the receiver
-/// from its first byte to its last.
+/// Throughput of `bytes` sent over TCP from `from` to `to`, in bytes/s, timed from before the
+/// sender connects until the receiver has read the last byte. The time includes the connection
+/// set-up and any delay in scheduling either end, so the rate can only err low: timed from the
+/// receiver's first read instead, a receiver scheduled late would find bytes already queued
+/// and the rate would look higher than the link let through.
 fn tcp_rate(from: &Host, to: &Host, bytes: usize) -> f64 {
     use std::io::{Read, Write};
     let listener = to.tcp_listener(0).unwrap();
@@ -330,19 +333,18 @@ fn tcp_rate(from: &Host, to: &Host, bytes: usize) -> f64 {
         let (mut conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 65_536];
         let mut got = 0;
-        let mut first = None;
         while got < bytes {
             let n = conn.read(&mut buf).unwrap();
             assert!(n > 0, "closed after {got} bytes");
-            first.get_or_insert_with(Instant::now);
             got += n;
         }
-        (got, first.unwrap().elapsed())
+        (got, Instant::now())
     });
+    let started = Instant::now();
     let mut conn = from.tcp_connect(addr).unwrap();
     conn.write_all(&vec![7u8; bytes]).unwrap();
-    let (got, took) = receiver.join().unwrap();
-    got as f64 / took.as_secs_f64()
+    let (got, done) = receiver.join().unwrap();
+    got as f64 / done.duration_since(started).as_secs_f64()
 }
 
 #[test]
@@ -366,8 +368,12 @@ fn tbf_caps_throughput_both_ways() {
         ceiling / cap
     );
     for rate in [up, down] {
-        // TCP payload below the cap (headers count against it), never above.
+        // TCP payload below the cap (headers count against it), never above: the bytes past
+        // the bucket's burst (20 KB, 1 % of 2 MiB) cannot arrive faster than the cap, and the
+        // time counts from before the connection.
         assert!(rate <= cap * 1.05, "{rate} B/s over the cap {cap}");
+        // 2 MiB take about 1.1 s at the cap; half the cap leaves a second for connecting and
+        // scheduling.
         assert!(rate >= cap * 0.5, "{rate} B/s far below the cap {cap}");
     }
     assert!(ceiling > cap * 3.0, "uncapped {ceiling} B/s");

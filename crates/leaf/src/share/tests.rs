@@ -233,11 +233,16 @@ async fn files_being_written_wait_and_symlinks_into_the_data_dir_are_skipped() {
     std::os::unix::fs::symlink(data.path().join("node.key"), share.path().join("key link"))
         .unwrap();
     std::fs::write(share.path().join("fresh.bin"), b"still being written").unwrap();
-    let s = Arc::new(ShareStore::new(
-        vec![share.path().to_path_buf()],
-        vec![data.path().to_path_buf()],
-        data.path().join("hashcache.bin"),
-    ));
+    // An hour's settle time: the file surely counts as modified just now, however long this
+    // thread is held up between writing it and the rescan.
+    let s = Arc::new(
+        ShareStore::new(
+            vec![share.path().to_path_buf()],
+            vec![data.path().to_path_buf()],
+            data.path().join("hashcache.bin"),
+        )
+        .with_settle_time(std::time::Duration::from_secs(3600)),
+    );
     assert_eq!(s.rescan().await.added, 0, "a file modified just now waits");
     let s = Arc::new(
         ShareStore::new(
