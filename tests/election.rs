@@ -21,7 +21,7 @@ async fn auto_leaf(net: &Net, name: &str, sn: &Node) -> Node {
 }
 
 /// An auto node that joins through `relay`.
-async fn through(net: &Net, name: &str, relay: &Partition) -> Node {
+async fn auto_leaf_via(net: &Net, name: &str, relay: &Partition) -> Node {
     let node = net
         .start(net.config(name, RoleSetting::Auto, Some(relay.addr)))
         .await;
@@ -131,8 +131,8 @@ async fn a_dead_heir_does_not_stall_the_next_one() {
         Partition::new(sn.listen_addr()).await,
         Partition::new(sn.listen_addr()).await,
     );
-    let a = through(&net, "a", &relay_a).await;
-    let b = through(&net, "b", &relay_b).await;
+    let a = auto_leaf_via(&net, "a", &relay_a).await;
+    let b = auto_leaf_via(&net, "b", &relay_b).await;
     let l = net.leaf("l", &sn).await;
     let heirs = heirs_known(&[&a, &b, &l], 2).await;
     let (first, first_relay, second) = if heirs[0] == a.node_id() {
@@ -397,7 +397,7 @@ async fn a_partition_that_heals_ends_in_one_overlay() {
     write(&net.share_dir("a"), "alpha file.txt", b"alpha");
     write(&net.share_dir("l"), "lima file.txt", b"lima");
     write(&net.share_dir("s"), "sierra file.txt", b"sierra");
-    let a = through(&net, "a", &relay).await;
+    let a = auto_leaf_via(&net, "a", &relay).await;
     let l = net
         .start(net.config("l", RoleSetting::Leaf, Some(relay.addr)))
         .await;

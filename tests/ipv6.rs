@@ -248,8 +248,8 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
     sn.status_until(|s| s["leaves"] == 3 && s["index_files"] == 2);
 
     // Each is seen at its own family's address, and the witness's dial back reached it there.
-    // (One log line per leaf; the log is read until it shows, since it is written apart
-    // from the status the leaf reads.)
+    // (One line per leaf, looked for by its id: how many lines there are is not fixed, a
+    // leaf that joins again is checked again.)
     let witnessed = |leaf: &KazooNode| {
         let short = leaf.status()["node_id"].as_str().unwrap()[..8].to_owned();
         let line = |l: &&str| {

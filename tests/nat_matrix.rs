@@ -122,16 +122,16 @@ fn check_joined(node: &KazooNode, site: Site, sn: &str, files: usize) {
 /// A source, a downloader, and the file the source shares.
 type Pair = (KazooNode, KazooNode, Vec<u8>);
 
-/// Downloads each pair's file at its downloader (of the given kind), all at once; how each
-/// source was reached.
-fn download_each(pairs: &[(&Pair, Site)], source: Site) -> Vec<(Site, Site, String)> {
+/// Downloads each pair's file at its downloader, the pairs at once: each downloader is of
+/// its pair's kind, every source of kind `source_kind`. How each source was reached.
+fn download_each(pairs: &[(&Pair, Site)], source_kind: Site) -> Vec<(Site, Site, String)> {
     thread::scope(|scope| {
         let runs: Vec<_> = pairs
             .iter()
             .map(|&((src, dst, file), downloader)| {
                 scope.spawn(move || {
                     let hash = blake3::hash(file).to_hex().to_string();
-                    let pair = format!("{} from {}", downloader.name(), source.name());
+                    let pair = format!("{} from {}", downloader.name(), source_kind.name());
                     let got = dst.get(&hash);
                     assert!(
                         got.status.success(),
@@ -144,7 +144,7 @@ fn download_each(pairs: &[(&Pair, Site)], source: Site) -> Vec<(Site, Site, Stri
                     let path = report["path"].as_str().expect("path");
                     assert_eq!(&std::fs::read(path).unwrap(), file, "{pair}: bytes");
                     let reached = report["sources"][0]["reached"].as_str().unwrap_or("?");
-                    (source, downloader, reached.to_owned())
+                    (source_kind, downloader, reached.to_owned())
                 })
             })
             .collect();

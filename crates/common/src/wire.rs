@@ -802,8 +802,8 @@ pub enum Request {
     /// Dial leaf `leaf` at `addr` from a fresh socket and say whether it answered with that
     /// key (SN → a peer, on a stream of the peering; see "Reachability" above): answered
     /// `DialedBack` (`answered: false` without a dial when this node's dial guard knows the
-    /// address as silent), or `Error(Busy)` when the peer's query rate or the guard's rate
-    /// refuses.
+    /// address as silent), or `Error(Busy)` when the peer's query rate or the guard refuses
+    /// otherwise, or this node has no route to the address.
     DialBack {
         /// The leaf's node id; only a connection proving it counts as an answer.
         leaf: NodeId,
@@ -899,6 +899,26 @@ pub enum Response {
         /// It answered, with the right key.
         answered: bool,
     },
+}
+
+impl Request {
+    /// The variant's name, for logs and errors (never its contents, which a peer chose).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Register { .. } => "Register",
+            Request::Unregister { .. } => "Unregister",
+            Request::Search { .. } => "Search",
+            Request::Lookup { .. } => "Lookup",
+            Request::GetManifest { .. } => "GetManifest",
+            Request::GetPiece { .. } => "GetPiece",
+            Request::ReportUnreachable { .. } => "ReportUnreachable",
+            Request::Connect { .. } => "Connect",
+            Request::Relay { .. } => "Relay",
+            Request::RelayAccept { .. } => "RelayAccept",
+            Request::Browse { .. } => "Browse",
+            Request::DialBack { .. } => "DialBack",
+        }
+    }
 }
 
 impl Response {

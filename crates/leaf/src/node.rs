@@ -975,7 +975,7 @@ impl Node {
     /// Stops the node: closes every connection and ends its tasks.
     pub async fn shutdown(&self) {
         if let Some(sn) = self.supernode() {
-            supernode_role::peering::save_hosts(&self.inner.config.node.data_dir, &sn);
+            supernode_role::peering::save_hosts(&self.inner.config.node.data_dir, &sn).await;
         }
         self.inner.jobs.stop_all();
         let current = self.inner.current().role.clone();

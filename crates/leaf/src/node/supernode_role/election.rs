@@ -127,7 +127,7 @@ impl Node {
             tick.tick().await;
             let plan = sn.core().demotion(Instant::now());
             if let Some(plan) = plan {
-                self.demote(&sn, plan);
+                self.demote(&sn, plan).await;
                 return;
             }
         }
@@ -135,11 +135,11 @@ impl Node {
 
     /// Becomes a leaf again: sends every leaf where the plan says, closes the peerings,
     /// ends the supernode role and joins one of the peers that had room.
-    fn demote(&self, sn: &SupernodeRole, plan: Demotion) {
+    async fn demote(&self, sn: &SupernodeRole, plan: Demotion) {
         let me = self.node_id();
         tracing::info!(node = %me.short(), leaves = plan.moves.len(), reason = %plan.reason, "demoting to leaf");
         // The core has retired (no new leaves or peers; leaves still joining are sent on).
-        peering::save_hosts(&self.inner.config.node.data_dir, sn);
+        peering::save_hosts(&self.inner.config.node.data_dir, sn).await;
         let reason = format!("demoted: {}", plan.reason);
         for (leaf, to) in plan.moves {
             sn.redirect_leaf(leaf, to, &reason);

@@ -35,14 +35,14 @@ pub(in crate::node) async fn serve(
                     witness::answer(&node, &sn, peer, leaf, addr, send).await
                 }
                 Ok(Ok(other)) => Err(StreamError::Violation(format!(
-                    "{other:?} on a peering stream"
+                    "{} on a peering stream",
+                    other.kind()
                 ))),
                 Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(StreamError::Stream("request timed out".into())),
             };
             if let Err(StreamError::Violation(reason)) = outcome {
-                tracing::warn!(peer = %peer.short(), %reason, "protocol violation; closing peering");
-                node.note_error(format!("disconnected supernode {}: {reason}", peer.short()));
+                node.note_peer_violation(peer, &reason);
                 transport::close(&conn, CloseCode::PROTOCOL_VIOLATION, &reason);
             }
         });

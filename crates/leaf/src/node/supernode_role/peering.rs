@@ -57,7 +57,7 @@ pub(in crate::node) struct Peering {
     generation: AtomicU64,
     /// Held while the host cache is written (the periodic save, a demotion and a shutdown
     /// may meet, and they share one temporary file).
-    saving: Mutex<()>,
+    saving: tokio::sync::Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,8 +160,7 @@ impl Node {
                     peering.close(&peer, CloseCode::NORMAL, "shedding: over max_peers");
                 }
                 Action::Disconnect(peer, reason) => {
-                    tracing::warn!(peer = %peer.short(), %reason, "disconnecting misbehaving supernode");
-                    self.note_error(format!("disconnected supernode {}: {reason}", peer.short()));
+                    self.note_peer_violation(peer, &reason);
                     peering.close(&peer, CloseCode::PROTOCOL_VIOLATION, &reason);
                 }
                 Action::Hits(query, hits) => {
@@ -177,6 +176,13 @@ impl Node {
                 Action::Connect { leaf, to } => sn.ask_reverse(leaf, to),
             }
         }
+    }
+
+    /// Logs that peer `peer` broke the protocol and is being disconnected, and notes it as
+    /// the last error (`reason` is this node's own words, never the peer's).
+    pub(in crate::node) fn note_peer_violation(&self, peer: NodeId, reason: &str) {
+        tracing::warn!(peer = %peer.short(), %reason, "disconnecting misbehaving supernode");
+        self.note_error(format!("disconnected supernode {}: {reason}", peer.short()));
     }
 
     /// Dials a supernode to peer with it (`expected` pins its id when known).
@@ -387,7 +393,7 @@ impl Node {
             }
             if now.duration_since(last_save) > SAVE_EVERY {
                 last_save = now;
-                save_hosts(&self.inner.config.node.data_dir, &sn);
+                save_hosts(&self.inner.config.node.data_dir, &sn).await;
             }
         }
     }
@@ -436,9 +442,10 @@ impl Node {
     }
 }
 
-/// Writes the host cache to [`HOST_CACHE`] in `data_dir` (atomically).
-pub(in crate::node) fn save_hosts(data_dir: &std::path::Path, sn: &SupernodeRole) {
-    let path = &data_dir.join(HOST_CACHE);
+/// Writes the host cache to [`HOST_CACHE`] in `data_dir` (atomically, on a blocking
+/// thread); savers take turns, each writing the hosts known when its turn came.
+pub(in crate::node) async fn save_hosts(data_dir: &std::path::Path, sn: &SupernodeRole) {
+    let _saving = sn.peering.saving.lock().await;
     let hosts: Vec<CachedHost> = sn
         .core()
         .overlay()
@@ -450,10 +457,17 @@ pub(in crate::node) fn save_hosts(data_dir: &std::path::Path, sn: &SupernodeRole
             age_secs: age.as_secs(),
         })
         .collect();
-    let _saving = crate::lock(&sn.peering.saving);
-    let result = serde_json::to_vec(&hosts)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| crate::state_file::write_atomic(path, &bytes));
+    let path = data_dir.join(HOST_CACHE);
+    let write = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec(&hosts).map_err(std::io::Error::other)?;
+            crate::state_file::write_atomic(&path, &bytes)
+        })
+    };
+    let result = write
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "could not save host cache");
     }

@@ -65,8 +65,9 @@ pub(in crate::node) async fn answer(
     }
     let answered = match node.inner.dials.check(addr, now) {
         Ok(()) => node.answers_dial_back(addr, leaf).await,
-        // It did not answer this witness moments ago: that is the answer (the leaf is then
-        // taken for firewalled, the safe side, until it is checked again).
+        // It did not answer this witness's last dial (within the guard's silent period):
+        // that is the answer, and the leaf is taken for firewalled, the safe side, until it
+        // joins again.
         Err(DialRefused::Silent(_)) => false,
         Err(refused) => {
             let refusal = Response::error(ErrorCode::Busy, refused.to_string());
