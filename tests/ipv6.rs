@@ -252,20 +252,11 @@ fn a_dual_stack_supernode_in_the_test_network_serves_both_families() {
     // leaf that joins again is checked again.)
     let witnessed = |leaf: &KazooNode| {
         let short = leaf.status()["node_id"].as_str().unwrap()[..8].to_owned();
-        let line = |l: &&str| {
+        sn.log_until(&format!("a witnessed dial back of {short}"), |l| {
             l.contains("dial back by a peer")
                 && l.contains(&format!("leaf={short}"))
                 && l.contains("answered=true")
-        };
-        let deadline = std::time::Instant::now() + common::kazoo_net::DEADLINE;
-        while std::time::Instant::now() < deadline {
-            let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
-            if log.lines().any(|l| line(&l)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("no witnessed dial back of {short}: {}", sn.log_tail());
+        });
     };
     let a_addr = observed(&a);
     assert_eq!(
@@ -355,11 +346,7 @@ fn a_witness_without_ipv6_leaves_an_ipv6_leafs_dial_back_to_the_supernode() {
     let six = testnet_leaf(six_host, IpAddr::from(Ipv6Addr::UNSPECIFIED), sn6, None);
     let seen = observed(&six);
     assert_eq!(seen.ip(), IpAddr::from(six_host.addr6().unwrap()));
-    let log = std::fs::read_to_string(sn_host.dir().join("kazoo.log")).unwrap_or_default();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("no dial back by a peer") && l.contains("cannot reach")),
-        "{}",
-        sn.log_tail()
-    );
+    sn.log_until("the witness's refusal", |l| {
+        l.contains("no dial back by a peer") && l.contains("cannot reach")
+    });
 }

@@ -169,11 +169,31 @@ impl KazooNode {
         self.run(&["get", "--json", hash])
     }
 
+    /// Its log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.host.dir().join("kazoo.log")).unwrap_or_default()
+    }
+
     /// The last 40 lines of its log.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.host.dir().join("kazoo.log")).unwrap_or_default();
+        let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits until a line of its log satisfies `ok`, failing (with the log's tail) after
+    /// [`DEADLINE`]; `what` names the line in the failure.
+    pub fn log_until(&self, what: &str, ok: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.log().lines().any(&ok) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} in the log of {}:\n{}",
+                self.host.name(),
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Its pid.
